@@ -1,0 +1,106 @@
+"""Package-wide settings: seed, verbosity, batch size and progress bar.
+
+Nothing here touches global logging or warning filters at import time; the named logger
+``scattn`` gets a handler only when :attr:`ScattnConfig.verbosity` is set by the user.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import numpy as np
+import torch
+
+logger = logging.getLogger("scattn")
+
+
+class ScattnConfig:
+    """Global configuration for scattn, available as ``scattn.settings``.
+
+    Examples
+    --------
+    >>> import scattn as sa
+    >>> sa.settings.seed = 0  # seeds python, numpy, torch and scvi-tools
+    >>> sa.settings.batch_size = 256
+    """
+
+    def __init__(self) -> None:
+        self._seed: int | None = None
+        self._batch_size = 128
+        self._progress_bar = True
+        self._verbosity = logging.WARNING
+        self._handler: logging.Handler | None = None
+
+    @property
+    def seed(self) -> int | None:
+        """Random seed; setting it seeds python, numpy, torch and scvi-tools (deterministic on CPU)."""
+        return self._seed
+
+    @seed.setter
+    def seed(self, value: int | None) -> None:
+        if value is None:
+            self._seed = None
+            return
+        if not isinstance(value, int | np.integer) or isinstance(value, bool):
+            raise TypeError(f"seed must be an int or None, got {type(value).__name__}.")
+        self._seed = int(value)
+        seed_everything(self._seed)
+
+    @property
+    def batch_size(self) -> int:
+        """Default minibatch size for training and inference."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"batch_size must be a positive int, got {value!r}.")
+        self._batch_size = int(value)
+
+    @property
+    def progress_bar(self) -> bool:
+        """Whether training shows a progress bar."""
+        return self._progress_bar
+
+    @progress_bar.setter
+    def progress_bar(self, value: bool) -> None:
+        self._progress_bar = bool(value)
+
+    @property
+    def verbosity(self) -> int:
+        """Logging level of the ``scattn`` logger (e.g. ``logging.INFO`` or ``"info"``)."""
+        return self._verbosity
+
+    @verbosity.setter
+    def verbosity(self, value: int | str) -> None:
+        if isinstance(value, str):
+            level = logging.getLevelName(value.upper())
+            if not isinstance(level, int):
+                raise ValueError(f"Unknown verbosity {value!r}.")
+            value = level
+        self._verbosity = int(value)
+        logger.setLevel(self._verbosity)
+        if self._handler is None:
+            self._handler = logging.StreamHandler()
+            self._handler.setFormatter(logging.Formatter("%(levelname)s [scattn] %(message)s"))
+            logger.addHandler(self._handler)
+
+    def __repr__(self) -> str:
+        return (
+            f"ScattnConfig(seed={self.seed}, batch_size={self.batch_size}, "
+            f"progress_bar={self.progress_bar}, verbosity={logging.getLevelName(self.verbosity)})"
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy, torch and scvi-tools for deterministic CPU runs."""
+    import scvi
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    scvi.settings.seed = seed
+
+
+settings = ScattnConfig()

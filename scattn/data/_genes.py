@@ -1,0 +1,112 @@
+"""Gene choice (highly variable genes) and alignment of new data to a model's genes by name."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+logger = logging.getLogger(__name__)
+
+
+def select_variable_genes(lognorm, n_top_genes: int) -> np.ndarray:
+    """Positions of the `n_top_genes` most variable genes of a log-normalised matrix.
+
+    Uses scanpy's ``flavor="seurat"`` normalised dispersion (binned by mean expression), as in
+    the CGRAN paper's preprocessing. Returns positions in the original gene order.
+    """
+    import scanpy as sc
+    from anndata import AnnData
+
+    n_genes = lognorm.shape[1]
+    if n_top_genes >= n_genes:
+        return np.arange(n_genes)
+    tmp = AnnData(X=lognorm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hvg = sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor="seurat", inplace=False)
+    disp = np.nan_to_num(hvg["dispersions_norm"].to_numpy(dtype=float), nan=-np.inf)
+    # stable order: highest dispersion first, ties broken by position
+    top = np.argsort(-disp, kind="stable")[:n_top_genes]
+    return np.sort(top)
+
+
+def genes_to_positions(var_names: pd.Index, genes: Sequence[str]) -> np.ndarray:
+    """Positions of a user's gene list in `var_names`; raise naming genes that are absent."""
+    genes = pd.Index(list(genes))
+    if not genes.is_unique:
+        raise ValueError("The gene list has duplicated names.")
+    pos = var_names.get_indexer(genes)
+    missing = genes[pos < 0]
+    if len(missing):
+        raise ValueError(
+            f"{len(missing)} of the requested genes are not in adata.var_names: "
+            f"{', '.join(map(str, missing[:5]))}{', ...' if len(missing) > 5 else ''}."
+        )
+    return pos
+
+
+def align_to_genes(
+    matrix,
+    var_names: pd.Index,
+    target_genes: pd.Index,
+    *,
+    model_genes: pd.Index | None = None,
+    min_overlap: float = 0.5,
+) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """Reorder the columns of `matrix` to `target_genes`, zero-filling absent genes.
+
+    Parameters
+    ----------
+    matrix
+        Cells x genes, dense or sparse, columns named by `var_names`.
+    var_names
+        Gene names of `matrix`.
+    target_genes
+        Gene names of the model's input, in the model's order.
+    model_genes
+        The genes the model actually reads (a subset of `target_genes`); the overlap is judged
+        on these. Defaults to `target_genes`.
+    min_overlap
+        Smallest fraction of `model_genes` that must be present; below it is an error.
+
+    Returns
+    -------
+    The aligned CSR matrix and a boolean mask over `target_genes` of genes present.
+    """
+    model_genes = target_genes if model_genes is None else model_genes
+    present_model = model_genes.isin(var_names)
+    n_present = int(present_model.sum())
+    if n_present == 0:
+        raise ValueError(
+            "The data shares no gene with the model. Check that var_names use the same "
+            "identifiers (symbols vs Ensembl IDs) as the data the model was trained on."
+        )
+    frac = n_present / len(model_genes)
+    if frac < min_overlap:
+        raise ValueError(
+            f"Only {n_present} of the model's {len(model_genes)} genes ({frac:.0%}) are in the "
+            f"data, below the minimum overlap of {min_overlap:.0%}; predictions would be "
+            "unreliable. Use data measured on the same genes (or lower `min_gene_overlap`)."
+        )
+    if n_present < len(model_genes):
+        warnings.warn(
+            f"{len(model_genes) - n_present} of the model's {len(model_genes)} genes are missing "
+            "from the data and are filled with zeros.",
+            UserWarning,
+            stacklevel=3,
+        )
+    src = var_names.get_indexer(target_genes)
+    present = src >= 0
+    cols = np.flatnonzero(present)
+    selector = sparse.csr_matrix(
+        (np.ones(len(cols), dtype=np.float32), (src[present], cols)),
+        shape=(len(var_names), len(target_genes)),
+    )
+    mat = matrix if sparse.issparse(matrix) else sparse.csr_matrix(np.asarray(matrix))
+    aligned = sparse.csr_matrix(mat @ selector, dtype=np.float32)
+    return aligned, present

@@ -1,0 +1,114 @@
+"""Checks on user input that turn bad data into a clear error before it reaches torch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+Expression = Literal["counts", "log1p"]
+EXPRESSION_KINDS = ("counts", "log1p")
+
+
+def get_matrix(adata: AnnData, layer: str | None):
+    """Return ``adata.X`` or ``adata.layers[layer]``, with a clear error if the layer is missing."""
+    if layer is None:
+        if adata.X is None:
+            raise ValueError("adata.X is empty; pass `layer=` naming the layer that holds the data.")
+        return adata.X
+    if layer not in adata.layers:
+        available = ", ".join(map(repr, adata.layers.keys())) or "none"
+        raise KeyError(f"Layer {layer!r} not found in adata.layers (available: {available}).")
+    return adata.layers[layer]
+
+
+def _values(matrix) -> np.ndarray:
+    """The stored values of a dense or sparse matrix (without copying where possible)."""
+    if sparse.issparse(matrix):
+        return matrix.data
+    return np.asarray(matrix)
+
+
+def check_expression(matrix, expression: Expression, *, where: str = "adata.X") -> None:
+    """Raise if `matrix` cannot be the declared kind of expression data.
+
+    Parameters
+    ----------
+    matrix
+        Dense or sparse cells x genes matrix.
+    expression
+        ``"counts"`` (non-negative integers) or ``"log1p"`` (non-negative, finite).
+    where
+        Name of the matrix in messages.
+    """
+    if expression not in EXPRESSION_KINDS:
+        raise ValueError(f"expression must be one of {EXPRESSION_KINDS}, got {expression!r}.")
+    if not hasattr(matrix, "shape") or len(matrix.shape) != 2:
+        raise TypeError(f"{where} must be a 2-d array or sparse matrix.")
+    values = _values(matrix)
+    if not np.issubdtype(values.dtype, np.number):
+        raise TypeError(f"{where} has non-numeric dtype {values.dtype}.")
+    if values.size == 0:
+        return
+    if not np.all(np.isfinite(values)):
+        n_bad = int(np.size(values) - np.isfinite(values).sum())
+        raise ValueError(f"{where} contains {n_bad} NaN or infinite values; remove or fix them.")
+    if values.min() < 0:
+        raise ValueError(
+            f"{where} contains negative values (min {values.min():.3g}). scattn models need raw "
+            "counts or log-normalised data, not scaled data: pass the counts layer "
+            "(`layer='counts'`) or `adata.raw.to_adata()`."
+        )
+    if expression == "counts" and not np.all(np.equal(np.mod(values, 1), 0)):
+        raise ValueError(
+            f"{where} is declared as counts but holds non-integer values. Pass the layer with raw "
+            "counts, or declare log-normalised data with `expression='log1p'`."
+        )
+
+
+def check_var_names(var_names: pd.Index, *, where: str = "adata") -> None:
+    """Raise on duplicated gene names."""
+    if not var_names.is_unique:
+        dup = var_names[var_names.duplicated()].unique()
+        shown = ", ".join(map(str, dup[:5]))
+        raise ValueError(
+            f"{where} has {len(dup)} duplicated gene names ({shown}, ...); genes are matched by "
+            "name, so make them unique first, e.g. `adata.var_names_make_unique()`."
+        )
+
+
+def check_nonempty_cells(matrix, obs_names: pd.Index, *, where: str = "adata") -> None:
+    """Raise if any cell has no expression at all."""
+    totals = np.asarray(matrix.sum(axis=1)).ravel()
+    empty = np.flatnonzero(totals <= 0)
+    if len(empty):
+        shown = ", ".join(map(str, obs_names[empty[:3]]))
+        raise ValueError(
+            f"{where} has {len(empty)} cells with no expression ({shown}, ...); remove them, e.g. "
+            "`sc.pp.filter_cells(adata, min_counts=1)`."
+        )
+
+
+def check_labels(
+    labels: pd.Series, unlabeled_category: str, *, labels_key: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check a labels column; return the known classes and a boolean mask of labelled cells.
+
+    Cells whose label is `unlabeled_category` or NaN are unlabelled.
+    """
+    labelled = labels.notna().to_numpy() & (labels.astype(object) != unlabeled_category).to_numpy()
+    if not labelled.any():
+        raise ValueError(
+            f"All cells in adata.obs[{labels_key!r}] are unlabelled (NaN or "
+            f"{unlabeled_category!r}); at least two labelled classes are needed to train."
+        )
+    classes = pd.unique(labels[labelled].astype(str))
+    if len(classes) < 2:
+        raise ValueError(
+            f"adata.obs[{labels_key!r}] has a single labelled class ({classes[0]!r}); a "
+            "classifier needs at least two."
+        )
+    return np.sort(classes), labelled

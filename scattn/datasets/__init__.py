@@ -1,0 +1,5 @@
+"""Datasets: bundled (via scanpy) or local files; nothing is downloaded."""
+
+from ._datasets import pbmc68k_reduced, read_local, shared_data_dir
+
+__all__ = ["pbmc68k_reduced", "read_local", "shared_data_dir"]

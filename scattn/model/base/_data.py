@@ -1,0 +1,120 @@
+"""Getting any AnnData into a trained model: validation, gene alignment, minibatch inference."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scipy import sparse
+from scvi import REGISTRY_KEYS
+
+from scattn._settings import settings
+from scattn.data import (
+    align_to_genes,
+    check_expression,
+    check_nonempty_cells,
+    check_var_names,
+    get_matrix,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class AlignedDataMixin:
+    """Models whose input genes are matched by name.
+
+    Requires the model to define ``var_names_`` (the genes it reads, a subset of the
+    registered genes) and to be an scvi-tools ``BaseModelClass``.
+    """
+
+    @property
+    def setup_args_(self) -> dict:
+        """The arguments `setup_anndata` was called with."""
+        return self.adata_manager.registry["setup_args"]
+
+    @property
+    def registered_var_names_(self) -> pd.Index:
+        """All genes of the AnnData the model was set up with (the data loader's columns)."""
+        return pd.Index(self.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY).column_names)
+
+    def _prepare_adata(self, adata: AnnData | None, *, min_gene_overlap: float = 0.5) -> AnnData:
+        """Return an AnnData registered with this model, holding `adata`'s cells.
+
+        `adata=None` (or the model's own AnnData) is used as it is. Any other AnnData is
+        checked (same kind of data, unique genes, no empty cells), aligned by gene name to the
+        model's genes into a private AnnData, and that is registered: the user's object is
+        never written to.
+        """
+        if adata is None or adata is self.adata:
+            return self.adata
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
+        layer = self.setup_args_.get("layer")
+        expression = self.setup_args_.get("expression", "counts")
+        check_var_names(adata.var_names)
+        matrix = get_matrix(adata, layer)
+        where = f"adata.layers[{layer!r}]" if layer else "adata.X"
+        check_expression(matrix, expression, where=where)
+        check_nonempty_cells(matrix, adata.obs_names)
+        aligned, _ = align_to_genes(
+            matrix,
+            adata.var_names,
+            self.registered_var_names_,
+            model_genes=pd.Index(self.var_names_),
+            min_overlap=min_gene_overlap,
+        )
+        obs = pd.DataFrame(index=adata.obs_names.copy())
+        internal = AnnData(X=aligned, obs=obs, var=pd.DataFrame(index=self.registered_var_names_))
+        if layer is not None:
+            internal.layers[layer] = aligned
+        self._validate_anndata(internal)
+        return internal
+
+    @torch.inference_mode()
+    def _run_inference(
+        self,
+        adata: AnnData,
+        *,
+        indices=None,
+        batch_size: int | None = None,
+        attention_top_k: int | None = None,
+        keys: tuple[str, ...] = ("logits", "z"),
+    ) -> dict[str, np.ndarray | sparse.csr_matrix]:
+        """Minibatch inference; concatenated outputs.
+
+        With `attention_top_k`, the per-cell attention over the model's genes is kept as a
+        CSR matrix holding each cell's top-k weights (``"attention"``); ``0`` keeps all.
+        """
+        self.module.eval()
+        loader = self._make_data_loader(
+            adata=adata, indices=indices, batch_size=batch_size or settings.batch_size
+        )
+        out: dict[str, list] = {k: [] for k in keys}
+        att_rows: list[sparse.csr_matrix] = []
+        want_att = attention_top_k is not None
+        for tensors in loader:
+            res = self.module.inference(tensors[REGISTRY_KEYS.X_KEY], return_attention=want_att)
+            for k in keys:
+                out[k].append(res[k].float().cpu().numpy())
+            if want_att:
+                att_rows.append(_top_k_csr(res["attention"], attention_top_k))
+        result = {k: np.concatenate(v) for k, v in out.items()}
+        if want_att:
+            result["attention"] = sparse.vstack(att_rows, format="csr")
+        return result
+
+
+def _top_k_csr(weights: torch.Tensor, k: int) -> sparse.csr_matrix:
+    """Keep each row's k largest entries of a ``(B, g)`` tensor as CSR (k=0: keep all)."""
+    weights = weights.float().cpu()
+    n, g = weights.shape
+    if not k or k >= g:
+        return sparse.csr_matrix(weights.numpy())
+    vals, idx = torch.topk(weights, k, dim=1)
+    indptr = np.arange(0, n * k + 1, k)
+    mat = sparse.csr_matrix((vals.numpy().ravel(), idx.numpy().ravel(), indptr), shape=(n, g))
+    mat.sort_indices()
+    return mat

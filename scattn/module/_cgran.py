@@ -1,0 +1,189 @@
+"""CGRAN module (pure torch): Cell-Gene Representation Attention Network.
+
+Math (Wang, Fan & Ma, section 3.2). For a cell with normalised expression ``x`` over the
+model's genes, its embedding is ``A_i = x P`` (the SVD fold-in, see
+:mod:`scattn.data._embed`) and the token sequence is ``s_0 = A_i``, ``s_j = B_j + s_0``.
+Two local attention blocks (:class:`~scattn.nn.LocalAttentionBlock`) renew the tokens; the
+renewed cell token goes through a linear classifier. The loss is cross-entropy over the
+labelled cells of the minibatch; cells with the unlabelled code do not enter it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from scvi import REGISTRY_KEYS
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from torch import nn
+
+from scattn.data import TARGET_SUM
+from scattn.nn import GeneGroups, LocalAttentionBlock
+from scattn.nn._local_attention import _split_heads, project_tokens
+
+
+class CGRANModule(BaseModuleClass):
+    """Pure-torch CGRAN.
+
+    Parameters
+    ----------
+    n_input
+        Number of genes the data loader delivers (all registered genes; library sizes are
+        taken over all of them).
+    n_labels
+        Number of known classes.
+    gene_index
+        Positions (in the ``n_input`` genes) of the genes the model reads.
+    gene_embedding
+        ``(n_genes, m)`` gene embeddings ``B``.
+    projection
+        ``(n_genes, m)`` cell fold-in ``P``: cell embedding ``A = x P``.
+    group_index
+        ``(n_groups, group_size)`` padded gene groups for local attention.
+    normalize_counts
+        Whether input is counts to library-size normalise and log1p (else log-normalised).
+    n_heads
+        Heads per block (paper: 10).
+    head_dims
+        Head dimension of each block (paper: 8 then 4).
+    dropout
+        Dropout rate on every layer (paper: 0.1).
+    """
+
+    _buffers_sized_by_data = ("gene_index", "gene_embedding", "projection")
+
+    def __init__(
+        self,
+        n_input: int,
+        n_labels: int,
+        gene_index: torch.Tensor,
+        gene_embedding: torch.Tensor,
+        projection: torch.Tensor,
+        group_index: torch.Tensor,
+        *,
+        normalize_counts: bool = True,
+        n_heads: int = 10,
+        head_dims: Sequence[int] = (8, 4),
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if n_labels < 2:
+            raise ValueError(f"CGRAN needs at least two classes, got {n_labels}.")
+        self.n_input = n_input
+        self.n_labels = n_labels
+        self.normalize_counts = normalize_counts
+        self.register_buffer("gene_index", torch.as_tensor(gene_index, dtype=torch.long))
+        self.register_buffer("gene_embedding", torch.as_tensor(gene_embedding, dtype=torch.float32))
+        self.register_buffer("projection", torch.as_tensor(projection, dtype=torch.float32))
+        self.groups = GeneGroups(torch.as_tensor(group_index))
+        n_embedding = self.gene_embedding.shape[1]
+        blocks, dim = [], n_embedding
+        for head_dim in head_dims:
+            blocks.append(LocalAttentionBlock(dim, n_heads, head_dim, dropout))
+            dim = blocks[-1].n_output
+        self.blocks = nn.ModuleList(blocks)
+        self.n_latent = dim
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(dim, n_labels)
+        # the cell token is L2-normalised, which bounds logits by the classifier's weight norm;
+        # a learnable temperature (NormFace-style) lets cross-entropy reach confident logits
+        # without thousands of steps at the paper's small learning rate
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(math.sqrt(dim) * 2.0)))
+
+    # -- loading ---------------------------------------------------------------------------
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load weights; buffers whose size depends on the training data take the saved size."""
+        for name in self._buffers_sized_by_data:
+            if name in state_dict:
+                setattr(self, name, state_dict[name].clone().to(getattr(self, name).device))
+        key = "groups.group_index"
+        if key in state_dict:
+            self.groups.set_group_index(state_dict[key])
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # -- scvi-tools module API -------------------------------------------------------------
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
+
+    def _get_generative_input(self, tensors, inference_outputs) -> dict:
+        return {}
+
+    def normalized_genes(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-normalise (if counts) and keep the model's genes: ``(B, n_input) -> (B, g)``."""
+        x = x.float()
+        if self.normalize_counts:
+            lib = x.sum(dim=-1, keepdim=True).clamp_min(1e-8)
+            x = torch.log1p(x / lib * TARGET_SUM)
+        return x.index_select(-1, self.gene_index)
+
+    def cell_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The factorisation's cell embedding ``A_i = x P`` of raw input `x`."""
+        return self.normalized_genes(x) @ self.projection
+
+    @auto_move_data
+    def inference(self, x: torch.Tensor, return_attention: bool = False) -> dict[str, torch.Tensor]:
+        """Run both blocks; return logits, the renewed cell token and optionally attention.
+
+        ``attention`` is the cell token's attention to the gene tokens in the first block,
+        summed over heads: ``(B, g)`` (the cell's weight on itself is dropped).
+        """
+        cell = self.cell_embedding(x)
+        genes, weights = None, None
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            cell, genes, w = block(
+                cell,
+                genes,
+                gene_base=self.gene_embedding if i == 0 else None,
+                groups=self.groups,
+                cell_only=i == last,
+                return_attention=return_attention and i == 0,
+            )
+            if w is not None:
+                weights = w[..., 1:].sum(dim=1)
+        logits = self.classifier(self.dropout(cell)) * self.logit_scale.exp()
+        out = {"logits": logits, "z": cell}
+        if weights is not None:
+            out["attention"] = weights
+        return out
+
+    def generative(self, **kwargs) -> dict:
+        """CGRAN is discriminative: nothing to generate."""
+        return {}
+
+    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
+        """Cross-entropy over the labelled cells of the minibatch."""
+        logits = inference_outputs["logits"]
+        y = tensors[REGISTRY_KEYS.LABELS_KEY].view(-1).long()
+        labelled = y < self.n_labels
+        n_lab = int(labelled.sum())
+        if n_lab:
+            ce = F.cross_entropy(logits[labelled], y[labelled])
+            acc = (logits[labelled].argmax(-1) == y[labelled]).float().mean()
+        else:  # a minibatch of unlabelled cells only: no gradient signal, but keep the graph
+            ce = logits.sum() * 0.0
+            acc = torch.zeros((), device=logits.device)
+        return LossOutput(
+            loss=ce,
+            n_obs_minibatch=max(n_lab, 1),
+            extra_metrics={"accuracy": acc},
+        )
+
+    # -- interpretation -------------------------------------------------------------------
+    @torch.inference_mode()
+    def gene_gene_attention(self, x: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
+        """First-block attention among a chosen set of gene tokens, summed over heads.
+
+        For each cell, the tokens ``[s_0, s_j for j in genes]`` attend to one another with the
+        first block's queries and keys (no group mask, so genes from different groups can be
+        compared). Returns ``(B, k, k)``: row j is how much gene j attends to each gene,
+        renormalised over the k genes.
+        """
+        block = self.blocks[0].attention
+        cell = self.cell_embedding(x)
+        _, qkv = project_tokens(block.qkv, cell, gene_base=self.gene_embedding[genes])
+        q, k, _ = (_split_heads(t, block.n_heads) for t in qkv.chunk(3, dim=-1))
+        w = ((q @ k.transpose(-1, -2)) / math.sqrt(block.head_dim)).softmax(-1)
+        return w.sum(dim=1)

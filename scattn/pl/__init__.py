@@ -1,0 +1,6 @@
+"""Plots (scanpy style: keyword-only, ``ax``, ``show``, ``return_fig``)."""
+
+from ._attention import attention_heatmap, gene_attention_heatmap, marker_dotplot
+from ._history import training_history
+
+__all__ = ["attention_heatmap", "gene_attention_heatmap", "marker_dotplot", "training_history"]

@@ -1,0 +1,6 @@
+"""Tools on AnnData (scanpy style: write into ``adata``, record ``params``)."""
+
+from ._gene_sets import gene_sets_from_attention
+from ._markers import attention_markers, marker_genes_from_attention
+
+__all__ = ["attention_markers", "gene_sets_from_attention", "marker_genes_from_attention"]

@@ -1,0 +1,130 @@
+"""Gene sets from gene-gene attention among attention-derived markers (CGRAN Figure 5a)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy.cluster import hierarchy
+from scipy.spatial.distance import squareform
+
+from scattn._docs import scattn_dsp
+
+
+@scattn_dsp.dedent
+def gene_sets_from_attention(
+    adata: AnnData,
+    model,
+    *,
+    markers_key: str = "cgran_markers",
+    n_genes: int = 5,
+    n_sets: int | None = None,
+    max_cells: int | None = 2000,
+    key_added: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Group marker genes into gene sets by the attention they pay each other.
+
+    Takes the top `n_genes` markers of every group from ``adata.uns[markers_key]``, asks the
+    model for the first block's gene-to-gene attention among them (averaged over cells, see
+    :meth:`scattn.model.CGRAN.get_gene_attention`), symmetrises it, and clusters the genes
+    hierarchically (average linkage on ``1 - scaled attention``) into `n_sets` sets. Genes
+    with high attention to one another form a set (the paper's Figure 5a; e.g. CD3D and CD3E).
+
+    Parameters
+    ----------
+    adata
+        AnnData holding the markers (e.g. after ``model.predict(adata)``).
+    model
+        Trained model with ``get_gene_attention`` (CGRAN).
+    markers_key
+        Key of the markers in ``adata.uns`` (``rank_genes_groups`` layout).
+    n_genes
+        Markers taken per group.
+    n_sets
+        Number of gene sets; default the number of marker groups.
+    max_cells
+        Average the attention over at most this many cells (evenly spaced); `None`: all.
+    key_added
+        Key in ``adata.uns``; default ``markers_key`` with ``_markers`` replaced by
+        ``_gene_sets``.
+    %(copy)s
+
+    Returns
+    -------
+    `None`, or a copy with `copy=True`. Writes ``adata.uns[key_added]``:
+
+    ``genes``
+        The marker genes, in the clustering's leaf order.
+    ``attention``
+        DataFrame genes x genes: mean attention gene (row) pays gene (column), symmetrised.
+    ``membership``
+        DataFrame indexed by gene: ``marker_group`` (the group it is a marker of) and
+        ``gene_set`` (its set).
+    ``gene_sets``
+        Dict ``set name -> array of genes``.
+    ``params``
+        ``markers_key``, ``n_genes``, ``n_sets``, ``max_cells``, ``linkage``.
+    """
+    if markers_key not in adata.uns or "names" not in adata.uns[markers_key]:
+        raise KeyError(
+            f"No markers at adata.uns[{markers_key!r}]; run `model.predict(adata)` or "
+            "`sa.tl.marker_genes_from_attention` first."
+        )
+    if n_genes < 1:
+        raise ValueError(f"n_genes must be >= 1, got {n_genes}.")
+    names = adata.uns[markers_key]["names"]
+    model_genes = set(model.var_names_)
+    genes, group_of = [], {}
+    for group in names.dtype.names:
+        taken = 0
+        for g in names[group]:
+            if taken == n_genes:
+                break
+            if g in model_genes and g not in group_of:
+                genes.append(g)
+                group_of[g] = group
+                taken += 1
+    if len(genes) < 2:
+        raise ValueError("Fewer than two marker genes are used by the model; nothing to group.")
+    n_sets = len(names.dtype.names) if n_sets is None else n_sets
+    if not 1 <= n_sets <= len(genes):
+        raise ValueError(f"n_sets must be between 1 and the number of genes ({len(genes)}).")
+    indices = None
+    if max_cells is not None and adata.n_obs > max_cells:
+        indices = np.linspace(0, adata.n_obs - 1, max_cells).astype(int)
+    att = model.get_gene_attention(genes, adata, indices=indices)
+    sym = (att.to_numpy() + att.to_numpy().T) / 2
+    off = sym[~np.eye(len(genes), dtype=bool)]
+    lo, hi = off.min(), off.max()
+    scaled = (sym - lo) / (hi - lo) if hi > lo else np.zeros_like(sym)
+    dist = np.clip(1.0 - scaled, 0.0, None)
+    np.fill_diagonal(dist, 0.0)
+    link = hierarchy.linkage(squareform(dist, checks=False), method="average")
+    labels = hierarchy.fcluster(link, t=n_sets, criterion="maxclust")
+    order = hierarchy.leaves_list(link)
+    ordered = [genes[i] for i in order]
+    set_of = pd.Series([f"set_{labels[i]}" for i in range(len(genes))], index=genes)
+    result = {
+        "genes": ordered,
+        "attention": pd.DataFrame(sym, index=genes, columns=genes).loc[ordered, ordered],
+        "membership": pd.DataFrame(
+            {"marker_group": pd.Series(group_of).loc[ordered], "gene_set": set_of.loc[ordered]}
+        ),
+        "gene_sets": {
+            s: np.asarray([g for g in ordered if set_of[g] == s], dtype=object)
+            for s in pd.unique(set_of.loc[ordered])
+        },
+        "params": {
+            "markers_key": markers_key,
+            "n_genes": n_genes,
+            "n_sets": n_sets,
+            "max_cells": max_cells,
+            "linkage": "average",
+        },
+    }
+    if key_added is None:
+        key_added = markers_key.replace("_markers", "") + "_gene_sets"
+    adata = adata.copy() if copy else adata
+    adata.uns[key_added] = result
+    return adata if copy else None
