@@ -58,6 +58,7 @@ class ClassifierMixin:
     _train_runner_cls = TrainRunner
     _default_key = "model"
     _default_lr = 1e-3
+    _default_train_batch_size: int | None = None
     _attention_top_k = 50
 
     # -- labels ----------------------------------------------------------------------------
@@ -93,7 +94,9 @@ class ClassifierMixin:
         lr
             Adam learning rate (the model's paper default if `None`).
         batch_size
-            Minibatch size (:attr:`scattn.settings.batch_size` if `None`).
+            Minibatch size; `None` uses the model's default (CGRAN: 32, so that small
+            datasets get enough updates at the paper's learning rate), else
+            :attr:`scattn.settings.batch_size`.
         train_size
             Fraction of cells for training; the rest validates (early stopping, history).
         validation_size
@@ -139,7 +142,7 @@ class ClassifierMixin:
             devices=devices,
             train_size=train_size,
             validation_size=validation_size,
-            batch_size=batch_size or settings.batch_size,
+            batch_size=batch_size or self._default_train_batch_size or settings.batch_size,
             early_stopping=early_stopping and has_validation,
             plan_kwargs=plan,
             datasplitter_kwargs=datasplitter_kwargs,

@@ -1,0 +1,1 @@
+"""Benchmarks of scattn models against peers (not part of the test suite)."""

@@ -1,0 +1,100 @@
+"""Datasets and splits shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Task:
+    """A labelled dataset ready for a classifier."""
+
+    name: str
+    adata: AnnData  # X holds `expression`
+    labels_key: str
+    expression: str  # "counts" or "log1p"
+    note: str = ""
+
+
+def data_dir() -> Path | None:
+    """The shared data folder (``$SCATTN_DATA_DIR`` or ``../shared/data``), if present."""
+    from scattn.datasets import shared_data_dir
+
+    here = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return shared_data_dir() or (here if here.is_dir() else None)
+
+
+def _lognorm(adata: AnnData) -> AnnData:
+    import scanpy as sc
+
+    out = adata.copy()
+    sc.pp.normalize_total(out, target_sum=1e4)
+    sc.pp.log1p(out)
+    return out
+
+
+def load_tasks(names: list[str] | None = None) -> list[Task]:
+    """The labelled tasks: scanpy's pbmc68k_reduced plus the labelled sets of the shared folder."""
+    import anndata as ad
+    import scanpy as sc
+
+    from scattn.datasets import pbmc68k_reduced
+
+    tasks = [Task("pbmc68k_reduced", pbmc68k_reduced(), "bulk_labels", "log1p", "scanpy bundle, .raw log-normalised")]
+    base = data_dir()
+    if base is not None:
+        paul = ad.read_h5ad(base / "paul15.h5ad")
+        tasks.append(Task("paul15", paul, "cell_type", "counts", "MARS-seq counts"))
+        panc = ad.read_h5ad(base / "panc8_subset.h5ad")
+        # several technologies hold non-integer (already normalised) values: log-normalise all
+        # cells the same way for every method
+        tasks.append(Task("panc8_subset", _lognorm(panc), "cell_type", "log1p",
+                          "mixed counts/normalised; library-size normalised + log1p for all methods"))
+        for plat in ("celseq2", "dropseq"):
+            cb = ad.read_h5ad(base / f"cellbench_3cl_{plat}.h5ad")
+            sc.pp.filter_genes(cb, min_cells=1)
+            tasks.append(Task(f"cellbench_{plat}", cb, "cell_type", "counts", "3 cell lines"))
+    for t in tasks:
+        t.adata.obs[t.labels_key] = t.adata.obs[t.labels_key].astype(str).astype("category")
+        if sparse.issparse(t.adata.X):
+            t.adata.X = sparse.csr_matrix(t.adata.X)
+    if names:
+        tasks = [t for t in tasks if t.name in names]
+    return tasks
+
+
+def splits(labels, seeds=(0, 1, 2), test_size: float = 0.2) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Stratified 80/20 train/test splits, one per seed."""
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    y = np.asarray(labels)
+    # classes with a single cell cannot be stratified: they stay in training
+    for seed in seeds:
+        sss = StratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
+        train, test = next(sss.split(np.zeros(len(y)), y))
+        yield seed, np.sort(train), np.sort(test)
+
+
+def lognorm_matrix(adata: AnnData, expression: str):
+    """Log-normalised X, as the models compute it."""
+    from scattn.data import log_normalize
+
+    return log_normalize(adata.X, expression)
+
+
+def markdown_table(df) -> str:
+    """A DataFrame as a GitHub markdown table (no extra dependency)."""
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for _, row in df.iterrows():
+        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
