@@ -11,6 +11,7 @@ from anndata import AnnData
 from scipy import sparse
 
 RESULTS = Path(__file__).parent / "results"
+MIN_CELLS_PER_CLASS = 5
 
 
 @dataclass
@@ -63,7 +64,14 @@ def load_tasks(names: list[str] | None = None) -> list[Task]:
             sc.pp.filter_genes(cb, min_cells=1)
             tasks.append(Task(f"cellbench_{plat}", cb, "cell_type", "counts", "3 cell lines"))
     for t in tasks:
-        t.adata.obs[t.labels_key] = t.adata.obs[t.labels_key].astype(str).astype("category")
+        labels = t.adata.obs[t.labels_key].astype(str)
+        counts = labels.value_counts()
+        rare = counts.index[counts < MIN_CELLS_PER_CLASS]
+        if len(rare):  # a stratified 80/20 split needs a few cells of every class
+            t.note += f"; dropped classes with < {MIN_CELLS_PER_CLASS} cells: {', '.join(rare)}"
+            t.adata = t.adata[~labels.isin(rare).to_numpy()].copy()
+            labels = t.adata.obs[t.labels_key].astype(str)
+        t.adata.obs[t.labels_key] = labels.astype("category")
         if sparse.issparse(t.adata.X):
             t.adata.X = sparse.csr_matrix(t.adata.X)
     if names:
