@@ -22,9 +22,10 @@ from ._common import RESULTS, load_tasks, lognorm_matrix, markdown_table, splits
 
 
 def run_one(task, train, test, seed: int, *, max_epochs: int, accelerator: str) -> list[dict]:
-    import scattn as sa
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
+
+    import scattn as sa
 
     sa.settings.seed = seed
     sa.settings.progress_bar = False

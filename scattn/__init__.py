@@ -6,9 +6,8 @@ plots under :mod:`scattn.pl`.
 
 from __future__ import annotations
 
+from . import data, datasets, model, module, nn, pl, tl
 from ._settings import settings
 from ._version import __version__
-
-from . import data, datasets, model, module, nn, pl, tl  # noqa: E402
 
 __all__ = ["__version__", "data", "datasets", "model", "module", "nn", "pl", "settings", "tl"]

@@ -98,7 +98,7 @@ def seed_everything(seed: int) -> None:
     import scvi
 
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 -- seeding the legacy global RNG is the point here
     torch.manual_seed(seed)
     scvi.settings.seed = seed
 

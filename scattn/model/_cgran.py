@@ -121,13 +121,17 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
         import scvi
 
         seed = scvi.settings.seed or 0
-        expression = self.setup_args_["expression"]
+        expression = self._setup_args["expression"]
+        #: the known classes, in the classifier's output order
+        self.classes_: list[str] = self._registered_classes()
         matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         lognorm = log_normalize(matrix, expression)
         if genes is not None:
             gene_index = genes_to_positions(self.adata.var_names, genes)
         else:
             gene_index = select_variable_genes(lognorm, n_top_genes)
+        #: the genes the model reads, in its order (a subset of the registered genes)
+        self.var_names_ = pd.Index(self.adata.var_names[gene_index])
         emb = factorize(lognorm[:, gene_index], n_embedding, method=embedding_method, seed=seed)
         groups = make_gene_groups(
             len(gene_index), grouping, group_size=group_size, n_groups=n_groups,
@@ -151,11 +155,6 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
             f"head_dims={tuple(head_dims)}, dropout={dropout}"
         )
         self.init_params_ = self._get_init_params(locals())
-
-    @property
-    def var_names_(self) -> pd.Index:
-        """The genes the model reads, in its order (a subset of the registered genes)."""
-        return self.registered_var_names_[self.module.gene_index.cpu().numpy()]
 
     # -- set-up ---------------------------------------------------------------------------
     @classmethod
@@ -301,8 +300,9 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
 
         Returns
         -------
-        DataFrame, cells x the model's genes (``model.var_names_``); each row sums to at most 1
-        (the remainder is the cell token's attention to itself).
+        DataFrame, cells x the model's genes (``model.var_names_``). Each head's weights sum to
+        1 over the cell token and the genes, so a row sums to less than ``n_heads`` (the
+        remainder is the cell token's attention to itself).
         """
         self._check_if_trained(warn=True)
         internal = self._prepare_adata(adata)

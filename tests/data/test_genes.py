@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from scattn.data import align_to_genes, select_variable_genes, log_normalize
+from scattn.data import align_to_genes, log_normalize, select_variable_genes
 
 
 def test_align_shuffled_and_missing():

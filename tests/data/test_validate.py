@@ -3,7 +3,13 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from scattn.data import check_expression, check_labels, check_nonempty_cells, check_var_names, get_matrix
+from scattn.data import (
+    check_expression,
+    check_labels,
+    check_nonempty_cells,
+    check_var_names,
+    get_matrix,
+)
 
 
 def test_counts_accepted_dense_and_sparse():

@@ -3,7 +3,12 @@ import pytest
 import torch
 
 from scattn.data import group_mask, make_gene_groups
-from scattn.nn import GeneGroups, LocalAttentionBlock, LocalMultiheadAttention, dense_masked_attention
+from scattn.nn import (
+    GeneGroups,
+    LocalAttentionBlock,
+    LocalMultiheadAttention,
+    dense_masked_attention,
+)
 
 
 @pytest.mark.parametrize("grouping, n_genes", [("uniform", 300), ("uniform", 250), ("kmeans", 250), ("full", 40)])

@@ -14,8 +14,8 @@ from scvi.dataloaders import DataSplitter
 from scvi.model.base import UnsupervisedTrainingMixin
 from scvi.train import TrainingPlan, TrainRunner
 
-from scattn._version import __version__
 from scattn._settings import settings
+from scattn._version import __version__
 from scattn.data import check_labels, get_matrix
 
 from ._results import PredictionResult
@@ -62,9 +62,8 @@ class ClassifierMixin:
     _attention_top_k = 50
 
     # -- labels ----------------------------------------------------------------------------
-    @property
-    def classes_(self) -> list[str]:
-        """The known classes, in the order of the classifier's outputs."""
+    def _registered_classes(self) -> list[str]:
+        """The known classes of the registered labels, in the classifier's output order."""
         mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY).categorical_mapping
         return [str(c) for c in mapping[:-1]]
 
@@ -201,7 +200,10 @@ class ClassifierMixin:
             if UNKNOWN not in categories:
                 categories.append(UNKNOWN)
         index = target.obs_names
-        prediction = pd.Series(pd.Categorical(labels, categories=categories), index=index)
+        # unused categories dropped, as scanpy's own tools write them (its plots expect it)
+        prediction = pd.Series(
+            pd.Categorical(labels, categories=categories).remove_unused_categories(), index=index
+        )
         attention = self._attention_in_genes_of(out["attention"], target.var_names)
         markers = attention_markers(
             attention, prediction, target.var_names, n_top=attention_top_k, n_genes=n_markers,
@@ -244,7 +246,7 @@ class ClassifierMixin:
     def _write_predictions(adata: AnnData, result: PredictionResult, key: str) -> None:
         """Write a PredictionResult into `adata` under `key` (all-or-nothing)."""
         obs_updates = {
-            f"{key}_prediction": result.prediction.to_numpy(),
+            f"{key}_prediction": pd.Categorical(result.prediction),
             f"{key}_confidence": result.confidence.to_numpy(dtype=np.float32),
         }
         proba = result.probabilities.copy()

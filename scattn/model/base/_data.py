@@ -26,17 +26,17 @@ logger = logging.getLogger(__name__)
 class AlignedDataMixin:
     """Models whose input genes are matched by name.
 
-    Requires the model to define ``var_names_`` (the genes it reads, a subset of the
+    Requires the model to set ``var_names_`` (the genes it reads, a subset of the
     registered genes) and to be an scvi-tools ``BaseModelClass``.
     """
 
     @property
-    def setup_args_(self) -> dict:
+    def _setup_args(self) -> dict:
         """The arguments `setup_anndata` was called with."""
         return self.adata_manager.registry["setup_args"]
 
     @property
-    def registered_var_names_(self) -> pd.Index:
+    def _registered_var_names(self) -> pd.Index:
         """All genes of the AnnData the model was set up with (the data loader's columns)."""
         return pd.Index(self.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY).column_names)
 
@@ -52,8 +52,8 @@ class AlignedDataMixin:
             return self.adata
         if not isinstance(adata, AnnData):
             raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
-        layer = self.setup_args_.get("layer")
-        expression = self.setup_args_.get("expression", "counts")
+        layer = self._setup_args.get("layer")
+        expression = self._setup_args.get("expression", "counts")
         check_var_names(adata.var_names)
         matrix = get_matrix(adata, layer)
         where = f"adata.layers[{layer!r}]" if layer else "adata.X"
@@ -62,12 +62,12 @@ class AlignedDataMixin:
         aligned, _ = align_to_genes(
             matrix,
             adata.var_names,
-            self.registered_var_names_,
+            self._registered_var_names,
             model_genes=pd.Index(self.var_names_),
             min_overlap=min_gene_overlap,
         )
         obs = pd.DataFrame(index=adata.obs_names.copy())
-        internal = AnnData(X=aligned, obs=obs, var=pd.DataFrame(index=self.registered_var_names_))
+        internal = AnnData(X=aligned, obs=obs, var=pd.DataFrame(index=self._registered_var_names))
         if layer is not None:
             internal.layers[layer] = aligned
         self._validate_anndata(internal)

@@ -1,0 +1,286 @@
+"""CGRAN mechanics on tiny data: the API contract of DESIGN.md."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+from scipy import sparse
+
+import scattn as sa
+from tests.conftest import TINY, make_counts
+
+
+def _snapshot(adata):
+    x = adata.X.toarray() if sparse.issparse(adata.X) else np.array(adata.X)
+    return (set(adata.obs.columns), set(adata.obsm.keys()), set(adata.layers.keys()),
+            set(adata.uns.keys()), x)
+
+
+def _unchanged(adata, snap):
+    cols, obsm, layers, uns, x = snap
+    assert set(adata.obs.columns) == cols and set(adata.obsm.keys()) == obsm
+    assert set(adata.layers.keys()) == layers and set(adata.uns.keys()) == uns
+    now = adata.X.toarray() if sparse.issparse(adata.X) else np.asarray(adata.X)
+    np.testing.assert_array_equal(now, x)
+
+
+# -- training and predict ----------------------------------------------------------------------
+def test_train_history_and_summary(trained):
+    model, _ = trained
+    assert model.is_trained_
+    for key in ("train_loss", "validation_loss", "accuracy_train", "accuracy_validation"):
+        assert key in model.history
+    assert "CGRAN: 60 genes, 3 classes" in model._model_summary_string
+    assert model.classes_ == ["type0", "type1", "type2"]
+
+
+def test_predict_writes_every_documented_field(trained):
+    model, adata = trained
+    adata = adata.copy()
+    model.predict(adata, unknown_threshold=0.4)
+    pred = adata.obs["cgran_prediction"]
+    assert isinstance(pred.dtype, pd.CategoricalDtype)
+    # observed categories only (scanpy's convention); "Unknown" below the threshold
+    assert set(pred.cat.categories) == set(pred.unique())
+    assert set(pred.cat.categories) <= {"type0", "type1", "type2", "Unknown"}
+    conf = adata.obs["cgran_confidence"]
+    assert conf.between(1 / 3, 1).all()
+    assert ((conf < 0.4) == (pred == "Unknown")).all()
+    proba = adata.obsm["cgran_probabilities"]
+    assert isinstance(proba, pd.DataFrame) and list(proba.columns) == model.classes_
+    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
+    assert adata.obsm["X_cgran"].shape == (adata.n_obs, 8)  # 2 heads x head dim 4
+    att = adata.layers["cgran_attention"]
+    assert sparse.issparse(att) and att.shape == adata.shape
+    assert (np.diff(att.tocsr().indptr) <= 50).all()
+    assert att.sum(1).max() <= 2 + 1e-5  # summed over 2 heads
+    assert set(adata.uns["cgran_markers"]["names"].dtype.names) <= set(pred.cat.categories)
+    params = adata.uns["cgran"]["params"]
+    assert params["model"] == "CGRAN" and params["unknown_threshold"] == 0.4
+
+
+def test_markers_readable_by_scanpy(trained):
+    model, adata = trained
+    adata = adata.copy()
+    model.predict(adata)
+    df = sc.get.rank_genes_groups_df(adata, group=None, key="cgran_markers")
+    assert {"group", "names", "scores", "pvals", "pvals_adj", "logfoldchanges"} <= set(df.columns)
+    dp = sc.pl.rank_genes_groups_dotplot(adata, key="cgran_markers", n_genes=3, show=False, return_fig=True)
+    dp.make_figure()
+
+
+def test_inplace_false_writes_nothing(trained):
+    model, adata = trained
+    snap = _snapshot(adata)
+    res = model.predict(adata, inplace=False)
+    _unchanged(adata, snap)
+    assert isinstance(res, sa.model.base.PredictionResult)
+    assert len(res.prediction) == adata.n_obs and res.attention.shape == adata.shape
+    assert res.markers is not None and "names" in res.markers
+
+
+def test_unlabelled_cells_are_predicted(trained):
+    model, adata = trained
+    res = model.predict(inplace=False)
+    unl = adata.obs["label"] == "Unknown"
+    assert res.prediction[unl.to_numpy()].isin(model.classes_).all()
+
+
+def test_latent_attention_and_gene_attention(trained):
+    model, adata = trained
+    z = model.get_latent_representation(indices=[0, 1, 2])
+    assert z.shape == (3, 8)
+    att = model.get_attention(indices=[0, 1])
+    assert list(att.columns) == list(model.var_names_) and att.shape == (2, 60)
+    assert (att.to_numpy() >= 0).all() and (att.sum(1) < 2).all()  # 2 heads
+    top = model.get_attention(indices=[0], top_k=5)
+    assert (top.to_numpy() > 0).sum() == 5
+    genes = list(model.var_names_[:4])
+    gg = model.get_gene_attention(genes)
+    assert gg.shape == (4, 4)
+    np.testing.assert_allclose(gg.sum(1), 2.0, rtol=1e-4)  # softmax rows summed over 2 heads
+    with pytest.raises(ValueError, match="not used by the model"):
+        model.get_gene_attention(["nope"])
+
+
+# -- genes ---------------------------------------------------------------------------------------
+def test_gene_order_does_not_matter(trained):
+    model, adata = trained
+    ref = model.predict(adata, inplace=False)
+    shuffled = adata[:, np.random.default_rng(0).permutation(adata.n_vars)].copy()
+    res = model.predict(shuffled, inplace=False)
+    np.testing.assert_allclose(res.probabilities.to_numpy(), ref.probabilities.to_numpy(), atol=1e-5)
+    # attention follows the genes to their new columns
+    col = shuffled.var_names.get_loc(adata.var_names[0])
+    np.testing.assert_allclose(res.attention[:, col].toarray(), ref.attention[:, 0].toarray(), atol=1e-6)
+
+
+def test_missing_genes_warn_and_zero_fill(trained):
+    model, adata = trained
+    drop = list(model.var_names_[:5])
+    sub = adata[:, ~adata.var_names.isin(drop)].copy()
+    with pytest.warns(UserWarning, match="5 of the model's 60 genes are missing"):
+        res = model.predict(sub, inplace=False)
+    assert res.attention.shape == sub.shape
+
+
+def test_too_little_overlap_and_no_overlap(trained):
+    model, adata = trained
+    keep = list(model.var_names_[:20]) + [g for g in adata.var_names if g not in set(model.var_names_)]
+    with pytest.raises(ValueError, match="Only 20 of the model's 60 genes"):
+        model.predict(adata[:, keep].copy())
+    other = adata.copy()
+    other.var_names = [f"X{i}" for i in range(other.n_vars)]
+    with pytest.raises(ValueError, match="shares no gene"):
+        model.predict(other)
+
+
+# -- save / load / determinism -------------------------------------------------------------------
+def test_save_load_identical(trained, tmp_path):
+    model, adata = trained
+    ref = model.predict(inplace=False)
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = sa.model.CGRAN.load(tmp_path / "m", adata=adata)
+    res = loaded.predict(inplace=False)
+    np.testing.assert_allclose(res.probabilities.to_numpy(), ref.probabilities.to_numpy(), atol=1e-6)
+    assert list(loaded.var_names_) == list(model.var_names_)
+
+
+def test_load_other_model_class_is_clear(trained, tmp_path):
+    model, adata = trained
+    model.save(tmp_path / "m", overwrite=True)
+
+    class OtherModel(sa.model.CGRAN):
+        pass
+
+    with pytest.raises(ValueError, match="holds a saved CGRAN model, not a OtherModel"):
+        OtherModel.load(tmp_path / "m", adata=adata)
+
+
+def test_deterministic_under_seed():
+    def run():
+        sa.settings.seed = 7
+        data = make_counts(n_cells=60, n_genes=40)
+        sa.model.CGRAN.setup_anndata(data, labels_key="cell_type", layer="counts")
+        m = sa.model.CGRAN(data, **{**TINY, "n_top_genes": 30})
+        m.train(max_epochs=1, batch_size=16)
+        return m.predict(inplace=False).probabilities.to_numpy()
+
+    np.testing.assert_array_equal(run(), run())
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"grouping": "kmeans", "n_groups": 3},
+    {"grouping": "full"},
+    {"embedding_method": "gd"},
+    {"genes": [f"MK{k}_{i}" for k in range(3) for i in range(5)] + ["G20", "G21"]},
+])
+def test_architecture_options_train(kwargs):
+    sa.settings.seed = 0
+    data = make_counts(n_cells=60, n_genes=40)
+    sa.model.CGRAN.setup_anndata(data, labels_key="cell_type", layer="counts")
+    m = sa.model.CGRAN(data, **{**TINY, **kwargs})
+    m.train(max_epochs=1, batch_size=16)
+    assert m.predict(inplace=False).probabilities.shape == (60, 3)
+
+
+def test_lognormalised_input():
+    data = make_counts(n_cells=60, n_genes=40)
+    sc.pp.normalize_total(data, target_sum=1e4)
+    sc.pp.log1p(data)
+    sa.model.CGRAN.setup_anndata(data, labels_key="cell_type", expression="log1p")
+    m = sa.model.CGRAN(data, **{**TINY, "n_top_genes": 30})
+    m.train(max_epochs=1, batch_size=16)
+    m.predict()
+    assert "cgran_prediction" in data.obs
+
+
+# -- bad input: clear errors, adata untouched -----------------------------------------------------
+def _setup_error(adata, exc, match, **kwargs):
+    snap = _snapshot(adata)
+    with pytest.raises(exc, match=match):
+        sa.model.CGRAN.setup_anndata(adata, **{"labels_key": "cell_type", **kwargs})
+    _unchanged(adata, snap)
+
+
+def test_bad_setup_inputs(adata):
+    _setup_error(adata, KeyError, "Layer 'raw_counts' not found", layer="raw_counts")
+    _setup_error(adata, KeyError, "labels_key 'celltype' is not a column", labels_key="celltype")
+    neg = adata.copy()
+    neg.X = neg.X.toarray() - 1
+    _setup_error(neg, ValueError, "negative values")
+    nan = adata.copy()
+    nan.X = nan.X.toarray()
+    nan.X[0, 0] = np.nan
+    _setup_error(nan, ValueError, "NaN or infinite")
+    frac = adata.copy()
+    frac.X = frac.X * 0.5
+    _setup_error(frac, ValueError, "non-integer values.*expression='log1p'")
+    dup = adata.copy()
+    dup.var_names = ["G0"] * 2 + list(dup.var_names[2:])
+    _setup_error(dup, ValueError, "duplicated gene names")
+    empty = adata.copy()
+    dense = empty.X.toarray()
+    dense[3, :] = 0
+    empty.X = sparse.csr_matrix(dense)
+    _setup_error(empty, ValueError, "1 cells with no expression")
+    one = adata.copy()
+    one.obs["cell_type"] = "type0"
+    _setup_error(one, ValueError, "single labelled class")
+    none = adata.copy()
+    none.obs["cell_type"] = "Unknown"
+    _setup_error(none, ValueError, "All cells .* are unlabelled")
+
+
+def test_nan_labels_are_unlabelled(adata):
+    adata.obs["cell_type"] = adata.obs["cell_type"].astype(object)
+    adata.obs.iloc[:10, 0] = np.nan
+    sa.model.CGRAN.setup_anndata(adata, labels_key="cell_type", layer="counts")
+    m = sa.model.CGRAN(adata, **TINY)
+    assert m.classes_ == ["type0", "type1", "type2"]
+    codes = adata.obs["_scvi_labels"].to_numpy()
+    assert (codes[:10] == 3).all() and (codes[10:] < 3).all()
+    assert adata.obs["cell_type"].isna().sum() == 10  # the user's column is untouched
+
+
+def test_bad_predict_inputs_leave_adata_untouched(trained):
+    model, adata = trained
+    for bad, match in [
+        ({"unknown_threshold": 1.5}, "unknown_threshold must be in"),
+        ({"unknown_threshold": 0.0}, "unknown_threshold must be in"),
+        ({"attention_top_k": 0}, "attention_top_k must be"),
+    ]:
+        target = adata.copy()
+        snap = _snapshot(target)
+        with pytest.raises(ValueError, match=match):
+            model.predict(target, **bad)
+        _unchanged(target, snap)
+    neg = adata.copy()
+    neg.layers["counts"] = neg.layers["counts"].toarray() - 1
+    snap = _snapshot(neg)
+    with pytest.raises(ValueError, match="negative"):
+        model.predict(neg)
+    _unchanged(neg, snap)
+    nolayer = adata.copy()
+    del nolayer.layers["counts"]
+    with pytest.raises(KeyError, match="Layer 'counts' not found"):
+        model.predict(nolayer)
+
+
+def test_bad_init_arguments(adata):
+    sa.model.CGRAN.setup_anndata(adata, labels_key="cell_type", layer="counts")
+    with pytest.raises(ValueError, match="grouping must be"):
+        sa.model.CGRAN(adata, **{**TINY, "grouping": "random"})
+    with pytest.raises(ValueError, match="not in adata.var_names"):
+        sa.model.CGRAN(adata, **{**TINY, "genes": ["nope"]})
+    with pytest.raises(ValueError, match="dropout"):
+        sa.model.CGRAN(adata, **{**TINY, "dropout": 1.5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = sa.model.CGRAN(adata, **TINY)
+    with pytest.raises(ValueError, match="max_epochs"):
+        m.train(max_epochs=0)

@@ -1,0 +1,56 @@
+import matplotlib.pyplot as plt
+import pytest
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+import scattn as sa
+
+
+@pytest.fixture(scope="module")
+def predicted(trained):
+    model, adata = trained
+    adata = adata.copy()
+    model.predict(adata)
+    sa.tl.gene_sets_from_attention(adata, model, n_genes=3)
+    return model, adata
+
+
+@pytest.mark.parametrize("plot, kwargs", [
+    (sa.pl.marker_dotplot, {"n_genes": 3}),
+    (sa.pl.gene_attention_heatmap, {}),
+    (sa.pl.attention_heatmap, {"n_genes": 3}),
+])
+def test_plots_render(predicted, plot, kwargs, tmp_path):
+    _, adata = predicted
+    fig = plot(adata, show=False, return_fig=True, **kwargs)
+    assert isinstance(fig, Figure)
+    fig.savefig(tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    ax = plot(adata, show=False, **kwargs)
+    assert isinstance(ax, Axes)
+    plt.close("all")
+
+
+def test_plots_into_given_axes(predicted):
+    model, adata = predicted
+    fig, axes = plt.subplots(1, 2)
+    assert sa.pl.attention_heatmap(adata, ax=axes[0], n_genes=2) is axes[0]
+    assert sa.pl.training_history(model, ax=axes[1]) is axes[1]
+    plt.close("all")
+
+
+def test_training_history(predicted):
+    model, _ = predicted
+    fig = sa.pl.training_history(model, show=False, return_fig=True)
+    assert len(fig.axes) == 2
+    with pytest.raises(ValueError, match="metrics must be"):
+        sa.pl.training_history(model, metrics=("f1",), show=False)
+    plt.close("all")
+
+
+def test_plot_errors(predicted):
+    _, adata = predicted
+    with pytest.raises(KeyError, match="No markers"):
+        sa.pl.marker_dotplot(adata, key="nope", show=False)
+    with pytest.raises(KeyError, match="No gene sets"):
+        sa.pl.gene_attention_heatmap(adata, key="nope", show=False)
