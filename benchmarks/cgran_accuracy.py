@@ -81,6 +81,7 @@ def main(argv=None) -> pd.DataFrame:
             new = run_one(task, train, test, seed, max_epochs=args.max_epochs, accelerator=args.accelerator)
             rows += new
             print(pd.DataFrame(new).to_string(index=False), flush=True)
+            pd.DataFrame(rows).to_csv(f"{args.out}_runs.csv", index=False)  # progress
     df = pd.DataFrame(rows)
     summary = (
         df.groupby(["dataset", "method"])

@@ -69,6 +69,11 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
         Dimension of each head in each block; one entry per block.
     dropout
         Dropout rate on every layer.
+    attention_init
+        Initialisation of the first block's queries and keys (the paper does not say).
+        ``"svd"``: on the SVD axes, so that at the start each head attends to the genes the
+        cell expresses along its share of the SVD components, and training refines it; this
+        makes the attention-derived markers far more specific. ``"random"``: PyTorch's default.
 
     Notes
     -----
@@ -110,6 +115,7 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
         n_heads: int = 10,
         head_dims: Sequence[int] = (8, 4),
         dropout: float = 0.1,
+        attention_init: Literal["svd", "random"] = "svd",
     ) -> None:
         super().__init__(adata)
         if n_top_genes < 1:
@@ -148,6 +154,7 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
             n_heads=n_heads,
             head_dims=tuple(head_dims),
             dropout=dropout,
+            attention_init=attention_init,
         )
         self._model_summary_string = (
             f"CGRAN: {len(gene_index)} genes, {len(self.classes_)} classes, m={emb.gene_embedding.shape[1]} "

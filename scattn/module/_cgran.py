@@ -50,6 +50,9 @@ class CGRANModule(BaseModuleClass):
         Head dimension of each block (paper: 8 then 4).
     dropout
         Dropout rate on every layer (paper: 0.1).
+    attention_init
+        ``"svd"``: first-block queries and keys start on the SVD axes (see
+        :meth:`_init_attention_on_svd_axes`); ``"random"``: PyTorch's default initialisation.
     """
 
     _buffers_sized_by_data = ("gene_index", "gene_embedding", "projection")
@@ -67,6 +70,7 @@ class CGRANModule(BaseModuleClass):
         n_heads: int = 10,
         head_dims: Sequence[int] = (8, 4),
         dropout: float = 0.1,
+        attention_init: str = "svd",
     ) -> None:
         super().__init__()
         if n_labels < 2:
@@ -91,6 +95,30 @@ class CGRANModule(BaseModuleClass):
         # a learnable temperature (NormFace-style) lets cross-entropy reach confident logits
         # without thousands of steps at the paper's small learning rate
         self.logit_scale = nn.Parameter(torch.tensor(math.log(math.sqrt(dim) * 2.0)))
+        if attention_init == "svd":
+            self._init_attention_on_svd_axes()
+        elif attention_init != "random":
+            raise ValueError(f"attention_init must be 'svd' or 'random', got {attention_init!r}.")
+
+    @torch.no_grad()
+    def _init_attention_on_svd_axes(self) -> None:
+        """Start the first block's queries and keys on the SVD axes.
+
+        Head h reads components ``h*d .. h*d + d - 1`` (d = head dim) of both tokens, so its score
+        for gene j is ``sum_c A_ic (B_jc + A_ic) / sqrt(d)``: the cell's reconstruction of its
+        expression of gene j from those components, plus a constant. Attention thus starts on
+        "the genes this cell expresses, component by component", and training refines it.
+        Components beyond ``n_heads * d`` and values stay randomly initialised.
+        """
+        att = self.blocks[0].attention
+        inner = att.n_output
+        w = att.qkv.weight  # (3 * inner, m): queries, keys, values
+        n = min(inner, w.shape[1])
+        eye = torch.zeros(inner, w.shape[1])
+        eye[torch.arange(n), torch.arange(n)] = 1.0
+        w[:inner] = eye + 0.01 * w[:inner]
+        w[inner : 2 * inner] = eye + 0.01 * w[inner : 2 * inner]
+        att.qkv.bias[: 2 * inner] = 0.0
 
     # -- loading ---------------------------------------------------------------------------
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):

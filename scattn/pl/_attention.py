@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from anndata import AnnData
@@ -113,7 +114,11 @@ def gene_attention_heatmap(
     n = len(genes)
     size = max(4.0, 0.28 * n + 2)
     fig, ax_ = new_axes(ax, (size + 1.2, size))
-    im = ax_.imshow(att.to_numpy(), cmap=cmap, interpolation="nearest")
+    # a gene's attention to itself dwarfs the rest: mask the diagonal so sets stand out
+    shown = np.ma.masked_array(att.to_numpy(), mask=np.eye(n, dtype=bool))
+    cm = plt.get_cmap(cmap).copy()
+    cm.set_bad("lightgrey")
+    im = ax_.imshow(shown, cmap=cm, interpolation="nearest")
     labels = [f"{g} ({grp})" for g, grp in zip(genes, membership["marker_group"], strict=True)]
     ax_.set_xticks(range(n), labels, rotation=90, fontsize=8)
     ax_.set_yticks(range(n), labels, fontsize=8)
@@ -125,7 +130,7 @@ def gene_attention_heatmap(
                 Rectangle((start - 0.5, start - 0.5), i - start, i - start, fill=False, ec="white", lw=1.5)
             )
             start = i
-    fig.colorbar(im, ax=ax_, shrink=0.7, label="attention (symmetrised)")
+    fig.colorbar(im, ax=ax_, shrink=0.7, label="attention, symmetrised (diagonal masked)")
     ax_.set_title("Gene-gene attention among markers")
     if ax is None:
         fig.tight_layout()
