@@ -112,6 +112,7 @@ def main(argv=None) -> pd.DataFrame:
         "dense_fused_mib": m["dense_fused"].to_numpy(),
         "dense_explicit_mib": m["dense_explicit"].to_numpy(),
     })
+    table["genes"] = table["genes"].astype(int)
     out = args.out or str(RESULTS / f"cgran_attention_cost_{args.device}_batch{args.batch}")
     table.to_csv(f"{out}.csv", index=False)
     with open(f"{out}.md", "w") as fh:

@@ -126,6 +126,8 @@ class LocalMultiheadAttention(nn.Module):
     head_dim
         Dimension of each head's queries, keys and values.
 
+    Notes
+    -----
     Dropout is applied to the block's outputs (:class:`LocalAttentionBlock`), not to the
     attention weights: dropout on a ``(B, H, g, group_size)`` weight tensor would force the
     slow unfused attention path and costs more than the rest of the layer.

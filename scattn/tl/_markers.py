@@ -142,7 +142,7 @@ def attention_markers(
 def marker_genes_from_attention(
     adata: AnnData,
     *,
-    groupby: str,
+    groupby: str | None = None,
     layer: str = "cgran_attention",
     n_top: int = 50,
     n_genes: int = 100,
@@ -162,7 +162,9 @@ def marker_genes_from_attention(
     adata
         AnnData with the attention layer, e.g. written by ``model.predict()``.
     groupby
-        Column of ``adata.obs`` with the groups (cell types or predictions).
+        Column of ``adata.obs`` with the groups (cell types or predictions). Default: the
+        predictions written with the layer, ``"<prefix>_prediction"`` for a layer named
+        ``"<prefix>_attention"``.
     layer
         Layer with the cells x genes attention.
     n_top
@@ -199,6 +201,11 @@ def marker_genes_from_attention(
     >>> sa.tl.marker_genes_from_attention(adata, groupby="cell_type")
     >>> sc.pl.rank_genes_groups_dotplot(adata, key="cgran_markers", n_genes=5)
     """
+    prefix = layer.removesuffix("_attention") if layer.endswith("_attention") else None
+    if groupby is None:
+        if prefix is None:
+            raise ValueError(f"Pass `groupby=`: no default for a layer named {layer!r}.")
+        groupby = f"{prefix}_prediction"
     if groupby not in adata.obs:
         raise KeyError(f"groupby {groupby!r} is not a column of adata.obs.")
     if layer not in adata.layers:
@@ -207,7 +214,7 @@ def marker_genes_from_attention(
             "name the attribution layer with `layer=`."
         )
     if key_added is None:
-        key_added = f"{layer.removesuffix('_attention')}_markers" if layer.endswith("_attention") else "attention_markers"
+        key_added = f"{prefix}_markers" if prefix else "attention_markers"
     groups = adata.obs[groupby]
     labelled = groups.notna().to_numpy()
     if not labelled.any():

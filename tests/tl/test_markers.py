@@ -40,6 +40,10 @@ def test_tool_writes_rank_genes_groups_layout():
     assert set(df["names"][:5]) == {"g5", "g6", "g7", "g8", "g9"}
     out = sa.tl.marker_genes_from_attention(adata, groupby="ct", layer="m_attention", key_added="x", copy=True)
     assert "x" in out.uns and "x" not in adata.uns
+    # default groupby: the predictions written with the layer
+    adata.obs["m_prediction"] = adata.obs["ct"]
+    sa.tl.marker_genes_from_attention(adata, layer="m_attention", key_added="y")
+    assert adata.uns["y"]["params"]["groupby"] == "m_prediction"
 
 
 def test_tool_errors():
