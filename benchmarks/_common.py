@@ -98,6 +98,15 @@ def lognorm_matrix(adata: AnnData, expression: str):
     return log_normalize(adata.X, expression)
 
 
+def write_results(table, out, title: str) -> None:
+    """Write `table` to ``<out>.csv`` and ``<out>.md`` (with `title`) and print it."""
+    table.to_csv(f"{out}.csv", index=False)
+    with open(f"{out}.md", "w") as fh:
+        fh.write(f"# {title}\n\n")
+        fh.write(markdown_table(table))
+    print(table.to_string(index=False))
+
+
 def markdown_table(df) -> str:
     """A DataFrame as a GitHub markdown table (no extra dependency)."""
     cols = list(df.columns)

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from ._common import RESULTS, load_tasks, lognorm_matrix, markdown_table, splits
+from ._common import RESULTS, load_tasks, lognorm_matrix, splits, write_results
 
 
 def run_one(task, train, test, seed: int, *, max_epochs: int, accelerator: str) -> list[dict]:
@@ -93,11 +93,7 @@ def main(argv=None) -> pd.DataFrame:
     lr_f1 = summary[summary.method == "LogisticRegression"].set_index("dataset")["macro_f1"]
     summary["f1_minus_lr"] = summary["macro_f1"] - summary["dataset"].map(lr_f1)
     df.to_csv(f"{args.out}_runs.csv", index=False)
-    summary.to_csv(f"{args.out}.csv", index=False)
-    with open(f"{args.out}.md", "w") as fh:
-        fh.write(f"# CGRAN vs logistic regression (seeds {args.seeds}, 80/20 stratified)\n\n")
-        fh.write(markdown_table(summary))
-    print(summary.to_string(index=False))
+    write_results(summary, args.out, f"CGRAN vs logistic regression (seeds {args.seeds}, 80/20 stratified)")
     return summary
 
 

@@ -22,7 +22,7 @@ import sys
 
 import pandas as pd
 
-from ._common import RESULTS, markdown_table
+from ._common import RESULTS, write_results
 
 WORKER = r"""
 import json, resource, sys, time
@@ -114,11 +114,7 @@ def main(argv=None) -> pd.DataFrame:
     })
     table["genes"] = table["genes"].astype(int)
     out = args.out or str(RESULTS / f"cgran_attention_cost_{args.device}_batch{args.batch}")
-    table.to_csv(f"{out}.csv", index=False)
-    with open(f"{out}.md", "w") as fh:
-        fh.write(f"# Local vs dense masked attention, forward+backward, batch {args.batch}, {args.device}\n\n")
-        fh.write(markdown_table(table))
-    print(table.to_string(index=False))
+    write_results(table, out, f"Local vs dense masked attention, forward+backward, batch {args.batch}, {args.device}")
     return table
 
 

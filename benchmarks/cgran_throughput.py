@@ -17,7 +17,7 @@ import time
 
 import pandas as pd
 
-from ._common import RESULTS, data_dir, markdown_table
+from ._common import RESULTS, data_dir, write_results
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -61,11 +61,7 @@ def main(argv=None) -> pd.DataFrame:
     device = "cuda" if model.device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     df["device"] = device
     out = RESULTS / f"cgran_throughput_{'gpu' if 'cuda' in device else 'cpu'}"
-    df.to_csv(f"{out}.csv", index=False)
-    with open(f"{out}.md", "w") as fh:
-        fh.write(f"# CGRAN inference throughput, {query.n_obs} Kang 2018 PBMCs, 1000 genes, {device}\n\n")
-        fh.write(markdown_table(df))
-    print(df.to_string(index=False))
+    write_results(df, out, f"CGRAN inference throughput, {query.n_obs} Kang 2018 PBMCs, 1000 genes, {device}")
     return df
 
 
