@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Literal
 
 import numpy as np
@@ -29,6 +30,10 @@ from scattn.module import CGRANModule
 from .base import AlignedDataMixin, ClassifierMixin, PredictionResult, validate_setup
 
 logger = logging.getLogger(__name__)
+
+# the saved module state while `CGRAN.load` rebuilds a model: `__init__` takes the fitted
+# genes, embeddings and groups from it instead of refitting them on the AnnData passed in
+_LOAD_STATE: ContextVar[dict | None] = ContextVar("_cgran_load_state", default=None)
 
 
 class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
@@ -126,29 +131,27 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
             raise ValueError("n_heads and every head dim must be >= 1, with at least one block.")
         import scvi
 
-        seed = scvi.settings.seed or 0
         expression = self._setup_args["expression"]
         #: the known classes, in the classifier's output order
         self.classes_: list[str] = self._registered_classes()
-        matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        lognorm = log_normalize(matrix, expression)
-        if genes is not None:
-            gene_index = genes_to_positions(self.adata.var_names, genes)
+        saved = _LOAD_STATE.get()
+        if saved is not None:  # loading: the fitted genes, embeddings and groups come from disk
+            gene_index = saved["gene_index"].cpu().numpy()
+            gene_embedding, projection = saved["gene_embedding"], saved["projection"]
+            groups = saved["groups.group_index"]
         else:
-            gene_index = select_variable_genes(lognorm, n_top_genes)
+            gene_index, gene_embedding, projection, groups = self._fit_embeddings(
+                expression, n_top_genes, genes, n_embedding, embedding_method, grouping,
+                group_size, n_groups, seed=scvi.settings.seed or 0,
+            )
         #: the genes the model reads, in its order (a subset of the registered genes)
         self.var_names_ = pd.Index(self.adata.var_names[gene_index])
-        emb = factorize(lognorm[:, gene_index], n_embedding, method=embedding_method, seed=seed)
-        groups = make_gene_groups(
-            len(gene_index), grouping, group_size=group_size, n_groups=n_groups,
-            features=emb.gene_embedding, seed=seed,
-        )
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_labels=len(self.classes_),
             gene_index=torch.as_tensor(gene_index),
-            gene_embedding=torch.as_tensor(emb.gene_embedding),
-            projection=torch.as_tensor(emb.projection),
+            gene_embedding=torch.as_tensor(gene_embedding),
+            projection=torch.as_tensor(projection),
             group_index=torch.as_tensor(groups),
             normalize_counts=expression == "counts",
             n_heads=n_heads,
@@ -157,11 +160,27 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
             attention_init=attention_init,
         )
         self._model_summary_string = (
-            f"CGRAN: {len(gene_index)} genes, {len(self.classes_)} classes, m={emb.gene_embedding.shape[1]} "
+            f"CGRAN: {len(gene_index)} genes, {len(self.classes_)} classes, m={gene_embedding.shape[1]} "
             f"({embedding_method}), {groups.shape[0]} {grouping} gene groups, heads={n_heads}, "
             f"head_dims={tuple(head_dims)}, dropout={dropout}"
         )
         self.init_params_ = self._get_init_params(locals())
+
+    def _fit_embeddings(self, expression, n_top_genes, genes, n_embedding, method, grouping,
+                        group_size, n_groups, *, seed: int):
+        """Choose genes, factorise and group them on the registered data (section 3.2.1)."""
+        matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        lognorm = log_normalize(matrix, expression)
+        if genes is not None:
+            gene_index = genes_to_positions(self.adata.var_names, genes)
+        else:
+            gene_index = select_variable_genes(lognorm, n_top_genes)
+        emb = factorize(lognorm[:, gene_index], n_embedding, method=method, seed=seed)
+        groups = make_gene_groups(
+            len(gene_index), grouping, group_size=group_size, n_groups=n_groups,
+            features=emb.gene_embedding, seed=seed,
+        )
+        return gene_index, emb.gene_embedding, emb.projection, groups
 
     # -- set-up ---------------------------------------------------------------------------
     @classmethod
@@ -312,11 +331,11 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
         remainder is the cell token's attention to itself).
         """
         self._check_if_trained(warn=True)
-        internal = self._prepare_adata(adata)
-        out = self._run_inference(
-            internal, indices=indices, batch_size=batch_size, attention_top_k=top_k or 0, keys=()
-        )
-        names = internal.obs_names if indices is None else internal.obs_names[np.asarray(indices)]
+        with self._aligned(adata) as internal:
+            out = self._run_inference(
+                internal, indices=indices, batch_size=batch_size, attention_top_k=top_k or 0, keys=()
+            )
+            names = internal.obs_names if indices is None else internal.obs_names[np.asarray(indices)]
         return pd.DataFrame(out["attention"].toarray(), index=names, columns=self.var_names_)
 
     @torch.inference_mode()
@@ -343,32 +362,56 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
         if (pos < 0).any():
             missing = [g for g, p in zip(genes, pos, strict=True) if p < 0]
             raise ValueError(f"Genes not used by the model: {missing[:5]}.")
-        internal = self._prepare_adata(adata)
-        loader = self._make_data_loader(adata=internal, indices=indices, batch_size=batch_size)
         self.module.eval()
         idx = torch.as_tensor(pos, device=self.module.device)
         total, n = None, 0
-        for tensors in loader:
-            x = tensors[REGISTRY_KEYS.X_KEY].to(self.module.device)
-            w = self.module.gene_gene_attention(x, idx).sum(0)
-            total = w if total is None else total + w
-            n += x.shape[0]
+        with self._aligned(adata) as internal:
+            loader = self._make_data_loader(adata=internal, indices=indices, batch_size=batch_size)
+            for tensors in loader:
+                x = tensors[REGISTRY_KEYS.X_KEY].to(self.module.device)
+                w = self.module.gene_gene_attention(x, idx).sum(0)
+                total = w if total is None else total + w
+                n += x.shape[0]
         return pd.DataFrame((total / n).cpu().numpy(), index=genes, columns=genes)
 
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs):
         """Load a saved CGRAN; see :meth:`scvi.model.base.BaseModelClass.load`.
 
-        Raises a clear error when `dir_path` holds another model class.
+        `adata` must have the genes the model was set up with, in the same order (the
+        training AnnData, or one with the same ``var_names``); to predict on other data, call
+        ``model.predict(other)`` on the loaded model, which aligns genes by name. Without
+        `adata`, the model must have been saved with ``save_anndata=True``. Nothing is refitted:
+        genes, embeddings and gene groups come from the saved model.
         """
         prefix = kwargs.get("prefix") or ""
         path = os.path.join(dir_path, f"{prefix}model.pt")
-        if os.path.exists(path):
-            saved = torch.load(path, map_location="cpu", weights_only=False)
-            name = saved.get("attr_dict", {}).get("registry_", {}).get("model_name")
-            if name is not None and name != cls.__name__:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"No saved model at {path}.")
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        name = saved.get("attr_dict", {}).get("registry_", {}).get("model_name")
+        if name is not None and name != cls.__name__:
+            raise ValueError(
+                f"{dir_path!r} holds a saved {name} model, not a {cls.__name__}; load it with "
+                f"`sa.model.{name}.load(...)`."
+            )
+        if adata is not None:
+            source = pd.Index(saved["var_names"])
+            if not source.equals(adata.var_names):
+                shared = int(source.isin(adata.var_names).sum())
                 raise ValueError(
-                    f"{dir_path!r} holds a saved {name} model, not a {cls.__name__}; load it with "
-                    f"`sa.model.{name}.load(...)`."
+                    f"adata's genes differ from the {len(source)} the model was set up with "
+                    f"({shared} shared{', in another order' if shared == len(source) == adata.n_vars else ''}). "
+                    "Load with the training AnnData (or save with `save_anndata=True` and load "
+                    "without adata), then `model.predict(other_adata)`, which aligns genes by name."
                 )
-        return super().load(dir_path, adata=adata, **kwargs)
+        elif not os.path.exists(os.path.join(dir_path, f"{prefix}adata.h5ad")):
+            raise ValueError(
+                f"{dir_path!r} holds no AnnData: pass `adata=` (the training data), or save the "
+                "model with `model.save(dir, save_anndata=True)`."
+            )
+        token = _LOAD_STATE.set(saved["model_state_dict"])
+        try:
+            return super().load(dir_path, adata=adata, **kwargs)
+        finally:
+            _LOAD_STATE.reset(token)

@@ -284,3 +284,62 @@ def test_bad_init_arguments(adata):
         m = sa.model.CGRAN(adata, **TINY)
     with pytest.raises(ValueError, match="max_epochs"):
         m.train(max_epochs=0)
+
+
+# -- regressions from review ---------------------------------------------------------------------
+def test_load_does_not_refit_and_accepts_any_cells(trained, tmp_path):
+    """Loading onto 10 cells of the training data rebuilds the saved model, not a refit one."""
+    model, adata = trained
+    model.save(tmp_path / "m", overwrite=True)
+    few = adata[:10].copy()
+    loaded = sa.model.CGRAN.load(tmp_path / "m", adata=few)
+    ref = model.predict(adata, inplace=False).probabilities.to_numpy()
+    np.testing.assert_allclose(loaded.predict(adata, inplace=False).probabilities.to_numpy(), ref, atol=1e-6)
+
+
+def test_load_with_other_genes_is_clear(trained, tmp_path):
+    model, adata = trained
+    model.save(tmp_path / "m", overwrite=True)
+    shuffled = adata[:, np.random.default_rng(1).permutation(adata.n_vars)].copy()
+    with pytest.raises(ValueError, match="in another order.*model.predict"):
+        sa.model.CGRAN.load(tmp_path / "m", adata=shuffled)
+    with pytest.raises(ValueError, match="holds no AnnData.*save_anndata=True"):
+        sa.model.CGRAN.load(tmp_path / "m")
+    model.save(tmp_path / "with_data", overwrite=True, save_anndata=True)
+    loaded = sa.model.CGRAN.load(tmp_path / "with_data")
+    assert loaded.predict(adata, inplace=False).probabilities.shape == (adata.n_obs, 3)
+
+
+def test_prediction_on_new_data_keeps_no_copy(trained):
+    model, adata = trained
+    store = model._per_instance_manager_store[model.id]
+    before = len(store)
+    other = adata.copy()
+    model.predict(other, inplace=False)
+    model.get_latent_representation(other)
+    model.get_attention(other, indices=[0])
+    assert len(store) == before
+
+
+def test_missing_library_genes_warn(trained):
+    model, adata = trained
+    sub = adata[:, list(model.var_names_)].copy()  # every model gene, none of the others
+    with pytest.warns(UserWarning, match="20 of the 80 genes the model takes library sizes over"):
+        model.predict(sub, inplace=False)
+
+
+def test_layer_error_names_setup_layer(trained):
+    model, adata = trained
+    other = adata.copy()
+    del other.layers["counts"]
+    with pytest.raises(KeyError, match="set up with layer='counts'"):
+        model.predict(other)
+
+
+def test_train_without_validation_set():
+    sa.settings.seed = 0
+    data = make_counts(n_cells=60, n_genes=40)
+    sa.model.CGRAN.setup_anndata(data, labels_key="cell_type", layer="counts")
+    m = sa.model.CGRAN(data, **{**TINY, "n_top_genes": 30})
+    m.train(max_epochs=1, train_size=0.9, validation_size=0.0, batch_size=16)
+    assert m.is_trained_ and "validation_loss" not in m.history

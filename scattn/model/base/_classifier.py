@@ -123,7 +123,7 @@ class ClassifierMixin:
             raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
         if not 0 < train_size <= 1:
             raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
-        has_validation = (validation_size or (1 - train_size)) > 0
+        has_validation = ((1 - train_size) if validation_size is None else validation_size) > 0
         plan = {"lr": self._default_lr if lr is None else lr, "eps": 1e-8, "weight_decay": 0.0}
         plan.update(plan_kwargs or {})
         trainer_kwargs.setdefault("enable_progress_bar", settings.progress_bar)
@@ -154,18 +154,18 @@ class ClassifierMixin:
     ) -> np.ndarray:
         """The cell embedding (cells x latent dims); see the model's docstring for what it is."""
         self._check_if_trained(warn=True)
-        internal = self._prepare_adata(adata)
-        return self._run_inference(internal, indices=indices, batch_size=batch_size, keys=("z",))["z"]
+        with self._aligned(adata) as internal:
+            return self._run_inference(internal, indices=indices, batch_size=batch_size, keys=("z",))["z"]
 
     def predict_proba(
         self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
     ) -> pd.DataFrame:
         """Class probabilities, cells x classes."""
         self._check_if_trained(warn=True)
-        internal = self._prepare_adata(adata)
-        out = self._run_inference(internal, indices=indices, batch_size=batch_size, keys=("logits",))
+        with self._aligned(adata) as internal:
+            out = self._run_inference(internal, indices=indices, batch_size=batch_size, keys=("logits",))
+            names = internal.obs_names if indices is None else internal.obs_names[np.asarray(indices)]
         probs = torch.softmax(torch.from_numpy(out["logits"]), -1).numpy()
-        names = internal.obs_names if indices is None else internal.obs_names[np.asarray(indices)]
         return pd.DataFrame(probs, index=names, columns=self.classes_)
 
     def _predict(
@@ -187,8 +187,8 @@ class ClassifierMixin:
             raise ValueError(f"attention_top_k must be >= 1, got {attention_top_k}.")
         self._check_if_trained(warn=True)
         target = self.adata if adata is None else adata
-        internal = self._prepare_adata(adata, min_gene_overlap=min_gene_overlap)
-        out = self._run_inference(internal, batch_size=batch_size, attention_top_k=attention_top_k)
+        with self._aligned(adata, min_gene_overlap=min_gene_overlap) as internal:
+            out = self._run_inference(internal, batch_size=batch_size, attention_top_k=attention_top_k)
         probs = torch.softmax(torch.from_numpy(out["logits"]), -1).numpy()
         classes = self.classes_
         best = probs.argmax(1)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -40,37 +43,68 @@ class AlignedDataMixin:
         """All genes of the AnnData the model was set up with (the data loader's columns)."""
         return pd.Index(self.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY).column_names)
 
-    def _prepare_adata(self, adata: AnnData | None, *, min_gene_overlap: float = 0.5) -> AnnData:
-        """Return an AnnData registered with this model, holding `adata`'s cells.
+    @contextmanager
+    def _aligned(self, adata: AnnData | None, *, min_gene_overlap: float = 0.5) -> Iterator[AnnData]:
+        """Context giving an AnnData registered with this model, holding `adata`'s cells.
 
         `adata=None` (or the model's own AnnData) is used as it is. Any other AnnData is
         checked (same kind of data, unique genes, no empty cells), aligned by gene name to the
-        model's genes into a private AnnData, and that is registered: the user's object is
-        never written to.
+        model's genes into a private AnnData, and that is registered for the duration of the
+        block, then deregistered so the model keeps no copy. The user's object is never
+        written to.
         """
         if adata is None or adata is self.adata:
-            return self.adata
+            yield self.adata
+            return
+        internal = self._align(adata, min_gene_overlap=min_gene_overlap)
+        self._validate_anndata(internal)
+        try:
+            yield internal
+        finally:
+            # transferred managers live only in this instance's store (scvi's
+            # `deregister_manager` looks in the class store and cannot find them)
+            uuid = internal.uns.get("_scvi_uuid")
+            self._per_instance_manager_store.get(self.id, {}).pop(uuid, None)
+            self._setup_adata_manager_store.pop(uuid, None)
+
+    def _align(self, adata: AnnData, *, min_gene_overlap: float) -> AnnData:
+        """Check `adata` and copy its cells, aligned to the registered genes, into a new AnnData."""
         if not isinstance(adata, AnnData):
             raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
         layer = self._setup_args.get("layer")
         expression = self._setup_args.get("expression", "counts")
         check_var_names(adata.var_names)
-        matrix = get_matrix(adata, layer)
+        try:
+            matrix = get_matrix(adata, layer)
+        except KeyError as err:
+            raise KeyError(
+                f"{err.args[0]} The model was set up with layer={layer!r}: new data must hold the "
+                "same kind of values in the same place."
+            ) from None
         where = f"adata.layers[{layer!r}]" if layer else "adata.X"
         check_expression(matrix, expression, where=where)
         check_nonempty_cells(matrix, adata.obs_names)
-        aligned, _ = align_to_genes(
+        model_genes = pd.Index(self.var_names_)
+        aligned, present = align_to_genes(
             matrix,
             adata.var_names,
             self._registered_var_names,
-            model_genes=pd.Index(self.var_names_),
+            model_genes=model_genes,
             min_overlap=min_gene_overlap,
         )
+        if expression == "counts":
+            n_other = int((~present).sum()) - int((~model_genes.isin(adata.var_names)).sum())
+            if n_other > 0:
+                warnings.warn(
+                    f"{n_other} of the {len(present)} genes the model takes library sizes over are "
+                    "missing from the data; cells are normalised over the genes present.",
+                    UserWarning,
+                    stacklevel=4,
+                )
         obs = pd.DataFrame(index=adata.obs_names.copy())
         internal = AnnData(X=aligned, obs=obs, var=pd.DataFrame(index=self._registered_var_names))
         if layer is not None:
             internal.layers[layer] = aligned
-        self._validate_anndata(internal)
         return internal
 
     @torch.inference_mode()
