@@ -100,10 +100,8 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
     """
 
     _module_cls = CGRANModule
-    _default_key = "cgran"
     _default_lr = 1e-4
     _default_train_batch_size = 32
-    _attention_top_k = 50
     _attention_description = "cell token -> gene token attention, first block, summed over heads"
 
     def __init__(

@@ -55,8 +55,6 @@ class CGRANModule(BaseModuleClass):
         :meth:`_init_attention_on_svd_axes`); ``"random"``: PyTorch's default initialisation.
     """
 
-    _buffers_sized_by_data = ("gene_index", "gene_embedding", "projection")
-
     def __init__(
         self,
         n_input: int,
@@ -119,17 +117,6 @@ class CGRANModule(BaseModuleClass):
         w[:inner] = eye + 0.01 * w[:inner]
         w[inner : 2 * inner] = eye + 0.01 * w[inner : 2 * inner]
         att.qkv.bias[: 2 * inner] = 0.0
-
-    # -- loading ---------------------------------------------------------------------------
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Load weights; buffers whose size depends on the training data take the saved size."""
-        for name in self._buffers_sized_by_data:
-            if name in state_dict:
-                setattr(self, name, state_dict[name].clone().to(getattr(self, name).device))
-        key = "groups.group_index"
-        if key in state_dict:
-            self.groups.set_group_index(state_dict[key])
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # -- scvi-tools module API -------------------------------------------------------------
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

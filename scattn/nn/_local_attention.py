@@ -55,11 +55,6 @@ class GeneGroups(nn.Module):
         key_mask = torch.cat([torch.ones(idx.shape[0], 1, dtype=torch.bool, device=idx.device), valid], 1)
         self.register_buffer("key_mask", key_mask[:, None, :], persistent=False)
 
-    def set_group_index(self, group_index: torch.Tensor) -> None:
-        """Replace the groups (e.g. when loading a saved model) and rebuild the layout."""
-        self.group_index = torch.as_tensor(group_index, dtype=torch.long, device=self.group_index.device)
-        self._derive()
-
     @property
     def shape(self) -> tuple[int, int]:
         """``(n_groups, max_group_size)``."""

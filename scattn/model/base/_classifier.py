@@ -16,7 +16,13 @@ from scvi.train import TrainingPlan, TrainRunner
 
 from scattn._settings import settings
 from scattn._version import __version__
-from scattn.data import check_labels, get_matrix
+from scattn.data import (
+    check_expression,
+    check_labels,
+    check_nonempty_cells,
+    check_var_names,
+    get_matrix,
+)
 
 from ._results import PredictionResult
 
@@ -28,8 +34,6 @@ UNKNOWN = "Unknown"
 def validate_setup(adata: AnnData, labels_key: str, layer: str | None, expression: str,
                    unlabeled_category: str) -> None:
     """Every check `setup_anndata` makes before it registers anything."""
-    from scattn.data import check_expression, check_nonempty_cells, check_var_names
-
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
     if adata.is_view:
@@ -48,18 +52,18 @@ def validate_setup(adata: AnnData, labels_key: str, layer: str | None, expressio
 class ClassifierMixin:
     """Training, prediction and result writing for models with a labels field.
 
-    A model using it defines ``_default_key`` (e.g. ``"cgran"``), ``_default_lr`` and
-    ``_attention_top_k``, and a module whose ``inference`` returns ``logits``, ``z`` and, on
-    request, ``attention`` (cells x model genes).
+    A model using it sets ``_default_lr``, ``_default_train_batch_size`` (or `None`) and
+    ``_attention_description`` (what its attribution means, recorded in ``params``), and has a
+    module whose ``inference`` returns ``logits``, ``z`` and, on request, ``attention``
+    (cells x model genes).
     """
 
     _data_splitter_cls = DataSplitter
     _training_plan_cls = TrainingPlan
     _train_runner_cls = TrainRunner
-    _default_key = "model"
     _default_lr = 1e-3
     _default_train_batch_size: int | None = None
-    _attention_top_k = 50
+    _attention_description = ""
 
     # -- labels ----------------------------------------------------------------------------
     def _registered_classes(self) -> list[str]:
