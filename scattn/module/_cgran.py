@@ -4,8 +4,11 @@ Math (Wang, Fan & Ma, section 3.2). For a cell with normalised expression ``x`` 
 model's genes, its embedding is ``A_i = x P`` (the SVD fold-in, see
 :mod:`scattn.data._embed`) and the token sequence is ``s_0 = A_i``, ``s_j = B_j + s_0``.
 Two local attention blocks (:class:`~scattn.nn.LocalAttentionBlock`) renew the tokens; the
-renewed cell token goes through a linear classifier. The loss is cross-entropy over the
-labelled cells of the minibatch; cells with the unlabelled code do not enter it.
+renewed cell token goes through a linear classifier whose logits are scaled by a learned
+temperature (the token is L2-normalised, which otherwise bounds the logits). The loss is
+cross-entropy over the labelled cells of the minibatch; cells with the unlabelled code do not
+enter it. The first block's queries and keys can start on the SVD axes
+(``attention_init="svd"``), so attention starts on the genes a cell expresses.
 """
 
 from __future__ import annotations
