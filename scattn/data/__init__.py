@@ -7,6 +7,7 @@ from ._grouping import group_mask, make_gene_groups, pad_groups
 from ._normalize import TARGET_SUM, log_normalize
 from ._validate import (
     check_expression,
+    check_input,
     check_labels,
     check_nonempty_cells,
     check_var_names,
@@ -19,6 +20,7 @@ __all__ = [
     "LabelsField",
     "align_to_genes",
     "check_expression",
+    "check_input",
     "check_labels",
     "check_nonempty_cells",
     "check_var_names",

@@ -92,6 +92,19 @@ def check_nonempty_cells(matrix, obs_names: pd.Index, *, where: str = "adata") -
         )
 
 
+def check_input(adata: AnnData, layer: str | None, expression: Expression):
+    """The checks every model makes on data it reads; return the matrix.
+
+    Unique gene names, the layer exists, values fit `expression`, no empty cell.
+    """
+    check_var_names(adata.var_names)
+    matrix = get_matrix(adata, layer)
+    where = f"adata.layers[{layer!r}]" if layer else "adata.X"
+    check_expression(matrix, expression, where=where)
+    check_nonempty_cells(matrix, adata.obs_names)
+    return matrix
+
+
 def check_labels(
     labels: pd.Series, unlabeled_category: str, *, labels_key: str
 ) -> tuple[np.ndarray, np.ndarray]:

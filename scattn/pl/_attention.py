@@ -11,14 +11,9 @@ from matplotlib.patches import Rectangle
 from scipy import sparse
 
 from scattn._docs import scattn_dsp
+from scattn.tl._markers import get_markers
 
 from ._base import finish, new_axes
-
-
-def _markers(adata: AnnData, key: str) -> dict:
-    if key not in adata.uns or "names" not in adata.uns[key]:
-        raise KeyError(f"No markers at adata.uns[{key!r}]; run `model.predict(adata)` first.")
-    return adata.uns[key]
 
 
 def _top_genes(markers: dict, n_genes: int) -> tuple[list[str], list[tuple[int, int]], list[str]]:
@@ -69,7 +64,7 @@ def marker_dotplot(
     """
     import scanpy as sc
 
-    _markers(adata, key)
+    get_markers(adata, key)
     kwargs.setdefault("cmap", "Reds")
     dp = sc.pl.rank_genes_groups_dotplot(
         adata, key=key, n_genes=n_genes, ax=ax, show=False, return_fig=True, **kwargs
@@ -178,7 +173,7 @@ def attention_heatmap(
         raise KeyError(f"Layer {layer!r} not found; run `model.predict(adata)` first.")
     if groupby not in adata.obs:
         raise KeyError(f"groupby {groupby!r} is not a column of adata.obs.")
-    genes, spans, marker_groups = _top_genes(_markers(adata, markers_key), n_genes)
+    genes, spans, marker_groups = _top_genes(get_markers(adata, markers_key), n_genes)
     cols = adata.var_names.get_indexer(genes)
     mat = adata.layers[layer]
     mat = mat[:, cols].toarray() if sparse.issparse(mat) else np.asarray(mat)[:, cols]

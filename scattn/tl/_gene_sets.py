@@ -10,6 +10,8 @@ from scipy.spatial.distance import squareform
 
 from scattn._docs import scattn_dsp
 
+from ._markers import get_markers
+
 
 @scattn_dsp.dedent
 def gene_sets_from_attention(
@@ -66,14 +68,9 @@ def gene_sets_from_attention(
     ``params``
         ``markers_key``, ``n_genes``, ``n_sets``, ``max_cells``, ``linkage``.
     """
-    if markers_key not in adata.uns or "names" not in adata.uns[markers_key]:
-        raise KeyError(
-            f"No markers at adata.uns[{markers_key!r}]; run `model.predict(adata)` or "
-            "`sa.tl.marker_genes_from_attention` first."
-        )
+    names = get_markers(adata, markers_key)["names"]
     if n_genes < 1:
         raise ValueError(f"n_genes must be >= 1, got {n_genes}.")
-    names = adata.uns[markers_key]["names"]
     model_genes = set(model.var_names_)
     genes, group_of = [], {}
     for group in names.dtype.names:

@@ -10,6 +10,16 @@ from scipy import sparse, stats
 from scattn._docs import scattn_dsp
 
 
+def get_markers(adata: AnnData, key: str) -> dict:
+    """The marker result at ``adata.uns[key]`` (``rank_genes_groups`` layout), or a clear error."""
+    if key not in adata.uns or "names" not in adata.uns[key]:
+        raise KeyError(
+            f"No markers at adata.uns[{key!r}]; run `model.predict(adata)` or "
+            "`sa.tl.marker_genes_from_attention` first."
+        )
+    return adata.uns[key]
+
+
 def _picks(attention: sparse.csr_matrix, n_top: int) -> sparse.csr_matrix:
     """Binary cells x genes matrix: gene j is picked by cell i if in i's top `n_top` weights."""
     att = sparse.csr_matrix(attention, dtype=np.float32)

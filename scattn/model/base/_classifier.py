@@ -16,13 +16,7 @@ from scvi.train import TrainingPlan, TrainRunner
 
 from scattn._settings import settings
 from scattn._version import __version__
-from scattn.data import (
-    check_expression,
-    check_labels,
-    check_nonempty_cells,
-    check_var_names,
-    get_matrix,
-)
+from scattn.data import check_input, check_labels
 
 from ._results import PredictionResult
 
@@ -42,11 +36,7 @@ def validate_setup(adata: AnnData, labels_key: str, layer: str | None, expressio
         cols = ", ".join(map(repr, adata.obs.columns[:10])) or "none"
         raise KeyError(f"labels_key {labels_key!r} is not a column of adata.obs (columns: {cols}).")
     check_labels(adata.obs[labels_key], unlabeled_category, labels_key=labels_key)
-    check_var_names(adata.var_names)
-    matrix = get_matrix(adata, layer)
-    where = f"adata.layers[{layer!r}]" if layer else "adata.X"
-    check_expression(matrix, expression, where=where)
-    check_nonempty_cells(matrix, adata.obs_names)
+    check_input(adata, layer, expression)
 
 
 class ClassifierMixin:

@@ -15,13 +15,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 
 from scattn._settings import settings
-from scattn.data import (
-    align_to_genes,
-    check_expression,
-    check_nonempty_cells,
-    check_var_names,
-    get_matrix,
-)
+from scattn.data import align_to_genes, check_input
 
 logger = logging.getLogger(__name__)
 
@@ -73,17 +67,13 @@ class AlignedDataMixin:
             raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
         layer = self._setup_args.get("layer")
         expression = self._setup_args.get("expression", "counts")
-        check_var_names(adata.var_names)
         try:
-            matrix = get_matrix(adata, layer)
+            matrix = check_input(adata, layer, expression)
         except KeyError as err:
             raise KeyError(
                 f"{err.args[0]} The model was set up with layer={layer!r}: new data must hold the "
                 "same kind of values in the same place."
             ) from None
-        where = f"adata.layers[{layer!r}]" if layer else "adata.X"
-        check_expression(matrix, expression, where=where)
-        check_nonempty_cells(matrix, adata.obs_names)
         model_genes = pd.Index(self.var_names_)
         aligned, present = align_to_genes(
             matrix,
