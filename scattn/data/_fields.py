@@ -16,7 +16,16 @@ class LabelsField(LabelsWithUnlabeledObsField):
     ``adata.obs["_scvi_labels"]``; the user's label column itself is never changed. On transfer
     (prediction on new data), a missing label column or labels outside the reference classes
     map to the unlabelled code instead of raising.
+
+    With `classes`, the known classes and their order are fixed (e.g. a reference model's
+    classes, so that a query dataset shares its label encoding); labels outside them must have
+    been rejected before registration.
     """
+
+    def __init__(self, registry_key: str, obs_key: str, unlabeled_category: str,
+                 classes: list[str] | None = None) -> None:
+        super().__init__(registry_key, obs_key, unlabeled_category)
+        self._classes = None if classes is None else [str(c) for c in classes]
 
     def _codes(self, adata: AnnData, mapping: np.ndarray) -> np.ndarray:
         if self._original_attr_key not in adata.obs:
@@ -31,10 +40,13 @@ class LabelsField(LabelsWithUnlabeledObsField):
     def register_field(self, adata: AnnData) -> dict:
         """Register the field: code the labels, unlabelled last."""
         self.validate_field(adata)
-        labels = adata.obs[self._original_attr_key]
-        known = labels[labels.notna()].astype(object)
-        known = known[known != self._unlabeled_category].astype(str)
-        mapping = np.asarray([*sorted(pd.unique(known)), self._unlabeled_category], dtype=object)
+        if self._classes is not None:
+            known = self._classes
+        else:
+            labels = adata.obs[self._original_attr_key]
+            values = labels[labels.notna()].astype(object)
+            known = sorted(pd.unique(values[values != self._unlabeled_category].astype(str)))
+        mapping = np.asarray([*known, self._unlabeled_category], dtype=object)
         adata.obs[self.attr_key] = self._codes(adata, mapping)
         return {
             self.CATEGORICAL_MAPPING_KEY: mapping,

@@ -106,11 +106,13 @@ def check_input(adata: AnnData, layer: str | None, expression: Expression):
 
 
 def check_labels(
-    labels: pd.Series, unlabeled_category: str, *, labels_key: str
+    labels: pd.Series, unlabeled_category: str, *, labels_key: str, classes: list[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check a labels column; return the known classes and a boolean mask of labelled cells.
 
-    Cells whose label is `unlabeled_category` or NaN are unlabelled.
+    Cells whose label is `unlabeled_category` or NaN are unlabelled. With `classes` (a fixed
+    label set, e.g. a reference model's), every label must be one of them and a single
+    labelled class is enough.
     """
     labelled = labels.notna().to_numpy() & (labels.astype(object) != unlabeled_category).to_numpy()
     if not labelled.any():
@@ -118,7 +120,18 @@ def check_labels(
             f"All cells in adata.obs[{labels_key!r}] are unlabelled (NaN or "
             f"{unlabeled_category!r}); at least two labelled classes are needed to train."
         )
-    classes = pd.unique(labels[labelled].astype(str))
+    found = pd.unique(labels[labelled].astype(str))
+    if classes is not None:
+        extra = sorted(set(found) - {str(c) for c in classes})
+        if extra:
+            raise ValueError(
+                f"adata.obs[{labels_key!r}] has labels outside the model's classes: "
+                f"{', '.join(map(repr, extra[:10]))}{', ...' if len(extra) > 10 else ''}. Set them to "
+                f"{unlabeled_category!r} (they are then predicted, and `sa.tl.novelty` can flag them), "
+                "or add them to the classes (`extend_classes=True` when loading query data)."
+            )
+        return np.asarray(classes), labelled
+    classes = found
     if len(classes) < 2:
         raise ValueError(
             f"adata.obs[{labels_key!r}] has a single labelled class ({classes[0]!r}); a "

@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-from contextvars import ContextVar
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from scipy import sparse
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField
-from scvi.model.base import BaseModelClass
 
-from scattn.data import (
-    LabelsField,
-    factorize,
-    genes_to_positions,
-    log_normalize,
-    make_gene_groups,
-    select_variable_genes,
-)
+from scattn.data import factorize, get_matrix, log_normalize, make_gene_groups
 from scattn.module import CGRANModule
 
-from .base import AlignedDataMixin, ClassifierMixin, PredictionResult, validate_setup
+from .base import GenePanelClassifier
+from .base._query import FineTune
 
 logger = logging.getLogger(__name__)
 
-# the saved module state while `CGRAN.load` rebuilds a model: `__init__` takes the fitted
-# genes, embeddings and groups from it instead of refitting them on the AnnData passed in
-_LOAD_STATE: ContextVar[dict | None] = ContextVar("_cgran_load_state", default=None)
-
-
-class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
+class CGRAN(GenePanelClassifier):
     """Cell-Gene Representation Attention Network (Wang, Fan & Ma).
 
     Cells and genes are embedded by a truncated SVD of the log-normalised expression
@@ -100,6 +85,8 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
     """
 
     _module_cls = CGRANModule
+    _key = "cgran"
+    _head_prefixes = ("classifier.", "logit_scale")
     _default_lr = 1e-4
     _default_train_batch_size = 32
     _attention_description = "cell token -> gene token attention, first block, summed over heads"
@@ -130,11 +117,9 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
         import scvi
 
         expression = self._setup_args["expression"]
-        #: the known classes, in the classifier's output order
-        self.classes_: list[str] = self._registered_classes()
-        saved = _LOAD_STATE.get()
-        if saved is not None:  # loading: the fitted genes, embeddings and groups come from disk
-            gene_index = saved["gene_index"].cpu().numpy()
+        saved = self._fitted_state()
+        if saved is not None:  # load / query: fitted genes, embeddings and groups are given
+            gene_index = saved["genes.gene_index"].cpu().numpy()
             gene_embedding, projection = saved["gene_embedding"], saved["projection"]
             groups = saved["groups.group_index"]
         else:
@@ -142,8 +127,7 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
                 expression, n_top_genes, genes, n_embedding, embedding_method, grouping,
                 group_size, n_groups, seed=scvi.settings.seed or 0,
             )
-        #: the genes the model reads, in its order (a subset of the registered genes)
-        self.var_names_ = pd.Index(self.adata.var_names[gene_index])
+        self._init_panel(gene_index, genes)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_labels=len(self.classes_),
@@ -169,172 +153,13 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
         """Choose genes, factorise and group them on the registered data (section 3.2.1)."""
         matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         lognorm = log_normalize(matrix, expression)
-        if genes is not None:
-            gene_index = genes_to_positions(self.adata.var_names, genes)
-        else:
-            gene_index = select_variable_genes(lognorm, n_top_genes)
+        gene_index = self._choose_genes(lognorm, n_top_genes, genes)
         emb = factorize(lognorm[:, gene_index], n_embedding, method=method, seed=seed)
         groups = make_gene_groups(
             len(gene_index), grouping, group_size=group_size, n_groups=n_groups,
             features=emb.gene_embedding, seed=seed,
         )
         return gene_index, emb.gene_embedding, emb.projection, groups
-
-    # -- set-up ---------------------------------------------------------------------------
-    @classmethod
-    def setup_anndata(
-        cls,
-        adata: AnnData,
-        labels_key: str,
-        *,
-        layer: str | None = None,
-        expression: Literal["counts", "log1p"] = "counts",
-        unlabeled_category: str = "Unknown",
-        **kwargs,
-    ) -> None:
-        """Register `adata` for CGRAN.
-
-        Parameters
-        ----------
-        adata
-            Cells x genes AnnData.
-        labels_key
-            Column of ``adata.obs`` with cell types. Cells whose label is
-            `unlabeled_category` or NaN are kept out of the loss and predicted.
-        layer
-            Layer with the expression; `None` uses ``adata.X``.
-        expression
-            ``"counts"``: raw counts; the model normalises to 10,000 per cell and takes log1p.
-            ``"log1p"``: data already log-normalised (e.g. ``adata.raw``), used as given.
-        unlabeled_category
-            Label value meaning "unlabelled".
-
-        Notes
-        -----
-        Everything is checked before anything is written. As in scvi-tools, registration adds
-        ``adata.obs["_scvi_labels"]`` and ``adata.uns["_scvi_uuid"]``,
-        ``adata.uns["_scvi_manager_uuid"]``; nothing else in `adata` changes.
-        """
-        if "source_registry" not in kwargs:
-            validate_setup(adata, labels_key, layer, expression, unlabeled_category)
-        setup_method_args = cls._get_setup_method_args(**locals())
-        fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=expression == "counts"),
-            LabelsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category),
-        ]
-        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
-        cls.register_manager(adata_manager)
-
-    # -- results -------------------------------------------------------------------------
-    def predict(
-        self,
-        adata: AnnData | None = None,
-        *,
-        key_added: str = "cgran",
-        inplace: bool = True,
-        unknown_threshold: float | None = None,
-        attention_top_k: int = 50,
-        n_markers: int = 100,
-        batch_size: int | None = None,
-        min_gene_overlap: float = 0.5,
-    ) -> PredictionResult | None:
-        """Predict cell types and write predictions, embedding, attention and markers.
-
-        Parameters
-        ----------
-        adata
-            AnnData to predict, with the kind of data the model was set up with; genes are
-            matched by name (missing genes zero-filled with a warning). `None`: the training
-            AnnData (its unlabelled cells included).
-        key_added
-            Prefix of every key written.
-        inplace
-            Write into `adata`; with `False` nothing is written and a
-            :class:`~scattn.model.base.PredictionResult` is returned.
-        unknown_threshold
-            Cells whose highest probability is below it are labelled ``"Unknown"``.
-        attention_top_k
-            Attention weights kept per cell (and the paper's top-50 "picked" rule for markers).
-        n_markers
-            Genes ranked per class in the markers.
-        batch_size
-            Minibatch size for inference.
-        min_gene_overlap
-            Smallest fraction of the model's genes that `adata` must have.
-
-        Returns
-        -------
-        With ``inplace=True`` `None`, and writes (``key = key_added``):
-
-        ``adata.obs[f"{key}_prediction"]``
-            Predicted class (categorical; ``"Unknown"`` below `unknown_threshold`).
-        ``adata.obs[f"{key}_confidence"]``
-            Highest class probability.
-        ``adata.obsm[f"{key}_probabilities"]``
-            DataFrame, cells x classes.
-        ``adata.obsm[f"X_{key}"]``
-            The renewed cell token (cells x 40 by default).
-        ``adata.layers[f"{key}_attention"]``
-            Sparse cells x genes: each cell's top-`attention_top_k` first-block attention
-            weights from the cell token to gene tokens, summed over heads (genes the model
-            does not read are zero).
-        ``adata.uns[f"{key}_markers"]``
-            Markers per predicted class from the attention, ``rank_genes_groups`` layout
-            (see :func:`scattn.tl.marker_genes_from_attention`).
-        ``adata.uns[key]["params"]``
-            Model class, scattn version, keys, threshold, classes.
-
-        With ``inplace=False``, a :class:`~scattn.model.base.PredictionResult` holding the same.
-        """
-        result = self._predict(
-            adata,
-            key_added=key_added,
-            unknown_threshold=unknown_threshold,
-            attention_top_k=attention_top_k,
-            n_markers=n_markers,
-            batch_size=batch_size,
-            min_gene_overlap=min_gene_overlap,
-        )
-        if not inplace:
-            return result
-        self._write_predictions(self.adata if adata is None else adata, result, key_added)
-        return None
-
-    def get_attention(
-        self,
-        adata: AnnData | None = None,
-        indices=None,
-        *,
-        top_k: int | None = None,
-        batch_size: int | None = None,
-    ) -> pd.DataFrame:
-        """Cell-token to gene-token attention of the first block, summed over heads.
-
-        Parameters
-        ----------
-        adata
-            AnnData (aligned by gene name); `None` for the training data.
-        indices
-            Cells to use.
-        top_k
-            Keep only each cell's `top_k` largest weights (others 0). `None`: all.
-        batch_size
-            Minibatch size.
-
-        Returns
-        -------
-        DataFrame, cells x the model's genes (``model.var_names_``). Each head's weights sum to
-        1 over the cell token and the genes, so a row sums to less than ``n_heads`` (the
-        remainder is the cell token's attention to itself).
-        """
-        self._check_if_trained(warn=True)
-        with self._aligned(adata) as internal:
-            out = self._run_inference(
-                internal, indices=indices, batch_size=batch_size, attention_top_k=top_k or 0, keys=()
-            )
-            names = internal.obs_names if indices is None else internal.obs_names[np.asarray(indices)]
-        return pd.DataFrame(out["attention"].toarray(), index=names, columns=self.var_names_)
 
     @torch.inference_mode()
     def get_gene_attention(
@@ -372,44 +197,95 @@ class CGRAN(ClassifierMixin, AlignedDataMixin, BaseModelClass):
                 n += x.shape[0]
         return pd.DataFrame((total / n).cpu().numpy(), index=genes, columns=genes)
 
+    # -- transfer ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs):
-        """Load a saved CGRAN; see :meth:`scvi.model.base.BaseModelClass.load`.
+    def load_query_data(
+        cls,
+        adata: AnnData,
+        reference_model: CGRAN,
+        *,
+        embedding: Literal["reference", "query"] = "reference",
+        fine_tune: FineTune = "all",
+        extend_classes: bool = False,
+        min_gene_overlap: float = 0.5,
+    ) -> CGRAN:
+        """A CGRAN for a query dataset that starts from a trained reference model.
 
-        `adata` must have the genes the model was set up with, in the same order (the
-        training AnnData, or one with the same ``var_names``); to predict on other data, call
-        ``model.predict(other)`` on the loaded model, which aligns genes by name. Without
-        `adata`, the model must have been saved with ``save_anndata=True``. Nothing is refitted:
-        genes, embeddings and gene groups come from the saved model.
+        The query is registered like the reference (same layer, kind of data and labels
+        column; the reference's classes). The reference's genes are found in the query by
+        name (missing ones read as zero), every attention and classifier weight is copied,
+        and ``model.train(...)`` then fine-tunes on the query's labelled cells. The paper's
+        transfer settings (section 4.4):
+
+        ====================  ==============  ==============
+        paper setting         `embedding`     `fine_tune`
+        ====================  ==============  ==============
+        A                     ``"query"``     ``"classifier"``
+        B                     ``"query"``     ``"all"``
+        C                     ``"reference"`` ``"all"``
+        ====================  ==============  ==============
+
+        Parameters
+        ----------
+        adata
+            The query AnnData, with the reference's labels column (unlabelled cells NaN or the
+            reference's `unlabeled_category`). Registered in place, as scvi-tools does.
+        reference_model
+            A trained CGRAN.
+        embedding
+            ``"reference"``: keep the reference's gene embeddings ``B`` and fit each query
+            cell's embedding to its expression by least squares, ``min_A ||x - A B^T||^2``
+            over the genes the query has (the optimum the paper reaches by gradient descent,
+            in closed form, so new cells get theirs too). ``"query"``: a new truncated SVD of
+            the query over the reference's genes (cells and genes).
+        fine_tune
+            ``"classifier"``: train only the classifier head (and its temperature); ``"all"``:
+            every weight.
+        extend_classes
+            Add the query's labels that the reference lacks as new classes (new classifier
+            rows). With `False`, such labels are an error: set them to the unlabelled category
+            to have them predicted (and flagged by :func:`scattn.tl.novelty`).
+        min_gene_overlap
+            Smallest fraction of the reference's genes the query must have.
+
+        Returns
+        -------
+        The query model (not yet trained; predicting with it before training warns).
         """
-        prefix = kwargs.get("prefix") or ""
-        path = os.path.join(dir_path, f"{prefix}model.pt")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"No saved model at {path}.")
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        name = saved.get("attr_dict", {}).get("registry_", {}).get("model_name")
-        if name is not None and name != cls.__name__:
-            raise ValueError(
-                f"{dir_path!r} holds a saved {name} model, not a {cls.__name__}; load it with "
-                f"`sa.model.{name}.load(...)`."
-            )
-        if adata is not None:
-            source = pd.Index(saved["var_names"])
-            if not source.equals(adata.var_names):
-                shared = int(source.isin(adata.var_names).sum())
-                raise ValueError(
-                    f"adata's genes differ from the {len(source)} the model was set up with "
-                    f"({shared} shared{', in another order' if shared == len(source) == adata.n_vars else ''}). "
-                    "Load with the training AnnData (or save with `save_anndata=True` and load "
-                    "without adata), then `model.predict(other_adata)`, which aligns genes by name."
-                )
-        elif not os.path.exists(os.path.join(dir_path, f"{prefix}adata.h5ad")):
-            raise ValueError(
-                f"{dir_path!r} holds no AnnData: pass `adata=` (the training data), or save the "
-                "model with `model.save(dir, save_anndata=True)`."
-            )
-        token = _LOAD_STATE.set(saved["model_state_dict"])
-        try:
-            return super().load(dir_path, adata=adata, **kwargs)
-        finally:
-            _LOAD_STATE.reset(token)
+        if embedding not in ("reference", "query"):
+            raise ValueError(f"embedding must be 'reference' or 'query', got {embedding!r}.")
+        return cls._make_query_model(
+            adata, reference_model, fine_tune=fine_tune, extend_classes=extend_classes,
+            min_gene_overlap=min_gene_overlap, embedding=embedding,
+        )
+
+    @classmethod
+    def _query_state(cls, reference: CGRAN, adata: AnnData, gene_index: np.ndarray, *,
+                     embedding: str) -> dict:
+        """The query's gene/cell embeddings (see :meth:`load_query_data`); groups are kept."""
+        ref = reference.module
+        present = gene_index < adata.n_vars
+        b = ref.gene_embedding.detach().cpu().numpy().astype(np.float64)
+        if embedding == "reference":
+            b_present = b * present[:, None]
+            # least-squares fold-in over the present genes: A = x B~ (B~^T B~)^-1
+            projection = b_present @ np.linalg.pinv(b_present.T @ b_present)
+            gene_embedding = b
+        else:
+            setup = reference._setup_args
+            lognorm = sparse.csr_matrix(log_normalize(get_matrix(adata, setup["layer"]), setup["expression"]))
+            padded = sparse.hstack([lognorm, sparse.csr_matrix((adata.n_obs, 1))], format="csr")
+            import scvi
+
+            params = reference.init_params_["non_kwargs"]
+            emb = factorize(padded[:, gene_index], b.shape[1], method=params["embedding_method"],
+                            seed=scvi.settings.seed or 0)
+            gene_embedding, projection = emb.gene_embedding, emb.projection
+            if gene_embedding.shape[1] < b.shape[1]:  # fewer query cells/genes than dims: pad
+                pad = ((0, 0), (0, b.shape[1] - gene_embedding.shape[1]))
+                gene_embedding, projection = np.pad(gene_embedding, pad), np.pad(projection, pad)
+        return {
+            "gene_embedding": torch.as_tensor(np.asarray(gene_embedding), dtype=torch.float32),
+            "projection": torch.as_tensor(np.asarray(projection), dtype=torch.float32),
+            "groups.group_index": ref.groups.group_index.detach().cpu(),
+        }

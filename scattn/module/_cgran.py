@@ -17,14 +17,14 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
-from scattn.data import TARGET_SUM
 from scattn.nn import GeneGroups, LocalAttentionBlock
 from scattn.nn._local_attention import _split_heads, project_tokens
+
+from ._base import GenePanel, classification_loss
 
 
 class CGRANModule(BaseModuleClass):
@@ -38,7 +38,8 @@ class CGRANModule(BaseModuleClass):
     n_labels
         Number of known classes.
     gene_index
-        Positions (in the ``n_input`` genes) of the genes the model reads.
+        Positions (in the ``n_input`` genes) of the genes the model reads; ``n_input`` marks a
+        gene absent from the registered data (reads as zero), see :class:`GenePanel`.
     gene_embedding
         ``(n_genes, m)`` gene embeddings ``B``.
     projection
@@ -78,8 +79,7 @@ class CGRANModule(BaseModuleClass):
             raise ValueError(f"CGRAN needs at least two classes, got {n_labels}.")
         self.n_input = n_input
         self.n_labels = n_labels
-        self.normalize_counts = normalize_counts
-        self.register_buffer("gene_index", torch.as_tensor(gene_index, dtype=torch.long))
+        self.genes = GenePanel(n_input, gene_index, normalize_counts=normalize_counts)
         self.register_buffer("gene_embedding", torch.as_tensor(gene_embedding, dtype=torch.float32))
         self.register_buffer("projection", torch.as_tensor(projection, dtype=torch.float32))
         self.groups = GeneGroups(torch.as_tensor(group_index))
@@ -128,17 +128,9 @@ class CGRANModule(BaseModuleClass):
     def _get_generative_input(self, tensors, inference_outputs) -> dict:
         return {}
 
-    def normalized_genes(self, x: torch.Tensor) -> torch.Tensor:
-        """Log-normalise (if counts) and keep the model's genes: ``(B, n_input) -> (B, g)``."""
-        x = x.float()
-        if self.normalize_counts:
-            lib = x.sum(dim=-1, keepdim=True).clamp_min(1e-8)
-            x = torch.log1p(x / lib * TARGET_SUM)
-        return x.index_select(-1, self.gene_index)
-
     def cell_embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The factorisation's cell embedding ``A_i = x P`` of raw input `x`."""
-        return self.normalized_genes(x) @ self.projection
+        return self.genes(x) @ self.projection
 
     @auto_move_data
     def inference(self, x: torch.Tensor, return_attention: bool = False) -> dict[str, torch.Tensor]:
@@ -173,21 +165,7 @@ class CGRANModule(BaseModuleClass):
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
         """Cross-entropy over the labelled cells of the minibatch."""
-        logits = inference_outputs["logits"]
-        y = tensors[REGISTRY_KEYS.LABELS_KEY].view(-1).long()
-        labelled = y < self.n_labels
-        n_lab = int(labelled.sum())
-        if n_lab:
-            ce = F.cross_entropy(logits[labelled], y[labelled])
-            acc = (logits[labelled].argmax(-1) == y[labelled]).float().mean()
-        else:  # a minibatch of unlabelled cells only: no gradient signal, but keep the graph
-            ce = logits.sum() * 0.0
-            acc = torch.zeros((), device=logits.device)
-        return LossOutput(
-            loss=ce,
-            n_obs_minibatch=max(n_lab, 1),
-            extra_metrics={"accuracy": acc},
-        )
+        return classification_loss(inference_outputs["logits"], tensors[REGISTRY_KEYS.LABELS_KEY], self.n_labels)
 
     # -- interpretation -------------------------------------------------------------------
     @torch.inference_mode()

@@ -1,5 +1,6 @@
 """Reusable torch blocks."""
 
+from ._feature_attention import FeatureExtractors, FeatureSelfAttention
 from ._local_attention import (
     GeneGroups,
     LocalAttentionBlock,
@@ -9,6 +10,8 @@ from ._local_attention import (
 )
 
 __all__ = [
+    "FeatureExtractors",
+    "FeatureSelfAttention",
     "GeneGroups",
     "LocalAttentionBlock",
     "LocalMultiheadAttention",

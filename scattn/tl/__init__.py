@@ -2,5 +2,12 @@
 
 from ._gene_sets import gene_sets_from_attention
 from ._markers import attention_markers, marker_genes_from_attention
+from ._novelty import novelty, unknown_threshold
 
-__all__ = ["attention_markers", "gene_sets_from_attention", "marker_genes_from_attention"]
+__all__ = [
+    "attention_markers",
+    "gene_sets_from_attention",
+    "marker_genes_from_attention",
+    "novelty",
+    "unknown_threshold",
+]

@@ -26,7 +26,7 @@ UNKNOWN = "Unknown"
 
 
 def validate_setup(adata: AnnData, labels_key: str, layer: str | None, expression: str,
-                   unlabeled_category: str) -> None:
+                   unlabeled_category: str, *, classes: list[str] | None = None) -> None:
     """Every check `setup_anndata` makes before it registers anything."""
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
@@ -35,7 +35,7 @@ def validate_setup(adata: AnnData, labels_key: str, layer: str | None, expressio
     if labels_key not in adata.obs:
         cols = ", ".join(map(repr, adata.obs.columns[:10])) or "none"
         raise KeyError(f"labels_key {labels_key!r} is not a column of adata.obs (columns: {cols}).")
-    check_labels(adata.obs[labels_key], unlabeled_category, labels_key=labels_key)
+    check_labels(adata.obs[labels_key], unlabeled_category, labels_key=labels_key, classes=classes)
     check_input(adata, layer, expression)
 
 

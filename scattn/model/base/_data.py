@@ -97,7 +97,7 @@ class AlignedDataMixin:
             internal.layers[layer] = aligned
         return internal
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: gradient attributions (CFAN) re-enable autograd inside
     def _run_inference(
         self,
         adata: AnnData,
@@ -106,6 +106,7 @@ class AlignedDataMixin:
         batch_size: int | None = None,
         attention_top_k: int | None = None,
         keys: tuple[str, ...] = ("logits", "z"),
+        **inference_kwargs,
     ) -> dict[str, np.ndarray | sparse.csr_matrix]:
         """Minibatch inference; concatenated outputs.
 
@@ -120,7 +121,9 @@ class AlignedDataMixin:
         att_rows: list[sparse.csr_matrix] = []
         want_att = attention_top_k is not None
         for tensors in loader:
-            res = self.module.inference(tensors[REGISTRY_KEYS.X_KEY], return_attention=want_att)
+            res = self.module.inference(
+                tensors[REGISTRY_KEYS.X_KEY], return_attention=want_att, **inference_kwargs
+            )
             for k in keys:
                 out[k].append(res[k].float().cpu().numpy())
             if want_att:
@@ -132,13 +135,19 @@ class AlignedDataMixin:
 
 
 def _top_k_csr(weights: torch.Tensor, k: int) -> sparse.csr_matrix:
-    """Keep each row's k largest entries of a ``(B, g)`` tensor as CSR (k=0: keep all)."""
+    """Each row's k largest *positive* entries of a ``(B, g)`` tensor as CSR.
+
+    ``k=0`` keeps every entry, signs included.
+    """
     weights = weights.float().cpu()
     n, g = weights.shape
-    if not k or k >= g:
+    if not k:
         return sparse.csr_matrix(weights.numpy())
+    k = min(k, g)
     vals, idx = torch.topk(weights, k, dim=1)
     indptr = np.arange(0, n * k + 1, k)
     mat = sparse.csr_matrix((vals.numpy().ravel(), idx.numpy().ravel(), indptr), shape=(n, g))
+    mat.data[mat.data < 0] = 0  # a negative attribution is no evidence for the call
+    mat.eliminate_zeros()
     mat.sort_indices()
     return mat

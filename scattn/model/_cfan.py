@@ -1,0 +1,220 @@
+"""CFAN: Cell Feature Attention Network as an scvi-tools model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+
+from scattn.data import log_normalize
+from scattn.module import CFANModule
+
+from .base import GenePanelClassifier
+from .base._query import FineTune
+
+logger = logging.getLogger(__name__)
+
+
+class CFAN(GenePanelClassifier):
+    """Cell Feature Attention Network (Wang, Fan & Ma, section 3.1).
+
+    u feature extractors (each dense -> ReLU -> LayerNorm, 128 dims) read the cell's
+    log-normalised expression; the u features are tokens of one single-head self-attention
+    (value dim m = 16, then LayerNorm); a 1D convolution runs along the renewed features and a
+    fully connected layer gives the class logits. Dropout 0.2 on every layer.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_top_genes
+        Number of most variable genes to use (ignored when `genes` is given); `None`: all
+        registered genes.
+    genes
+        Explicit list of genes to use instead of the most variable ones.
+    n_extractors
+        Number u of feature extractors (paper: 16).
+    n_features
+        Dimension of each feature (paper: 128).
+    n_qk
+        Query/key dimension d of the feature attention (not given in the paper).
+    n_values
+        Value dimension m of the feature attention (paper: 16).
+    conv_channels
+        Output channels of the 1D convolution (not given in the paper).
+    kernel_size
+        Width of the 1D convolution along the features (odd).
+    dropout
+        Dropout rate on every layer (paper: 0.2).
+
+    Notes
+    -----
+    * **Input**: counts are normalised to 10,000 per cell and log1p-transformed inside the
+      model (or log-normalised data is used as given), over the model's genes (default: the
+      1000 most variable, as for CGRAN, so that attributions of both models cover the same
+      genes).
+    * **Embedding** (``get_latent_representation``, ``obsm["X_cfan"]``): the flattened,
+      ReLU-activated output of the convolution (``conv_channels * n_extractors`` = 256 dims by
+      default). It is the layer the classifier reads, the counterpart of CGRAN's renewed cell
+      token; the renewed feature matrix itself is in :meth:`get_feature_attention`'s output.
+    * **Attribution** (``get_attention``, ``layers["cfan_attention"]``): input perturbation
+      (paper, section 4.2.1): the negative gradient of the cross-entropy for the cell's
+      predicted class with respect to its log-normalised expression. Positive values are
+      genes whose increase would make the call more confident; the layer keeps each cell's
+      top-k positive values. It is a gradient, not an attention weight: it can point to
+      genes the cell does not express.
+    * **Feature attention** (:meth:`get_feature_attention`, :func:`scattn.pl.feature_attention`):
+      the u x u attention among a cell's features (paper, Figure 3).
+
+    Examples
+    --------
+    >>> import scattn as sa
+    >>> sa.model.CFAN.setup_anndata(adata, labels_key="cell_type", layer="counts")
+    >>> model = sa.model.CFAN(adata)
+    >>> model.train()
+    >>> model.predict()  # adata.obs["cfan_prediction"], adata.uns["cfan_markers"], ...
+    """
+
+    _module_cls = CFANModule
+    _key = "cfan"
+    _default_lr = 1e-3
+    _default_train_batch_size = 64
+    _attention_description = (
+        "input perturbation: negative gradient of the loss for the predicted class w.r.t. the "
+        "log-normalised expression"
+    )
+
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        n_top_genes: int | None = 1000,
+        genes: Sequence[str] | None = None,
+        n_extractors: int = 16,
+        n_features: int = 128,
+        n_qk: int = 16,
+        n_values: int = 16,
+        conv_channels: int = 16,
+        kernel_size: int = 3,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__(adata)
+        if n_top_genes is not None and n_top_genes < 1:
+            raise ValueError(f"n_top_genes must be >= 1 or None, got {n_top_genes}.")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        expression = self._setup_args["expression"]
+        saved = self._fitted_state()
+        if saved is not None:  # load / query: the gene positions are given
+            gene_index = saved["genes.gene_index"].cpu().numpy()
+        elif n_top_genes is None and genes is None:
+            gene_index = np.arange(self.adata.n_vars)
+        else:
+            matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            lognorm = log_normalize(matrix, expression) if genes is None else None
+            gene_index = self._choose_genes(lognorm, n_top_genes or 0, genes)
+        self._init_panel(gene_index, genes)
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            n_labels=len(self.classes_),
+            gene_index=torch.as_tensor(gene_index),
+            normalize_counts=expression == "counts",
+            n_extractors=n_extractors,
+            n_features=n_features,
+            n_qk=n_qk,
+            n_values=n_values,
+            conv_channels=conv_channels,
+            kernel_size=kernel_size,
+            dropout=dropout,
+        )
+        self._model_summary_string = (
+            f"CFAN: {len(gene_index)} genes, {len(self.classes_)} classes, u={n_extractors} "
+            f"extractors x {n_features}, attention d={n_qk} m={n_values}, conv {conv_channels}x"
+            f"{kernel_size}, dropout={dropout}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    def get_feature_attention(
+        self,
+        adata: AnnData | None = None,
+        indices=None,
+        *,
+        batch_size: int | None = None,
+        return_features: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The u x u attention among each cell's features (paper, Figure 3).
+
+        Parameters
+        ----------
+        adata
+            AnnData (aligned by gene name); `None` for the training data.
+        indices
+            Cells to use.
+        batch_size
+            Minibatch size.
+        return_features
+            Also return the renewed features ``F`` (cells x u x m).
+
+        Returns
+        -------
+        ``(cells, u, u)`` array; row i of a cell's matrix is how feature i attends to each
+        feature (rows sum to 1). With `return_features`, also the ``(cells, u, m)`` features.
+        """
+        self._check_if_trained(warn=True)
+        keys = ("feature_attention", "features") if return_features else ("feature_attention",)
+        with self._aligned(adata) as internal:
+            out = self._run_inference(
+                internal, indices=indices, batch_size=batch_size, keys=keys,
+                return_feature_attention=True,
+            )
+        if return_features:
+            return out["feature_attention"], out["features"]
+        return out["feature_attention"]
+
+    # -- transfer ---------------------------------------------------------------------------
+    @classmethod
+    def load_query_data(
+        cls,
+        adata: AnnData,
+        reference_model: CFAN,
+        *,
+        fine_tune: FineTune = "all",
+        extend_classes: bool = False,
+        min_gene_overlap: float = 0.5,
+    ) -> CFAN:
+        """A CFAN for a query dataset that starts from a trained reference model.
+
+        The query is registered like the reference (same layer, kind of data and labels
+        column; the reference's classes); the reference's genes are found in the query by
+        name (missing ones read as zero) and every weight is copied. ``model.train(...)`` then
+        fine-tunes on the query's labelled cells: only the classifier (the paper's setting A)
+        or the whole network (setting B).
+
+        Parameters
+        ----------
+        adata
+            The query AnnData, with the reference's labels column (unlabelled cells NaN or the
+            reference's `unlabeled_category`). Registered in place, as scvi-tools does.
+        reference_model
+            A trained CFAN.
+        fine_tune
+            ``"classifier"``: train only the final fully connected layer; ``"all"``: every
+            weight.
+        extend_classes
+            Add the query's labels that the reference lacks as new classes (new classifier
+            rows). With `False`, such labels are an error.
+        min_gene_overlap
+            Smallest fraction of the reference's genes the query must have.
+
+        Returns
+        -------
+        The query model (not yet trained; predicting with it before training warns).
+        """
+        return cls._make_query_model(
+            adata, reference_model, fine_tune=fine_tune, extend_classes=extend_classes,
+            min_gene_overlap=min_gene_overlap,
+        )
