@@ -64,6 +64,26 @@ def trained():
     return model, data
 
 
+TINY_CFAN = {"n_top_genes": 60, "n_extractors": 4, "n_features": 16, "n_qk": 8, "n_values": 8,
+             "conv_channels": 4}
+
+
+@pytest.fixture(scope="session")
+def trained_cfan():
+    """(model, adata): a CFAN trained 2 epochs on tiny data, a few cells unlabelled."""
+    import scattn as sa
+
+    sa.settings.seed = 0
+    sa.settings.progress_bar = False
+    data = make_counts()
+    data.obs["label"] = data.obs["cell_type"].astype(str)
+    data.obs.loc[data.obs_names[::10], "label"] = "Unknown"
+    sa.model.CFAN.setup_anndata(data, labels_key="label", layer="counts")
+    model = sa.model.CFAN(data, **TINY_CFAN)
+    model.train(max_epochs=2, lr=1e-2, batch_size=32)
+    return model, data
+
+
 def shared_path(name: str) -> Path:
     path = SHARED / name
     if not path.exists():

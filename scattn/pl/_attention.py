@@ -112,7 +112,7 @@ def gene_attention_heatmap(
     # a gene's attention to itself dwarfs the rest: mask the diagonal so sets stand out
     shown = np.ma.masked_array(att.to_numpy(), mask=np.eye(n, dtype=bool))
     cm = plt.get_cmap(cmap).copy()
-    cm.set_bad("lightgrey")
+    cm = cm.with_extremes(bad="lightgrey")
     im = ax_.imshow(shown, cmap=cm, interpolation="nearest")
     labels = [f"{g} ({grp})" for g, grp in zip(genes, membership["marker_group"], strict=True)]
     ax_.set_xticks(range(n), labels, rotation=90, fontsize=8)

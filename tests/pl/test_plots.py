@@ -54,3 +54,16 @@ def test_plot_errors(predicted):
         sa.pl.marker_dotplot(adata, key="nope", show=False)
     with pytest.raises(KeyError, match="No gene sets"):
         sa.pl.gene_attention_heatmap(adata, key="nope", show=False)
+
+
+def test_feature_attention_plot(trained_cfan, tmp_path):
+    model, _ = trained_cfan
+    for what in ("attention", "features"):
+        fig = sa.pl.feature_attention(model, n_cells=2, what=what, show=False, return_fig=True)
+        assert isinstance(fig, Figure)
+        fig.savefig(tmp_path / "f.png")
+    _, ax = plt.subplots()
+    assert sa.pl.feature_attention(model, groupby="cell_type", ax=ax) is ax
+    with pytest.raises(TypeError, match="use a CFAN"):
+        sa.pl.feature_attention(object())
+    plt.close("all")

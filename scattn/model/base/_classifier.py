@@ -128,6 +128,9 @@ class ClassifierMixin:
             import scvi
 
             scvi.settings.seed = settings.seed
+        # inference leaves the module in eval mode and Lightning keeps modes as it finds them:
+        # without this, dropout would stay off when training follows a prediction
+        self.module.train()
         return UnsupervisedTrainingMixin.train(
             self,
             max_epochs=max_epochs,
