@@ -13,3 +13,25 @@ def test_accuracy_benchmark_runs(tmp_path):
     runs = pd.read_csv(f"{out}_runs.csv")
     assert runs["accuracy"].between(0, 1).all()
     assert (tmp_path / "acc.md").read_text().startswith("# CGRAN vs logistic regression")
+
+
+def test_novelty_benchmark_runs(tmp_path):
+    from benchmarks.novelty import main
+
+    out = tmp_path / "nov"
+    summary = main(["--masked", "Dendritic", "--max-epochs", "1", "--out", str(out)])
+    assert set(summary["model"]) == {"CGRAN", "CFAN"} and len(summary) == 4
+    assert summary["p"].between(0, 1).all() and summary["f1_unknown"].between(0, 1).all()
+    assert (tmp_path / "nov_embedding.png").stat().st_size > 10_000
+
+
+def test_transfer_benchmark_runs(tmp_path):
+    from benchmarks.transfer import main
+    from tests.conftest import shared_path
+
+    shared_path("cellbench_3cl_dropseq.h5ad")  # skips without the shared data
+    out = tmp_path / "tr"
+    summary = main(["--tasks", "cellbench", "--seeds", "0", "--max-epochs", "1",
+                    "--fine-tune-epochs", "1", "--out", str(out)])
+    assert {"CGRAN setting C", "CFAN setting A", "LogisticRegression on reference"} <= set(summary["method"])
+    assert summary["macro_f1"].between(0, 1).all()
