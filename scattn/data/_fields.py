@@ -7,6 +7,8 @@ import pandas as pd
 from anndata import AnnData
 from scvi.data.fields import LabelsWithUnlabeledObsField
 
+from ._validate import label_strings
+
 
 class LabelsField(LabelsWithUnlabeledObsField):
     """Labels where NaN and `unlabeled_category` both mean "unlabelled".
@@ -32,7 +34,7 @@ class LabelsField(LabelsWithUnlabeledObsField):
             return np.full(adata.n_obs, len(mapping) - 1, dtype=np.int64)
         labels = adata.obs[self._original_attr_key]
         values = labels.astype(object).where(labels.notna(), self._unlabeled_category)
-        values = values.map(lambda v: v if v == self._unlabeled_category else str(v))
+        values = values.where(values == self._unlabeled_category, label_strings(values))
         codes = pd.Categorical(values, categories=mapping).codes.astype(np.int64)
         codes[codes < 0] = len(mapping) - 1
         return codes
@@ -45,7 +47,7 @@ class LabelsField(LabelsWithUnlabeledObsField):
         else:
             labels = adata.obs[self._original_attr_key]
             values = labels[labels.notna()].astype(object)
-            known = sorted(pd.unique(values[values != self._unlabeled_category].astype(str)))
+            known = sorted(pd.unique(label_strings(values[values != self._unlabeled_category])))
         mapping = np.asarray([*known, self._unlabeled_category], dtype=object)
         adata.obs[self.attr_key] = self._codes(adata, mapping)
         return {

@@ -105,6 +105,21 @@ def check_input(adata: AnnData, layer: str | None, expression: Expression):
     return matrix
 
 
+def label_strings(labels: pd.Series) -> pd.Series:
+    """Labels as strings, integral numbers without a decimal point (``1.0`` -> ``"1"``).
+
+    Integer labels become floats in pandas as soon as one is NaN; without this, ``"1"`` of one
+    dataset and ``"1.0"`` of another would be different classes.
+    """
+
+    def one(v):
+        if isinstance(v, float | np.floating) and np.isfinite(v) and float(v).is_integer():
+            return str(int(v))
+        return str(v)
+
+    return labels.astype(object).map(one)
+
+
 def check_labels(
     labels: pd.Series, unlabeled_category: str, *, labels_key: str, classes: list[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -115,12 +130,19 @@ def check_labels(
     labelled class is enough.
     """
     labelled = labels.notna().to_numpy() & (labels.astype(object) != unlabeled_category).to_numpy()
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        if len(set(classes)) != len(classes) or unlabeled_category in classes:
+            raise ValueError(
+                f"classes must be unique and must not contain the unlabelled category "
+                f"{unlabeled_category!r}."
+            )
     if not labelled.any():
         raise ValueError(
             f"All cells in adata.obs[{labels_key!r}] are unlabelled (NaN or "
-            f"{unlabeled_category!r}); at least two labelled classes are needed to train."
+            f"{unlabeled_category!r}); labelled cells are needed to train."
         )
-    found = pd.unique(labels[labelled].astype(str))
+    found = pd.unique(label_strings(labels[labelled]))
     if classes is not None:
         extra = sorted(set(found) - {str(c) for c in classes})
         if extra:

@@ -287,5 +287,5 @@ class CGRAN(GenePanelClassifier):
         return {
             "gene_embedding": torch.as_tensor(np.asarray(gene_embedding), dtype=torch.float32),
             "projection": torch.as_tensor(np.asarray(projection), dtype=torch.float32),
-            "groups.group_index": ref.groups.group_index.detach().cpu(),
+            "groups.group_index": ref.groups.group_index.detach().cpu().clone(),
         }

@@ -33,7 +33,12 @@ def _confidence(source, key: str, *, what: str) -> np.ndarray:
             )
         values = source.obs[col].to_numpy(dtype=float)
     else:
-        values = np.asarray(source, dtype=float).ravel()
+        values = np.asarray(source, dtype=float)
+        if values.ndim != 1:
+            raise ValueError(
+                f"{what}'s confidences must be one value per cell (1-D), got shape {values.shape}; "
+                "for class probabilities, pass their row maximum (e.g. `proba.max(1)`)."
+            )
     if values.size == 0:
         raise ValueError(f"{what} has no cells.")
     if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
@@ -134,7 +139,8 @@ def novelty(
         DataFrame, one row per sample: ``n_cells``, ``n_ambiguous``, ``p``, ``p_ref``,
         ``pval``, ``pval_adj``, ``novel`` (``pval_adj < alpha``).
     ``adata.uns[key_added]["params"]``
-        ``threshold``, ``test``, ``key``, ``groupby``, ``alpha``, reference size.
+        ``threshold``, ``test``, ``key``, ``groupby``, ``alpha``, ``n_reference`` (reference
+        cells; -1 when the reference is given as a fraction).
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
@@ -143,7 +149,7 @@ def novelty(
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
     conf = _confidence(adata, key, what="adata")
-    if isinstance(reference, float | int) and not isinstance(reference, bool):
+    if not isinstance(reference, AnnData | bool) and np.ndim(reference) == 0:
         ref_fraction = float(reference)
         if not 0 <= ref_fraction < 1:
             raise ValueError(f"A reference fraction must be in [0, 1), got {ref_fraction}.")

@@ -132,3 +132,46 @@ def test_query_model_save_load(trained, tmp_path):
     loaded = sa.model.CGRAN.load(tmp_path / "q", adata=q)
     np.testing.assert_allclose(loaded.predict_proba(), qm.predict_proba(), atol=1e-6)
     assert list(loaded.var_names_) == list(model.var_names_)
+
+
+def test_unread_genes_count_as_missing_later(trained_cfan):
+    model, _ = trained_cfan
+    q = _query(drop_genes=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qm = sa.model.CFAN.load_query_data(q, model)
+    assert len(qm._read_genes) == 55
+    full = _query(seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = qm.predict(full, inplace=False)
+    # the genes the query lacked are never read, and get no attribution
+    assert res.attention[:, :5].nnz == 0
+    only_unread = full[:, :5].copy()
+    with pytest.raises(ValueError):
+        qm.predict(only_unread, inplace=False)
+
+
+def test_numeric_labels_match_across_nan():
+    ref = make_counts(90)
+    ref.obs["num"] = ref.obs["cell_type"].cat.codes.astype(int)
+    sa.model.CFAN.setup_anndata(ref, labels_key="num", layer="counts")
+    m = sa.model.CFAN(ref, n_top_genes=40, n_extractors=2, n_features=8, n_qk=4, n_values=4, conv_channels=2)
+    m.train(max_epochs=1, batch_size=32)
+    q = make_counts(60, seed=1)
+    q.obs["num"] = q.obs["cell_type"].cat.codes.astype(float)
+    q.obs.loc[q.obs_names[:3], "num"] = np.nan  # pandas floats: 0.0, 1.0, 2.0
+    qm = sa.model.CFAN.load_query_data(q, m, extend_classes=True)
+    assert qm.classes_ == ["0", "1", "2"]
+
+
+def test_query_of_the_reference_adata_and_bad_classes(trained_cfan):
+    model, adata = trained_cfan
+    with pytest.raises(ValueError, match="Pass a copy"):
+        sa.model.CFAN.load_query_data(adata, model)
+    d = make_counts(30)
+    with pytest.raises(ValueError, match="classes must be unique"):
+        sa.model.CFAN.setup_anndata(d, labels_key="cell_type", classes=["type0", "type0", "type1", "type2"])
+    with pytest.raises(ValueError, match="no batch covariate"):
+        sa.model.CFAN.setup_anndata(d, labels_key="cell_type", batch_key="b")
+    sa.model.CFAN.setup_anndata(d, labels_key="cell_type", batch_key=None)

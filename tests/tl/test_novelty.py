@@ -85,3 +85,11 @@ def test_novelty_after_predict(trained):
     sa.tl.novelty(q, q, p_ref=0.1, groupby="cell_type")
     table = q.uns["novelty"]["table"]
     assert set(table.index) == {"type0", "type1", "type2"} and table["n_cells"].sum() == q.n_obs
+
+
+def test_novelty_scalar_and_2d_input():
+    q = _predicted(np.array([0.3, 0.9, 0.4]))
+    a = sa.tl.novelty(q, np.float32(0.05), threshold=0.5, copy=True)
+    assert a.uns["novelty"]["params"]["test"] == "binomial"
+    with pytest.raises(ValueError, match="1-D"):
+        sa.tl.unknown_threshold(np.full((4, 3), 0.3))

@@ -230,7 +230,8 @@ class ClassifierMixin:
     def _attention_in_genes_of(self, attention: sparse.csr_matrix, var_names: pd.Index) -> sparse.csr_matrix:
         """Map a cells x model-genes matrix onto the columns `var_names` (absent genes dropped)."""
         pos = pd.Index(var_names).get_indexer(pd.Index(self.var_names_))
-        keep = np.flatnonzero(pos >= 0)
+        readable = pd.Index(self.var_names_).isin(self._read_genes)
+        keep = np.flatnonzero((pos >= 0) & readable)  # genes the model never reads get nothing
         selector = sparse.csr_matrix(
             (np.ones(len(keep), dtype=np.float32), (keep, pos[keep])),
             shape=(len(self.var_names_), len(var_names)),

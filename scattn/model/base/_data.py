@@ -33,6 +33,19 @@ class AlignedDataMixin:
         return self.adata_manager.registry["setup_args"]
 
     @property
+    def _read_genes(self) -> pd.Index:
+        """The model genes it can read: those present in the data it was set up with.
+
+        A model made by ``load_query_data`` from a query lacking some reference genes reads
+        them as zero, whatever later data holds.
+        """
+        genes = pd.Index(self.var_names_)
+        panel = getattr(self.module, "genes", None)
+        if panel is None or not panel.has_missing:
+            return genes
+        return genes[panel.gene_index.cpu().numpy() < panel.n_input]
+
+    @property
     def _registered_var_names(self) -> pd.Index:
         """All genes of the AnnData the model was set up with (the data loader's columns)."""
         return pd.Index(self.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY).column_names)
@@ -74,7 +87,7 @@ class AlignedDataMixin:
                 f"{err.args[0]} The model was set up with layer={layer!r}: new data must hold the "
                 "same kind of values in the same place."
             ) from None
-        model_genes = pd.Index(self.var_names_)
+        model_genes = self._read_genes
         aligned, present = align_to_genes(
             matrix,
             adata.var_names,
@@ -83,7 +96,8 @@ class AlignedDataMixin:
             min_overlap=min_gene_overlap,
         )
         if expression == "counts":
-            n_other = int((~present).sum()) - int((~model_genes.isin(adata.var_names)).sum())
+            missing = self._registered_var_names[~present]
+            n_other = int((~missing.isin(model_genes)).sum())
             if n_other > 0:
                 warnings.warn(
                     f"{n_other} of the {len(present)} genes the model takes library sizes over are "

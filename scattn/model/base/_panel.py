@@ -53,6 +53,7 @@ class GenePanelClassifier(QueryMixin, ClassifierMixin, AlignedDataMixin, BaseMod
         expression: Literal["counts", "log1p"] = "counts",
         unlabeled_category: str = "Unknown",
         classes: Sequence[str] | None = None,
+        batch_key: str | None = None,
         **kwargs,
     ) -> None:
         """Register `adata` with the model.
@@ -75,6 +76,9 @@ class GenePanelClassifier(QueryMixin, ClassifierMixin, AlignedDataMixin, BaseMod
             The known classes, in the classifier's output order; every label must be one of
             them. `None`: the sorted labels found. Fixing them shares one label encoding
             across datasets (``load_query_data`` uses it).
+        batch_key
+            Accepted for the scvi-tools signature; must be `None`. These models have no batch
+            covariate (per-sample questions go through ``sa.tl.novelty(groupby=...)``).
 
         Notes
         -----
@@ -82,6 +86,14 @@ class GenePanelClassifier(QueryMixin, ClassifierMixin, AlignedDataMixin, BaseMod
         ``adata.obs["_scvi_labels"]`` and ``adata.uns["_scvi_uuid"]``,
         ``adata.uns["_scvi_manager_uuid"]``; nothing else in `adata` changes.
         """
+        if batch_key is not None:
+            raise ValueError(
+                f"{cls.__name__} has no batch covariate; call setup_anndata without batch_key "
+                "(test samples for novel types with `sa.tl.novelty(..., groupby=batch_key)`)."
+            )
+        if set(kwargs) - {"source_registry", "extend_categories", "allow_missing_labels"}:
+            # (no local variable here: scvi records every local as a setup argument)
+            raise TypeError(f"setup_anndata got unexpected arguments: {', '.join(sorted(kwargs))}.")
         classes = None if classes is None else [str(c) for c in classes]
         if "source_registry" not in kwargs:
             validate_setup(adata, labels_key, layer, expression, unlabeled_category, classes=classes)
@@ -266,6 +278,11 @@ class GenePanelClassifier(QueryMixin, ClassifierMixin, AlignedDataMixin, BaseMod
             raise ValueError(
                 f"{dir_path!r} holds no AnnData: pass `adata=` (the training data), or save the "
                 "model with `model.save(dir, save_anndata=True)`."
+            )
+        if "genes.gene_index" not in saved["model_state_dict"]:
+            raise ValueError(
+                f"{dir_path!r} was saved by an older scattn whose state lacks 'genes.gene_index'; "
+                "retrain the model with this version."
             )
         token = _FITTED_STATE.set(saved["model_state_dict"])
         try:

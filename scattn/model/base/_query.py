@@ -12,6 +12,7 @@ import torch
 from anndata import AnnData
 
 from scattn.data import check_input, check_labels
+from scattn.data._validate import label_strings
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,9 @@ class QueryMixin:
     """
 
     _head_prefixes: tuple[str, ...] = ("classifier.",)
+    #: ``fine_tune`` of a query model (``None`` otherwise); the freezing is not saved: a
+    #: query model reloaded with ``load`` trains every weight
+    fine_tune_: str | None = None
 
     @classmethod
     def _query_state(cls, reference, adata: AnnData, gene_index: np.ndarray, **kwargs) -> dict:
@@ -59,6 +63,11 @@ class QueryMixin:
             raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
         if adata.is_view:
             raise ValueError("adata is a view; call `adata = adata.copy()` first.")
+        if adata is reference_model.adata:
+            raise ValueError(
+                "The query is the reference model's own AnnData; registering it again would "
+                "change the reference's registration. Pass a copy (`adata.copy()`)."
+            )
         setup = reference_model._setup_args
         labels_key, unlabeled = setup["labels_key"], setup["unlabeled_category"]
         layer, expression = setup["layer"], setup["expression"]
@@ -77,7 +86,7 @@ class QueryMixin:
                 f"No query cell has a label in adata.obs[{labels_key!r}]; fine-tuning needs some. "
                 "To only predict, call `reference_model.predict(query_adata)`."
             )
-        new = sorted(set(labels[labelled].astype(str)) - set(ref_classes))
+        new = sorted(set(label_strings(labels[labelled])) - set(ref_classes))
         if new and not extend_classes:
             check_labels(labels, unlabeled, labels_key=labels_key, classes=ref_classes)  # raises
         classes = ref_classes + new
@@ -123,6 +132,7 @@ class QueryMixin:
             for name, p in model.module.named_parameters():
                 p.requires_grad_(name.startswith(cls._head_prefixes))
         model.is_trained_ = False
+        model.fine_tune_ = fine_tune
         model._model_summary_string += (
             f"; query of a reference {cls.__name__} ({len(ref_classes)} classes, "
             f"{len(classes) - len(ref_classes)} added), fine_tune={fine_tune!r}"
