@@ -35,3 +35,12 @@ def test_transfer_benchmark_runs(tmp_path):
                     "--fine-tune-epochs", "1", "--out", str(out)])
     assert {"CGRAN setting C", "CFAN setting A", "LogisticRegression on reference"} <= set(summary["method"])
     assert summary["macro_f1"].between(0, 1).all()
+
+
+def test_accuracy_benchmark_runs_cfan(tmp_path):
+    from benchmarks.cgran_accuracy import main
+
+    out = tmp_path / "cfan"
+    summary = main(["--model", "CFAN", "--datasets", "pbmc68k_reduced", "--seeds", "0",
+                    "--max-epochs", "1", "--accelerator", "cpu", "--out", str(out)])
+    assert set(summary["method"]) == {"CFAN", "LogisticRegression"}
