@@ -18,6 +18,7 @@ The reference model is trained on all reference cells. Methods, scored on the qu
   and, as a within-query yardstick, on the query's 80%.
 
     python -m benchmarks.transfer [--tasks panc8 cellbench] [--seeds 0 1 2]
+    python -m benchmarks.transfer --summarize results/transfer_*_runs.csv   # merge runs
 """
 
 from __future__ import annotations
@@ -126,14 +127,30 @@ def run_task(name, ref, query, expression, seed, *, max_epochs, fine_tune_epochs
     return rows
 
 
+def summarize(df: pd.DataFrame, out: str, title: str) -> pd.DataFrame:
+    """Mean and sd over seeds per task and method; written as CSV and markdown."""
+    summary = (df.groupby(["task", "method"], sort=False)
+               .agg(accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"),
+                    macro_f1=("macro_f1", "mean"), macro_f1_sd=("macro_f1", "std"),
+                    n_seeds=("seed", "nunique"))
+               .reset_index())
+    write_results(summary, out, title)
+    return summary
+
+
 def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--summarize", nargs="*", default=None,
+                        help="only merge these *_runs.csv files (runs made in separate processes)")
     parser.add_argument("--tasks", nargs="*", default=["panc8", "cellbench"])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--fine-tune-epochs", type=int, default=25)
     parser.add_argument("--out", default=str(RESULTS / "transfer"))
     args = parser.parse_args(argv)
+    if args.summarize:
+        df = pd.concat([pd.read_csv(f) for f in args.summarize], ignore_index=True)
+        return summarize(df, args.out, f"Transfer to a new study, merged from {len(args.summarize)} run files")
     import scattn as sa
 
     sa.settings.progress_bar = False
@@ -146,14 +163,8 @@ def main(argv=None) -> pd.DataFrame:
             rows += new
             print(pd.DataFrame(new).to_string(index=False), flush=True)
             pd.DataFrame(rows).to_csv(f"{args.out}_runs.csv", index=False)
-    df = pd.DataFrame(rows)
-    summary = (df.groupby(["task", "method"], sort=False)
-               .agg(accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"),
-                    macro_f1=("macro_f1", "mean"), macro_f1_sd=("macro_f1", "std"))
-               .reset_index())
     title = f"Transfer to a new study (seeds {args.seeds}): " + "; ".join(f"{k}: {v}" for k, v in notes.items())
-    write_results(summary, args.out, title)
-    return summary
+    return summarize(pd.DataFrame(rows), args.out, title)
 
 
 if __name__ == "__main__":
