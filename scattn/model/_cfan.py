@@ -190,9 +190,10 @@ class CFAN(GenePanelClassifier):
 
         The query is registered like the reference (same layer, kind of data and labels
         column; the reference's classes); the reference's genes are found in the query by
-        name (genes the query lacks read as zero in this model, also on data it predicts later) and every weight is copied. ``model.train(...)`` then
-        fine-tunes on the query's labelled cells: only the classifier (the paper's setting A)
-        or the whole network (setting B).
+        name (genes the query lacks read as zero in this model, also on data it predicts
+        later) and every weight is copied. ``model.train(...)`` then fine-tunes on the
+        query's labelled cells: only the classifier (the paper's setting A) or the whole
+        network (setting B).
 
         Parameters
         ----------

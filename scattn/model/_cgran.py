@@ -213,9 +213,10 @@ class CGRAN(GenePanelClassifier):
 
         The query is registered like the reference (same layer, kind of data and labels
         column; the reference's classes). The reference's genes are found in the query by
-        name (genes the query lacks read as zero in this model, also on data it predicts later), every attention and classifier weight is copied,
-        and ``model.train(...)`` then fine-tunes on the query's labelled cells. The paper's
-        transfer settings (section 4.4):
+        name (genes the query lacks read as zero in this model, also on data it predicts
+        later), every attention and classifier weight is copied, and ``model.train(...)``
+        then fine-tunes on the query's labelled cells. The paper's transfer settings
+        (section 4.4):
 
         ====================  ==============  ==============
         paper setting         `embedding`     `fine_tune`
