@@ -42,7 +42,8 @@ def feature_attention(
     adata
         Cells to show (aligned by gene name); `None`: the model's AnnData.
     groupby
-        Column of ``adata.obs`` with the classes. `None`: the model's labels column.
+        Column of ``adata.obs`` with the classes. `None`: the model's labels column. Cells
+        with the model's unlabelled category are left out.
     n_cells
         Random cells per class (fewer if the class is smaller).
     what
@@ -64,6 +65,9 @@ def feature_attention(
     if groupby not in data.obs:
         raise KeyError(f"groupby {groupby!r} is not a column of adata.obs.")
     groups = data.obs[groupby].astype("category")
+    unlabeled = model._setup_args.get("unlabeled_category")
+    if unlabeled in groups.cat.categories:  # unlabelled cells are no class
+        groups = groups.cat.remove_categories([unlabeled])
     rng = np.random.default_rng(seed)
     classes = [c for c in groups.cat.categories if (groups == c).any()]
     members = {c: np.flatnonzero((groups == c).to_numpy()) for c in classes}

@@ -61,6 +61,8 @@ def test_feature_attention_plot(trained_cfan, tmp_path):
     for what in ("attention", "features"):
         fig = sa.pl.feature_attention(model, n_cells=2, what=what, show=False, return_fig=True)
         assert isinstance(fig, Figure)
+        rows = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        assert rows == ["type0", "type1", "type2"]  # no "Unknown" row
         fig.savefig(tmp_path / "f.png")
     _, ax = plt.subplots()
     assert sa.pl.feature_attention(model, groupby="cell_type", ax=ax) is ax
