@@ -48,9 +48,8 @@ def adata() -> ad.AnnData:
     return make_counts()
 
 
-@pytest.fixture(scope="session")
-def trained():
-    """(model, adata): a CGRAN trained 2 epochs on tiny data, a few cells unlabelled."""
+def _train_tiny(model_name: str, arch: dict):
+    """(model, adata): a model trained 2 epochs on tiny data, a few cells unlabelled."""
     import scattn as sa
 
     sa.settings.seed = 0
@@ -58,10 +57,17 @@ def trained():
     data = make_counts()
     data.obs["label"] = data.obs["cell_type"].astype(str)
     data.obs.loc[data.obs_names[::10], "label"] = "Unknown"
-    sa.model.CGRAN.setup_anndata(data, labels_key="label", layer="counts")
-    model = sa.model.CGRAN(data, **TINY)
+    model_cls = getattr(sa.model, model_name)
+    model_cls.setup_anndata(data, labels_key="label", layer="counts")
+    model = model_cls(data, **arch)
     model.train(max_epochs=2, lr=1e-2, batch_size=32)
     return model, data
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """(model, adata): a CGRAN trained 2 epochs on tiny data, a few cells unlabelled."""
+    return _train_tiny("CGRAN", TINY)
 
 
 TINY_CFAN = {"n_top_genes": 60, "n_extractors": 4, "n_features": 16, "n_qk": 8, "n_values": 8,
@@ -71,17 +77,7 @@ TINY_CFAN = {"n_top_genes": 60, "n_extractors": 4, "n_features": 16, "n_qk": 8, 
 @pytest.fixture(scope="session")
 def trained_cfan():
     """(model, adata): a CFAN trained 2 epochs on tiny data, a few cells unlabelled."""
-    import scattn as sa
-
-    sa.settings.seed = 0
-    sa.settings.progress_bar = False
-    data = make_counts()
-    data.obs["label"] = data.obs["cell_type"].astype(str)
-    data.obs.loc[data.obs_names[::10], "label"] = "Unknown"
-    sa.model.CFAN.setup_anndata(data, labels_key="label", layer="counts")
-    model = sa.model.CFAN(data, **TINY_CFAN)
-    model.train(max_epochs=2, lr=1e-2, batch_size=32)
-    return model, data
+    return _train_tiny("CFAN", TINY_CFAN)
 
 
 def shared_path(name: str) -> Path:

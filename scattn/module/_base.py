@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from scvi.module.base import LossOutput
+from scvi import REGISTRY_KEYS
+from scvi.module.base import BaseModuleClass, LossOutput
 from torch import nn
 
 from scattn.data import TARGET_SUM
@@ -71,3 +72,42 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, n_labels: int) ->
         ce = logits.sum() * 0.0
         acc = torch.zeros((), device=logits.device)
     return LossOutput(loss=ce, n_obs_minibatch=max(n_lab, 1), extra_metrics={"accuracy": acc})
+
+
+class ClassifierModule(BaseModuleClass):
+    """What every classifier module shares: its gene panel, the scvi-tools plumbing, the loss.
+
+    A subclass builds its network after ``super().__init__`` and implements ``inference(x,
+    ...)`` returning at least ``logits``.
+
+    Parameters
+    ----------
+    n_input, gene_index, normalize_counts
+        See :class:`GenePanel`.
+    n_labels
+        Number of known classes (at least two).
+    """
+
+    def __init__(self, n_input: int, n_labels: int, gene_index: torch.Tensor, *,
+                 normalize_counts: bool = True) -> None:
+        super().__init__()
+        if n_labels < 2:
+            raise ValueError(f"{type(self).__name__.removesuffix('Module')} needs at least two "
+                             f"classes, got {n_labels}.")
+        self.n_input = n_input
+        self.n_labels = n_labels
+        self.genes = GenePanel(n_input, gene_index, normalize_counts=normalize_counts)
+
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
+
+    def _get_generative_input(self, tensors, inference_outputs) -> dict:
+        return {}
+
+    def generative(self, **kwargs) -> dict:
+        """A classifier is discriminative: nothing to generate."""
+        return {}
+
+    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
+        """Cross-entropy over the labelled cells of the minibatch."""
+        return classification_loss(inference_outputs["logits"], tensors[REGISTRY_KEYS.LABELS_KEY], self.n_labels)

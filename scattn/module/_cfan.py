@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from scvi import REGISTRY_KEYS
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.module.base import auto_move_data
 from torch import nn
 
 from scattn.nn import FeatureExtractors, FeatureSelfAttention
 
-from ._base import GenePanel, classification_loss
+from ._base import ClassifierModule
 
 
-class CFANModule(BaseModuleClass):
+class CFANModule(ClassifierModule):
     """Pure-torch CFAN.
 
     Parameters
@@ -71,16 +70,11 @@ class CFANModule(BaseModuleClass):
         kernel_size: int = 3,
         dropout: float = 0.2,
     ) -> None:
-        super().__init__()
-        if n_labels < 2:
-            raise ValueError(f"CFAN needs at least two classes, got {n_labels}.")
+        super().__init__(n_input, n_labels, gene_index, normalize_counts=normalize_counts)
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}.")
         if min(n_extractors, n_features, n_qk, n_values, conv_channels) < 1:
             raise ValueError("Every CFAN dimension must be >= 1.")
-        self.n_input = n_input
-        self.n_labels = n_labels
-        self.genes = GenePanel(n_input, gene_index, normalize_counts=normalize_counts)
         self.extractors = FeatureExtractors(self.genes.n_genes, n_extractors, n_features, dropout)
         self.attention = FeatureSelfAttention(n_features, n_qk, n_values)
         self.conv = nn.Conv1d(n_values, conv_channels, kernel_size, padding=kernel_size // 2)
@@ -88,13 +82,7 @@ class CFANModule(BaseModuleClass):
         self.n_latent = conv_channels * n_extractors
         self.classifier = nn.Linear(self.n_latent, n_labels)
 
-    # -- scvi-tools module API -------------------------------------------------------------
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
-
-    def _get_generative_input(self, tensors, inference_outputs) -> dict:
-        return {}
-
+    # -- forward -----------------------------------------------------------------------------
     def forward_expression(self, e: torch.Tensor, return_feature_attention: bool = False) -> dict:
         """The network from log-normalised model-gene expression ``e`` (B, g) to logits."""
         f = self.extractors(e)
@@ -129,11 +117,3 @@ class CFANModule(BaseModuleClass):
         out = {k: v.detach() for k, v in out.items()}
         out["attention"] = -grad
         return out
-
-    def generative(self, **kwargs) -> dict:
-        """CFAN is discriminative: nothing to generate."""
-        return {}
-
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Cross-entropy over the labelled cells of the minibatch."""
-        return classification_loss(inference_outputs["logits"], tensors[REGISTRY_KEYS.LABELS_KEY], self.n_labels)

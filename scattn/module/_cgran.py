@@ -17,17 +17,16 @@ import math
 from collections.abc import Sequence
 
 import torch
-from scvi import REGISTRY_KEYS
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.module.base import auto_move_data
 from torch import nn
 
 from scattn.nn import GeneGroups, LocalAttentionBlock
 from scattn.nn._local_attention import _split_heads, project_tokens
 
-from ._base import GenePanel, classification_loss
+from ._base import ClassifierModule
 
 
-class CGRANModule(BaseModuleClass):
+class CGRANModule(ClassifierModule):
     """Pure-torch CGRAN.
 
     Parameters
@@ -74,12 +73,7 @@ class CGRANModule(BaseModuleClass):
         dropout: float = 0.1,
         attention_init: str = "svd",
     ) -> None:
-        super().__init__()
-        if n_labels < 2:
-            raise ValueError(f"CGRAN needs at least two classes, got {n_labels}.")
-        self.n_input = n_input
-        self.n_labels = n_labels
-        self.genes = GenePanel(n_input, gene_index, normalize_counts=normalize_counts)
+        super().__init__(n_input, n_labels, gene_index, normalize_counts=normalize_counts)
         self.register_buffer("gene_embedding", torch.as_tensor(gene_embedding, dtype=torch.float32))
         self.register_buffer("projection", torch.as_tensor(projection, dtype=torch.float32))
         self.groups = GeneGroups(torch.as_tensor(group_index))
@@ -121,13 +115,7 @@ class CGRANModule(BaseModuleClass):
         w[inner : 2 * inner] = eye + 0.01 * w[inner : 2 * inner]
         att.qkv.bias[: 2 * inner] = 0.0
 
-    # -- scvi-tools module API -------------------------------------------------------------
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
-
-    def _get_generative_input(self, tensors, inference_outputs) -> dict:
-        return {}
-
+    # -- forward -----------------------------------------------------------------------------
     def cell_embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The factorisation's cell embedding ``A_i = x P`` of raw input `x`."""
         return self.genes(x) @ self.projection
@@ -158,14 +146,6 @@ class CGRANModule(BaseModuleClass):
         if weights is not None:
             out["attention"] = weights
         return out
-
-    def generative(self, **kwargs) -> dict:
-        """CGRAN is discriminative: nothing to generate."""
-        return {}
-
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Cross-entropy over the labelled cells of the minibatch."""
-        return classification_loss(inference_outputs["logits"], tensors[REGISTRY_KEYS.LABELS_KEY], self.n_labels)
 
     # -- interpretation -------------------------------------------------------------------
     @torch.inference_mode()
