@@ -6,8 +6,8 @@ plots under :mod:`scattn.pl`.
 
 from __future__ import annotations
 
-from . import data, datasets, model, module, nn, pl, tl
+from . import data, datasets, model, module, nn, pl, tl, train
 from ._settings import settings
 from ._version import __version__
 
-__all__ = ["__version__", "data", "datasets", "model", "module", "nn", "pl", "settings", "tl"]
+__all__ = ["__version__", "data", "datasets", "model", "module", "nn", "pl", "settings", "tl", "train"]

@@ -80,6 +80,15 @@ def trained_cfan():
     return _train_tiny("CFAN", TINY_CFAN)
 
 
+TINY_SIMS = {"n_d": 4, "n_a": 4, "n_steps": 2, "n_independent": 1, "n_shared": 1, "virtual_batch_size": 16}
+
+
+@pytest.fixture(scope="session")
+def trained_sims():
+    """(model, adata): a SIMS trained 2 epochs on tiny data, a few cells unlabelled."""
+    return _train_tiny("SIMS", TINY_SIMS)
+
+
 def shared_path(name: str) -> Path:
     path = SHARED / name
     if not path.exists():

@@ -1,10 +1,17 @@
-"""AnnData to tensors: validation, normalisation, gene choice and alignment, embeddings."""
+"""AnnData to tensors: reading files, validation, normalisation, gene choice and alignment, embeddings."""
 
 from ._embed import Embedding, factorize, gd_embedding, svd_embedding
 from ._fields import LabelsField
+from ._files import read_h5ads
 from ._genes import align_to_genes, genes_to_positions, select_variable_genes
 from ._grouping import group_mask, make_gene_groups, pad_groups
-from ._normalize import TARGET_SUM, log_normalize
+from ._normalize import (
+    TARGET_SUM,
+    BackedLogNorm,
+    gene_mean_var,
+    log_normalize,
+    seurat_dispersions_norm,
+)
 from ._validate import (
     check_expression,
     check_input,
@@ -12,10 +19,13 @@ from ._validate import (
     check_nonempty_cells,
     check_var_names,
     get_matrix,
+    is_backed,
+    iter_row_blocks,
 )
 
 __all__ = [
     "TARGET_SUM",
+    "BackedLogNorm",
     "Embedding",
     "LabelsField",
     "align_to_genes",
@@ -26,12 +36,17 @@ __all__ = [
     "check_var_names",
     "factorize",
     "gd_embedding",
+    "gene_mean_var",
     "genes_to_positions",
     "get_matrix",
     "group_mask",
+    "is_backed",
+    "iter_row_blocks",
     "log_normalize",
     "make_gene_groups",
     "pad_groups",
+    "read_h5ads",
     "select_variable_genes",
+    "seurat_dispersions_norm",
     "svd_embedding",
 ]

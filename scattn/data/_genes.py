@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ._normalize import BackedLogNorm, gene_mean_var, seurat_dispersions_norm
+from ._validate import is_backed, iter_row_blocks
+
 logger = logging.getLogger(__name__)
 
 
@@ -18,21 +21,36 @@ def select_variable_genes(lognorm, n_top_genes: int) -> np.ndarray:
 
     Uses scanpy's ``flavor="seurat"`` normalised dispersion (binned by mean expression), as in
     the CGRAN paper's preprocessing. Returns positions in the original gene order.
-    """
-    import scanpy as sc
-    from anndata import AnnData
 
+    A backed `lognorm` (a :class:`~scattn.data.BackedLogNorm`, as :func:`log_normalize` gives
+    for a backed matrix, or a backed log-normalised matrix) is read a block of rows at a time:
+    the gene means and variances are accumulated and the same dispersions computed from them
+    (:func:`~scattn.data.seurat_dispersions_norm`), so it never loads whole.
+    """
     n_genes = lognorm.shape[1]
     if n_top_genes >= n_genes:
         return np.arange(n_genes)
-    tmp = AnnData(X=lognorm)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hvg = sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor="seurat", inplace=False)
-    disp = np.nan_to_num(hvg["dispersions_norm"].to_numpy(dtype=float), nan=-np.inf)
+    if isinstance(lognorm, BackedLogNorm) or is_backed(lognorm):
+        mean, var = gene_mean_var(lognorm, transform=_expm1)
+        disp = seurat_dispersions_norm(mean, var)
+    else:
+        import scanpy as sc
+        from anndata import AnnData
+
+        tmp = AnnData(X=lognorm)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hvg = sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor="seurat", inplace=False)
+        disp = hvg["dispersions_norm"].to_numpy(dtype=float)
+    disp = np.nan_to_num(disp, nan=-np.inf)
     # stable order: highest dispersion first, ties broken by position
     top = np.argsort(-disp, kind="stable")[:n_top_genes]
     return np.sort(top)
+
+
+def _expm1(block):
+    """expm1 of a dense or sparse block, keeping its dtype (as scanpy's seurat flavour does)."""
+    return block.expm1() if sparse.issparse(block) else np.expm1(block)
 
 
 def genes_to_positions(var_names: pd.Index, genes: Sequence[str]) -> np.ndarray:
@@ -63,7 +81,8 @@ def align_to_genes(
     Parameters
     ----------
     matrix
-        Cells x genes, dense or sparse, columns named by `var_names`.
+        Cells x genes, dense, sparse or backed (read a block of rows at a time), columns
+        named by `var_names`.
     var_names
         Gene names of `matrix`.
     target_genes
@@ -107,6 +126,12 @@ def align_to_genes(
         (np.ones(len(cols), dtype=np.float32), (src[present], cols)),
         shape=(len(var_names), len(target_genes)),
     )
-    mat = matrix if sparse.issparse(matrix) else sparse.csr_matrix(np.asarray(matrix))
-    aligned = sparse.csr_matrix(mat @ selector, dtype=np.float32)
-    return aligned, present
+    parts = []
+    for _, _, block in iter_row_blocks(matrix):
+        mat = block if sparse.issparse(block) else sparse.csr_matrix(np.asarray(block))
+        parts.append(sparse.csr_matrix(mat @ selector, dtype=np.float32))
+    if len(parts) == 1:
+        return parts[0], present
+    if not parts:  # a backed matrix without cells
+        return sparse.csr_matrix((0, len(target_genes)), dtype=np.float32), present
+    return sparse.vstack(parts, format="csr", dtype=np.float32), present

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -11,6 +12,41 @@ from scipy import sparse
 
 Expression = Literal["counts", "log1p"]
 EXPRESSION_KINDS = ("counts", "log1p")
+
+#: rows read at once from a backed matrix (fewer for wide dense ones, see `iter_row_blocks`)
+CHUNK_SIZE = 10_000
+# at most this many values of a dense backed matrix in memory at once
+_MAX_DENSE_VALUES = 50_000_000
+
+
+def is_backed(matrix) -> bool:
+    """Whether `matrix` lives on disk: a backed AnnData's X (anndata's sparse datasets, h5py)."""
+    from anndata.abc import CSCDataset, CSRDataset
+
+    if isinstance(matrix, CSRDataset | CSCDataset):
+        return True
+    import h5py
+
+    return isinstance(matrix, h5py.Dataset)
+
+
+def iter_row_blocks(matrix, chunk_size: int | None = None) -> Iterator[tuple[int, int, object]]:
+    """``(start, stop, block)`` over the rows of `matrix`, each block in memory.
+
+    A backed matrix (:func:`is_backed`) is read `chunk_size` rows at a time (default
+    :data:`CHUNK_SIZE`, fewer for wide dense data), so it never loads whole; an in-memory
+    matrix is a single block, itself.
+    """
+    n_rows = matrix.shape[0]
+    if not is_backed(matrix):
+        yield 0, n_rows, matrix
+        return
+    step = CHUNK_SIZE if chunk_size is None else int(chunk_size)
+    if chunk_size is None and not hasattr(matrix, "format"):  # dense: bound the values read
+        step = min(step, max(1, _MAX_DENSE_VALUES // max(1, matrix.shape[1])))
+    for start in range(0, n_rows, step):
+        stop = min(start + step, n_rows)
+        yield start, stop, matrix[start:stop]
 
 
 def get_matrix(adata: AnnData, layer: str | None):
@@ -38,7 +74,8 @@ def check_expression(matrix, expression: Expression, *, where: str = "adata.X") 
     Parameters
     ----------
     matrix
-        Dense or sparse cells x genes matrix.
+        Dense or sparse cells x genes matrix, or a backed one (read a block of rows at a
+        time; the errors are those of the whole matrix).
     expression
         ``"counts"`` (non-negative integers) or ``"log1p"`` (non-negative, finite).
     where
@@ -48,21 +85,49 @@ def check_expression(matrix, expression: Expression, *, where: str = "adata.X") 
         raise ValueError(f"expression must be one of {EXPRESSION_KINDS}, got {expression!r}.")
     if not hasattr(matrix, "shape") or len(matrix.shape) != 2:
         raise TypeError(f"{where} must be a 2-d array or sparse matrix.")
+    if is_backed(matrix):  # every value is read, a block of rows at a time
+        if not np.issubdtype(matrix.dtype, np.number):
+            raise TypeError(f"{where} has non-numeric dtype {matrix.dtype}.")
+        n_bad, minimum, integral = 0, np.inf, True
+        for _, _, block in iter_row_blocks(matrix):
+            b_bad, b_min, b_integral = _value_summary(_values(block), expression, skip=n_bad > 0)
+            n_bad, minimum, integral = n_bad + b_bad, min(minimum, b_min), integral and b_integral
+        _raise_on_values(n_bad, minimum, integral, expression, where)
+        return
     values = _values(matrix)
     if not np.issubdtype(values.dtype, np.number):
         raise TypeError(f"{where} has non-numeric dtype {values.dtype}.")
+    _raise_on_values(*_value_summary(values, expression), expression, where)
+
+
+def _value_summary(values: np.ndarray, expression: Expression, *, skip: bool = False):
+    """``(number of NaN/inf, minimum, all integral)`` of stored values, computed as needed.
+
+    The minimum is only looked at without NaN, integrality only for counts without negatives
+    (the order in which :func:`_raise_on_values` reports); `skip` (a NaN was already found
+    elsewhere) computes only the NaN count.
+    """
     if values.size == 0:
-        return
-    if not np.all(np.isfinite(values)):
-        n_bad = int(np.size(values) - np.isfinite(values).sum())
+        return 0, np.inf, True
+    n_bad = 0 if np.all(np.isfinite(values)) else int(np.size(values) - np.isfinite(values).sum())
+    if n_bad or skip:
+        return n_bad, np.inf, True
+    minimum = values.min()
+    integral = minimum < 0 or expression != "counts" or bool(np.all(np.equal(np.mod(values, 1), 0)))
+    return n_bad, minimum, integral
+
+
+def _raise_on_values(n_bad: int, minimum, integral: bool, expression: Expression, where: str) -> None:
+    """The value errors of :func:`check_expression`, in the order it reports them."""
+    if n_bad:
         raise ValueError(f"{where} contains {n_bad} NaN or infinite values; remove or fix them.")
-    if values.min() < 0:
+    if minimum < 0:
         raise ValueError(
-            f"{where} contains negative values (min {values.min():.3g}). scattn models need raw "
+            f"{where} contains negative values (min {minimum:.3g}). scattn models need raw "
             "counts or log-normalised data, not scaled data: pass the counts layer "
             "(`layer='counts'`) or `adata.raw.to_adata()`."
         )
-    if expression == "counts" and not np.all(np.equal(np.mod(values, 1), 0)):
+    if expression == "counts" and not integral:
         raise ValueError(
             f"{where} is declared as counts but holds non-integer values. Pass the layer with raw "
             "counts, or declare log-normalised data with `expression='log1p'`."
@@ -81,9 +146,11 @@ def check_var_names(var_names: pd.Index, *, where: str = "adata") -> None:
 
 
 def check_nonempty_cells(matrix, obs_names: pd.Index, *, where: str = "adata") -> None:
-    """Raise if any cell has no expression at all."""
-    totals = np.asarray(matrix.sum(axis=1)).ravel()
-    empty = np.flatnonzero(totals <= 0)
+    """Raise if any cell has no expression at all (a backed matrix is read in row blocks)."""
+    empty = np.concatenate([
+        start + np.flatnonzero(np.asarray(block.sum(axis=1)).ravel() <= 0)
+        for start, _, block in iter_row_blocks(matrix)
+    ] or [np.zeros(0, dtype=int)])
     if len(empty):
         shown = ", ".join(map(str, obs_names[empty[:3]]))
         raise ValueError(
@@ -95,7 +162,9 @@ def check_nonempty_cells(matrix, obs_names: pd.Index, *, where: str = "adata") -
 def check_input(adata: AnnData, layer: str | None, expression: Expression):
     """The checks every model makes on data it reads; return the matrix.
 
-    Unique gene names, the layer exists, values fit `expression`, no empty cell.
+    Unique gene names, the layer exists, values fit `expression`, no empty cell. A backed
+    matrix (e.g. from :func:`scattn.data.read_h5ads`) is read in blocks of rows: every value
+    is checked and the errors are the same, but it never loads whole.
     """
     check_var_names(adata.var_names)
     matrix = get_matrix(adata, layer)

@@ -2,5 +2,6 @@
 
 from ._cfan import CFAN
 from ._cgran import CGRAN
+from ._sims import SIMS
 
-__all__ = ["CFAN", "CGRAN"]
+__all__ = ["CFAN", "CGRAN", "SIMS"]

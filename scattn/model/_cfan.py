@@ -8,9 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from anndata import AnnData
-from scvi import REGISTRY_KEYS
 
-from scattn.data import log_normalize
 from scattn.module import CFANModule
 
 from .base import GenePanelClassifier
@@ -103,20 +101,10 @@ class CFAN(GenePanelClassifier):
         dropout: float = 0.2,
     ) -> None:
         super().__init__(adata)
-        if n_top_genes is not None and n_top_genes < 1:
-            raise ValueError(f"n_top_genes must be >= 1 or None, got {n_top_genes}.")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
         expression = self._setup_args["expression"]
-        saved = self._fitted_state()
-        if saved is not None:  # load / query: the gene positions are given
-            gene_index = saved["genes.gene_index"].cpu().numpy()
-        elif n_top_genes is None and genes is None:
-            gene_index = np.arange(self.adata.n_vars)
-        else:
-            matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-            lognorm = log_normalize(matrix, expression) if genes is None else None
-            gene_index = self._choose_genes(lognorm, n_top_genes or 0, genes)
+        gene_index = self._panel_gene_index(n_top_genes, genes)
         self._init_panel(gene_index, genes)
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,

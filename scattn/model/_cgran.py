@@ -13,7 +13,7 @@ from anndata import AnnData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 
-from scattn.data import factorize, get_matrix, log_normalize, make_gene_groups
+from scattn.data import BackedLogNorm, factorize, get_matrix, log_normalize, make_gene_groups
 from scattn.module import CGRANModule
 
 from .base import GenePanelClassifier
@@ -274,7 +274,10 @@ class CGRAN(GenePanelClassifier):
             gene_embedding = b
         else:
             setup = reference._setup_args
-            lognorm = sparse.csr_matrix(log_normalize(get_matrix(adata, setup["layer"]), setup["expression"]))
+            lognorm = log_normalize(get_matrix(adata, setup["layer"]), setup["expression"])
+            if isinstance(lognorm, BackedLogNorm):  # a backed query: read it once, in blocks
+                lognorm = lognorm.to_memory()
+            lognorm = sparse.csr_matrix(lognorm)
             padded = sparse.hstack([lognorm, sparse.csr_matrix((adata.n_obs, 1))], format="csr")
             import scvi
 

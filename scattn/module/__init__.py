@@ -3,5 +3,7 @@
 from ._base import ClassifierModule, GenePanel, classification_loss
 from ._cfan import CFANModule
 from ._cgran import CGRANModule
+from ._sims import SIMSModule
 
-__all__ = ["CFANModule", "CGRANModule", "ClassifierModule", "GenePanel", "classification_loss"]
+__all__ = ["CFANModule", "CGRANModule", "ClassifierModule", "GenePanel", "SIMSModule",
+           "classification_loss"]

@@ -55,18 +55,21 @@ class GenePanel(nn.Module):
         return x.index_select(-1, self.gene_index)
 
 
-def classification_loss(logits: torch.Tensor, y: torch.Tensor, n_labels: int) -> LossOutput:
+def classification_loss(logits: torch.Tensor, y: torch.Tensor, n_labels: int,
+                        weight: torch.Tensor | None = None) -> LossOutput:
     """Cross-entropy over the labelled cells (codes below `n_labels`) of a minibatch.
 
     Cells with the unlabelled code (``n_labels``) do not enter the loss. A minibatch without
-    labelled cells gives a zero loss that keeps the graph. Reports ``accuracy`` as an extra
-    metric (``model.history["accuracy_train"]`` / ``["accuracy_validation"]``).
+    labelled cells gives a zero loss that keeps the graph. `weight` (one per class) weights
+    each cell's term by its class (the weighted mean of :func:`torch.nn.functional.cross_entropy`).
+    Reports ``accuracy`` as an extra metric (``model.history["accuracy_train"]`` /
+    ``["accuracy_validation"]``).
     """
     y = y.view(-1).long()
     labelled = y < n_labels
     n_lab = int(labelled.sum())
     if n_lab:
-        ce = F.cross_entropy(logits[labelled], y[labelled])
+        ce = F.cross_entropy(logits[labelled], y[labelled], weight=weight)
         acc = (logits[labelled].argmax(-1) == y[labelled]).float().mean()
     else:
         ce = logits.sum() * 0.0

@@ -8,13 +8,29 @@ from ._local_attention import (
     dense_masked_attention,
     project_tokens,
 )
+from ._tabnet import (
+    AttentiveTransformer,
+    FeatureTransformer,
+    GhostBatchNorm,
+    GLULayer,
+    TabNetDecoder,
+    TabNetEncoder,
+    sparsemax,
+)
 
 __all__ = [
+    "AttentiveTransformer",
     "FeatureExtractors",
     "FeatureSelfAttention",
+    "FeatureTransformer",
+    "GLULayer",
     "GeneGroups",
+    "GhostBatchNorm",
     "LocalAttentionBlock",
     "LocalMultiheadAttention",
+    "TabNetDecoder",
+    "TabNetEncoder",
     "dense_masked_attention",
     "project_tokens",
+    "sparsemax",
 ]

@@ -1,11 +1,13 @@
 """Plots (scanpy style: keyword-only, ``ax``, ``show``, ``return_fig``)."""
 
 from ._attention import attention_heatmap, gene_attention_heatmap, marker_dotplot
+from ._evaluate import confusion_matrix
 from ._features import feature_attention
 from ._history import training_history
 
 __all__ = [
     "attention_heatmap",
+    "confusion_matrix",
     "feature_attention",
     "gene_attention_heatmap",
     "marker_dotplot",

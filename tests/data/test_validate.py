@@ -1,14 +1,18 @@
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import sparse
 
+import scattn.data._validate as validate_module
 from scattn.data import (
     check_expression,
+    check_input,
     check_labels,
     check_nonempty_cells,
     check_var_names,
     get_matrix,
+    is_backed,
 )
 
 
@@ -65,3 +69,64 @@ def test_labels():
 def test_missing_layer(adata):
     with pytest.raises(KeyError, match="Layer 'nope' not found.*counts"):
         get_matrix(adata, "nope")
+
+
+# -- backed matrices: read in blocks of rows, the same errors as in memory --------------------
+def _error(fn, *args) -> str | None:
+    try:
+        fn(*args)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _backed(tmp_path, x, name="x.h5ad") -> ad.AnnData:
+    ad.AnnData(X=x, obs=pd.DataFrame(index=[f"c{i}" for i in range(x.shape[0])])).write_h5ad(tmp_path / name)
+    return ad.read_h5ad(tmp_path / name, backed="r")
+
+
+@pytest.mark.parametrize("bad, match", [
+    (-1.0, "negative"), (np.nan, "2 NaN or infinite"), (np.inf, "2 NaN or infinite"), (1.5, "non-integer"),
+])
+@pytest.mark.parametrize("to_sparse", [False, True])
+def test_backed_bad_values_same_error(tmp_path, monkeypatch, bad, match, to_sparse):
+    monkeypatch.setattr(validate_module, "CHUNK_SIZE", 2)  # 4 blocks of rows
+    x = np.arange(24, dtype=np.float32).reshape(8, 3) + 1
+    x[3, 1] = x[7, 2] = bad  # in two blocks, none the first
+    x = sparse.csr_matrix(x) if to_sparse else x
+    backed = _backed(tmp_path, x)
+    assert is_backed(backed.X)
+    expected = _error(check_expression, x, "counts")
+    assert match in expected
+    assert _error(check_expression, backed.X, "counts") == expected
+    assert _error(check_input, backed, None, "counts") == expected
+
+
+def test_backed_errors_in_the_in_memory_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(validate_module, "CHUNK_SIZE", 2)
+    x = np.ones((6, 2), dtype=np.float32)
+    x[0, 0], x[2, 0], x[5, 1] = 1.5, -3, np.nan  # non-integer, then negative, then NaN
+    for y in (x, x[:5]):  # NaN first; without it, the negative
+        expected = _error(check_expression, y, "counts")
+        assert _error(check_expression, _backed(tmp_path, y, f"{len(y)}.h5ad").X, "counts") == expected
+    assert "NaN" in _error(check_expression, x, "counts")
+    assert "min -3" in _error(check_expression, x[:5], "counts")
+
+
+@pytest.mark.parametrize("to_sparse", [False, True])
+def test_backed_empty_cells_same_error(tmp_path, monkeypatch, to_sparse):
+    monkeypatch.setattr(validate_module, "CHUNK_SIZE", 2)
+    x = np.ones((7, 3), dtype=np.float32)
+    x[[2, 5, 6]] = 0
+    x = sparse.csr_matrix(x) if to_sparse else x
+    backed = _backed(tmp_path, x)
+    expected = _error(check_nonempty_cells, x, backed.obs_names)
+    assert "3 cells with no expression (c2, c5, c6" in expected
+    assert _error(check_input, backed, None, "counts") == expected
+
+
+def test_backed_good_data_passes(tmp_path, monkeypatch, adata):
+    monkeypatch.setattr(validate_module, "CHUNK_SIZE", 16)
+    backed = _backed(tmp_path, adata.X)
+    assert is_backed(check_input(backed, None, "counts"))
+    check_expression(backed.X, "log1p")

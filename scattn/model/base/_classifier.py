@@ -256,4 +256,4 @@ class ClassifierMixin:
         adata.obsm[f"X_{key}"] = np.asarray(result.embedding, dtype=np.float32)
         adata.layers[f"{key}_attention"] = result.attention
         adata.uns[f"{key}_markers"] = result.markers
-        adata.uns[key] = {"params": result.params}
+        adata.uns[key] = {"params": result.params, **result.uns}

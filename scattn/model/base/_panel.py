@@ -122,6 +122,27 @@ class GenePanelClassifier(QueryMixin, ClassifierMixin, AlignedDataMixin, BaseMod
             else pd.Index(self.adata.var_names[np.asarray(gene_index)])
         )
 
+    def _panel_gene_index(self, n_top_genes: int | None, genes: Sequence[str] | None) -> np.ndarray:
+        """Positions of the model's genes for a model reading expression directly.
+
+        The saved positions while loading or making a query model; else `genes` by name, the
+        `n_top_genes` most variable genes, or (both `None`) every registered gene.
+        """
+        if n_top_genes is not None and n_top_genes < 1:
+            raise ValueError(f"n_top_genes must be >= 1 or None, got {n_top_genes}.")
+        saved = self._fitted_state()
+        if saved is not None:
+            return saved["genes.gene_index"].cpu().numpy()
+        if n_top_genes is None and genes is None:
+            return np.arange(self.adata.n_vars)
+        lognorm = None
+        if genes is None:
+            from scattn.data import log_normalize
+
+            matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            lognorm = log_normalize(matrix, self._setup_args["expression"])
+        return self._choose_genes(lognorm, n_top_genes or 0, genes)
+
     def _choose_genes(self, lognorm, n_top_genes: int, genes: Sequence[str] | None) -> np.ndarray:
         """Positions of the model's genes: `genes` by name, else the most variable ones."""
         from scattn.data import select_variable_genes
@@ -131,6 +152,10 @@ class GenePanelClassifier(QueryMixin, ClassifierMixin, AlignedDataMixin, BaseMod
         return select_variable_genes(lognorm, n_top_genes)
 
     # -- results -------------------------------------------------------------------------
+    def _extra_results(self, adata: AnnData | None, result: PredictionResult, batch_size: int | None) -> dict:
+        """Model-specific entries of ``adata.uns[key]`` besides ``params`` (none by default)."""
+        return {}
+
     def predict(
         self,
         adata: AnnData | None = None,
@@ -190,6 +215,9 @@ class GenePanelClassifier(QueryMixin, ClassifierMixin, AlignedDataMixin, BaseMod
             (see :func:`scattn.tl.marker_genes_from_attention`).
         ``adata.uns[key]["params"]``
             Model class, scattn version, keys, threshold, classes.
+        ``adata.uns[key][...]``
+            Model-specific results (SIMS: ``"feature_importances"``, ``"class_importances"``;
+            see the model's Notes).
 
         With ``inplace=False``, a :class:`~scattn.model.base.PredictionResult` holding the same.
         """
@@ -203,6 +231,7 @@ class GenePanelClassifier(QueryMixin, ClassifierMixin, AlignedDataMixin, BaseMod
             batch_size=batch_size,
             min_gene_overlap=min_gene_overlap,
         )
+        result.uns = self._extra_results(adata, result, batch_size)
         if not inplace:
             return result
         self._write_predictions(self.adata if adata is None else adata, result, key_added)

@@ -32,6 +32,9 @@ class PredictionResult:
         layout (the dict that would go into ``adata.uns[f"{key}_markers"]``).
     params
         What was run.
+    uns
+        Model-specific results stored beside `params` in ``adata.uns[key]`` (SIMS: feature
+        importances).
     """
 
     prediction: pd.Series
@@ -42,6 +45,7 @@ class PredictionResult:
     var_names: pd.Index
     markers: dict | None = None
     params: dict = field(default_factory=dict)
+    uns: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         counts = self.prediction.value_counts().to_dict()

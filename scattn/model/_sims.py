@@ -1,0 +1,471 @@
+"""SIMS: Scalable, Interpretable Modeling for Single-cell (a TabNet classifier) as an scvi-tools model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.dataloaders._data_splitting import validate_data_split
+from scvi.train import TrainRunner
+
+from scattn._settings import settings
+from scattn.module import SIMSModule
+from scattn.train import MaskedPretrainingPlan
+
+from .base import GenePanelClassifier
+from .base._query import FineTune
+
+logger = logging.getLogger(__name__)
+
+
+class SIMS(GenePanelClassifier):
+    """SIMS: a TabNet classifier with sparse feature masks (Gala, SIMS thesis; Arik & Pfister 2021).
+
+    TabNet's encoder reads the cell's log-normalised expression through ``n_steps`` decision
+    steps; each step selects genes with a sparsemax mask chosen by an attentive transformer,
+    and a linear layer classifies the sum of the steps' decision outputs. The loss weights
+    cells inversely to their class frequency and adds the masks' entropy (sparsity).
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_top_genes
+        Number of most variable genes to read; `None` (default): every registered gene, as
+        SIMS does (the sparse masks do the gene selection).
+    genes
+        Explicit list of genes to read instead.
+    n_d, n_a
+        Widths of each decision step's decision and attention outputs (SIMS: 8, 8).
+    n_steps
+        Number of decision steps (SIMS: 3).
+    gamma
+        Prior-scale relaxation: 1 lets each gene be used by one step only; larger values
+        allow reuse (SIMS: 1.3).
+    n_independent, n_shared
+        Step-specific and shared GLU layers in each feature transformer (SIMS: 2, 2).
+    virtual_batch_size
+        Rows per ghost batch norm chunk (SIMS: 128).
+    momentum
+        Batch norm momentum (SIMS: 0.02).
+    lambda_sparse
+        Weight of the mask-entropy regulariser (SIMS: 1e-3).
+    weighted_loss
+        Weight the cross-entropy by inverse class frequency ``n / (C n_c)`` over the labelled
+        cells (SIMS' default). `False`: every cell counts the same.
+
+    Notes
+    -----
+    * **Input**: raw counts (or log-normalised data declared with ``expression="log1p"``);
+      the model normalises to 10,000 per cell and takes log1p itself, then TabNet's input
+      batch norm scales each gene. No gene selection, scaling or batch correction is needed.
+    * **Embedding** (``obsm["X_sims"]``): ``sum_i ReLU(d_i)``, the ``n_d``-dim decision output
+      the classifier reads.
+    * **Attribution** (``get_attention``, ``layers["sims_attention"]``): the explain matrix,
+      ``sum_i M_i * sum_c ReLU(d_i)_c``: each step's sparsemax mask weighted by how much that
+      step contributes to the decision, normalised to sum to 1 per cell. Exactly zero for
+      genes no step selected.
+    * **Feature importances** (:meth:`get_feature_importances`): the explain matrix summed
+      over cells (global) and averaged per class (thesis Figures 0.11-0.14).
+      :meth:`predict` writes them (``key = key_added``): ``adata.uns[key]["feature_importances"]``
+      (DataFrame, genes x ``importance``: the sum over cells divided by its largest value,
+      sorted) and ``adata.uns[key]["class_importances"]`` (DataFrame, predicted classes x
+      genes: the mean per class, each gene divided by its largest value over classes). Plots:
+      :func:`scattn.pl.feature_importances`, :func:`scattn.pl.class_importances`.
+    * **Pretraining** (:meth:`pretrain`): TabNet's masked self-supervised reconstruction on
+      any cells (labelled or not, this dataset or another), before :meth:`train`.
+
+    Examples
+    --------
+    >>> import scattn as sa
+    >>> sa.model.SIMS.setup_anndata(adata, labels_key="cell_type", layer="counts")
+    >>> model = sa.model.SIMS(adata)
+    >>> model.pretrain(max_epochs=50)  # optional, uses every cell
+    >>> model.train()
+    >>> model.predict()  # adata.obs["sims_prediction"], adata.uns["sims"]["feature_importances"], ...
+    """
+
+    _module_cls = SIMSModule
+    _key = "sims"
+    _head_prefixes = ("head.",)
+    _default_lr = 1e-2
+    _default_train_batch_size = 256
+    _attention_description = (
+        "TabNet explain matrix: sparsemax masks weighted by each step's decision output, "
+        "normalised per cell"
+    )
+
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        n_top_genes: int | None = None,
+        genes: Sequence[str] | None = None,
+        n_d: int = 8,
+        n_a: int = 8,
+        n_steps: int = 3,
+        gamma: float = 1.3,
+        n_independent: int = 2,
+        n_shared: int = 2,
+        virtual_batch_size: int = 128,
+        momentum: float = 0.02,
+        lambda_sparse: float = 1e-3,
+        weighted_loss: bool = True,
+    ) -> None:
+        super().__init__(adata)
+        gene_index = self._panel_gene_index(n_top_genes, genes)
+        self._init_panel(gene_index, genes)
+        saved = self._fitted_state()
+        if saved is not None and saved.get("class_weights") is not None:  # load
+            weights = saved["class_weights"]
+        else:  # new model, or a query model (whose weights come from its own labels)
+            weights = self._class_weights(weighted_loss)
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            n_labels=len(self.classes_),
+            gene_index=torch.as_tensor(gene_index),
+            normalize_counts=self._setup_args["expression"] == "counts",
+            n_d=n_d,
+            n_a=n_a,
+            n_steps=n_steps,
+            gamma=gamma,
+            n_independent=n_independent,
+            n_shared=n_shared,
+            virtual_batch_size=virtual_batch_size,
+            momentum=momentum,
+            lambda_sparse=lambda_sparse,
+            class_weights=weights,
+        )
+        self.pretrain_history_: dict | None = None
+        self._model_summary_string = (
+            f"SIMS (TabNet): {len(gene_index)} genes, {len(self.classes_)} classes, n_d={n_d}, "
+            f"n_a={n_a}, n_steps={n_steps}, gamma={gamma}, lambda_sparse={lambda_sparse}, "
+            f"{'class-weighted' if weighted_loss else 'unweighted'} loss"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    def _class_weights(self, weighted: bool) -> torch.Tensor:
+        """``n / (C n_c)`` over the labelled cells (classes without cells: 1); ones if not `weighted`."""
+        n_labels = len(self.classes_)
+        if not weighted:
+            return torch.ones(n_labels)
+        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
+        counts = np.bincount(codes[codes < n_labels].astype(int), minlength=n_labels).astype(np.float64)
+        present = counts > 0
+        weights = np.ones(n_labels)
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+        return torch.as_tensor(weights, dtype=torch.float32)
+
+    # -- training ---------------------------------------------------------------------------
+    def train(
+        self,
+        max_epochs: int = 500,
+        *,
+        lr: float | None = None,
+        batch_size: int | None = None,
+        weight_decay: float = 1e-3,
+        gradient_clip_val: float | None = 0.5,
+        lr_factor: float = 0.75,
+        lr_patience: int = 5,
+        early_stopping: bool = True,
+        early_stopping_patience: int = 15,
+        train_size: float = 0.9,
+        validation_size: float | None = None,
+        plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
+        **kwargs,
+    ):
+        """Train the classifier (from the pretrained encoder if :meth:`pretrain` ran).
+
+        SIMS' recipe (thesis section 0.3.2): Adam, learning rate 0.01, weight decay 1e-3,
+        gradient clipping, the learning rate times 0.75 when the validation loss plateaus,
+        early stopping on the validation loss.
+
+        Parameters
+        ----------
+        max_epochs
+            Maximum passes through the training cells (SIMS: 500).
+        lr
+            Learning rate (default 0.01).
+        batch_size
+            Minibatch size. Default: 256 (two ghost batches of 128), halved (down to 32) until
+            an epoch has at least 8 minibatches (see Notes).
+        weight_decay
+            Adam weight decay.
+        gradient_clip_val
+            Clip the gradient norm to this value; `None`: no clipping.
+        lr_factor, lr_patience
+            Multiply the learning rate by `lr_factor` after `lr_patience` epochs without a
+            better validation loss (only with a validation set).
+        early_stopping, early_stopping_patience
+            Stop after `early_stopping_patience` epochs without a better validation loss.
+        train_size, validation_size
+            Fractions of cells for training and validation.
+        plan_kwargs, datasplitter_kwargs
+            Extra arguments of :class:`scvi.train.TrainingPlan` and
+            :class:`scvi.dataloaders.DataSplitter`.
+        **kwargs
+            Passed to :meth:`scattn.model.base.ClassifierMixin.train` (``accelerator``,
+            ``devices``) and to the Lightning trainer.
+
+        Notes
+        -----
+        The thesis' scheduler patience (20 epochs) exceeds its early-stopping patience (4), so
+        its scheduler could never act; here the learning rate drops after `lr_patience` = 5
+        epochs and training stops after 15. The validation loss rather than the validation
+        accuracy decides, as in the SIMS code: on small validation sets accuracy moves in
+        coarse steps and ties stop training too early.
+        """
+        batch_size = batch_size or self._batch_size_for(self.adata.n_obs, train_size, validation_size)
+        val = (1 - train_size) if validation_size is None else validation_size
+        plan = {"weight_decay": weight_decay}
+        if val > 0:
+            plan.update(reduce_lr_on_plateau=True, lr_factor=lr_factor, lr_patience=lr_patience,
+                        lr_scheduler_metric="validation_loss", lr_threshold=0.0)
+        plan.update(plan_kwargs or {})
+        splitter = {"drop_last": self._drop_last(self.adata.n_obs, train_size, validation_size, batch_size)}
+        splitter.update(datasplitter_kwargs or {})
+        if gradient_clip_val is not None:
+            kwargs.setdefault("gradient_clip_val", gradient_clip_val)
+        return super().train(
+            max_epochs, lr=lr, batch_size=batch_size, train_size=train_size,
+            validation_size=validation_size, early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience, plan_kwargs=plan,
+            datasplitter_kwargs=splitter, **kwargs,
+        )
+
+    @classmethod
+    def _batch_size_for(cls, n_obs: int, train_size: float, validation_size: float | None) -> int:
+        """256 (SIMS), lowered by powers of two (to 32) until an epoch has >= 8 minibatches."""
+        n_train, _ = validate_data_split(n_obs, train_size, validation_size, None, False, False)
+        return default_batch_size(n_train, cls._default_train_batch_size)
+
+    @staticmethod
+    def _drop_last(n_obs: int, train_size: float, validation_size: float | None, batch_size: int) -> bool:
+        """Drop a last training minibatch of a single cell (batch norm cannot train on one)."""
+        n_train, _ = validate_data_split(n_obs, train_size, validation_size, batch_size, False, False)
+        return n_train % batch_size == 1 and n_train > batch_size
+
+    def pretrain(
+        self,
+        adata: AnnData | None = None,
+        *,
+        max_epochs: int = 100,
+        mask_ratio: float = 0.2,
+        lr: float | None = None,
+        batch_size: int | None = None,
+        weight_decay: float = 1e-3,
+        train_size: float = 0.9,
+        early_stopping: bool = True,
+        early_stopping_patience: int = 10,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        min_gene_overlap: float = 0.5,
+        **trainer_kwargs,
+    ) -> None:
+        """Self-supervised pretraining of the encoder: reconstruct randomly hidden genes.
+
+        Every cell is used, labelled or not; :meth:`train` then fine-tunes the whole network
+        from the pretrained encoder. The history is in ``model.pretrain_history_``
+        (``train_loss``, ``validation_loss``: the variance-normalised reconstruction error).
+
+        Parameters
+        ----------
+        adata
+            Cells to pretrain on: `None` for the model's own AnnData, or another AnnData with
+            the same kind of data (same layer, counts or log-normalised), genes matched by name
+            (missing genes read as zero, with a warning). Its labels are not read.
+        max_epochs
+            Maximum passes through the cells.
+        mask_ratio
+            Probability that a gene of a cell is hidden (TabNet: 0.2).
+        lr
+            Adam learning rate (default 0.01).
+        batch_size
+            Minibatch size (default as in :meth:`train`).
+        weight_decay
+            Adam weight decay.
+        train_size
+            Fraction of cells trained on; the rest validates (early stopping).
+        early_stopping, early_stopping_patience
+            Stop after `early_stopping_patience` epochs without a better validation loss.
+        accelerator, devices
+            Passed to Lightning.
+        min_gene_overlap
+            Smallest fraction of the model's genes that `adata` must have.
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer`.
+        """
+        if max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
+        if not 0 < train_size <= 1:
+            raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
+        batch_size = batch_size or self._batch_size_for(self.adata.n_obs if adata is None else adata.n_obs,
+                                                        train_size, None)
+        has_validation = train_size < 1
+        trainer_kwargs.setdefault("enable_progress_bar", settings.progress_bar)
+        if early_stopping and has_validation:
+            trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
+            trainer_kwargs.setdefault("early_stopping_patience", early_stopping_patience)
+        if settings.seed is not None:
+            import scvi
+
+            scvi.settings.seed = settings.seed
+        plan = MaskedPretrainingPlan(
+            self.module, mask_ratio=mask_ratio, lr=self._default_lr if lr is None else lr,
+            weight_decay=weight_decay, eps=1e-8,
+        )
+        trained, history = self.is_trained_, self.history_
+        with self._aligned(adata, min_gene_overlap=min_gene_overlap) as internal:
+            splitter = self._data_splitter_cls(
+                self.get_anndata_manager(internal), train_size=train_size, batch_size=batch_size,
+                drop_last=self._drop_last(internal.n_obs, train_size, None, batch_size),
+            )
+            self.module.train()
+            runner = TrainRunner(
+                self, training_plan=plan, data_splitter=splitter, max_epochs=max_epochs,
+                accelerator=accelerator, devices=devices,
+                early_stopping=early_stopping and has_validation, **trainer_kwargs,
+            )
+            self.is_trained_ = False  # a fresh history, not appended to the classifier's
+            try:
+                runner()
+            finally:
+                self.pretrain_history_ = self.history_
+                self.is_trained_, self.history_ = trained, history
+        self.module.eval()
+
+    # -- feature importances ----------------------------------------------------------------
+    def get_feature_importances(
+        self,
+        adata: AnnData | None = None,
+        indices=None,
+        *,
+        groupby: str | Sequence | None = None,
+        batch_size: int | None = None,
+    ) -> tuple[pd.Series, pd.DataFrame]:
+        """Global and per-class feature importances from the explain matrix (thesis 0.3.3).
+
+        Parameters
+        ----------
+        adata
+            AnnData (aligned by gene name); `None` for the training data.
+        indices
+            Cells to use.
+        groupby
+            The class of each cell: a column of ``adata.obs``, or one label per cell; `None`
+            uses the model's predicted class.
+        batch_size
+            Minibatch size.
+
+        Returns
+        -------
+        ``(global, per_class)``: a Series over the model's genes, the explain matrix summed
+        over cells and divided by its largest value (sorted, largest first); and a DataFrame
+        classes x genes, the explain matrix averaged over the cells of each class, each gene
+        (column) divided by its largest value over classes (genes no class uses are 0).
+        """
+        self._check_if_trained(warn=True)
+        target = self.adata if adata is None else adata
+        with self._aligned(adata) as internal:
+            out = self._run_inference(
+                internal, indices=indices, batch_size=batch_size, attention_top_k=0, keys=("logits",)
+            )
+        explain = out["attention"]
+        if groupby is None:
+            groups = np.asarray(self.classes_, dtype=object)[out["logits"].argmax(1)]
+        else:
+            groups = target.obs[groupby] if isinstance(groupby, str) else groupby
+            groups = np.asarray(groups, dtype=object)
+            if indices is not None and isinstance(groupby, str):
+                groups = groups[np.asarray(indices)]
+            if len(groups) != explain.shape[0]:
+                raise ValueError(f"groupby has {len(groups)} entries for {explain.shape[0]} cells.")
+        return explain_importances(explain, groups, self.var_names_)
+
+    def _extra_results(self, adata: AnnData | None, result, batch_size: int | None) -> dict:
+        """Feature importances over the predicted classes, for ``adata.uns[key]``."""
+        with self._aligned(adata) as internal:
+            explain = self._run_inference(internal, batch_size=batch_size, attention_top_k=0, keys=())["attention"]
+        global_imp, per_class = explain_importances(
+            explain, result.prediction.astype(str).to_numpy(), self.var_names_
+        )
+        return {"feature_importances": global_imp.to_frame("importance"), "class_importances": per_class}
+
+    # -- transfer ---------------------------------------------------------------------------
+    @classmethod
+    def _query_state(cls, reference: SIMS, adata: AnnData, gene_index: np.ndarray) -> dict:
+        """The query's own class weights (from its labels), not the reference's."""
+        return {"class_weights": None}
+
+    @classmethod
+    def load_query_data(
+        cls,
+        adata: AnnData,
+        reference_model: SIMS,
+        *,
+        fine_tune: FineTune = "all",
+        extend_classes: bool = False,
+        min_gene_overlap: float = 0.5,
+    ) -> SIMS:
+        """A SIMS for a query dataset that starts from a trained reference model.
+
+        The query is registered like the reference (same layer, kind of data, labels column;
+        the reference's classes), genes are found by name (genes the query lacks read as zero)
+        and every weight is copied; the class weights of the loss are recomputed from the
+        query's labels. ``model.train(...)`` then fine-tunes the classifier only or all.
+
+        Parameters
+        ----------
+        adata
+            The query AnnData, with the reference's labels column. Registered in place.
+        reference_model
+            A trained SIMS.
+        fine_tune
+            ``"classifier"``: train only the final linear layer; ``"all"``: every weight.
+        extend_classes
+            Add the query's labels that the reference lacks as new classes.
+        min_gene_overlap
+            Smallest fraction of the reference's genes the query must have.
+
+        Returns
+        -------
+        The query model (not yet trained).
+        """
+        return cls._make_query_model(
+            adata, reference_model, fine_tune=fine_tune, extend_classes=extend_classes,
+            min_gene_overlap=min_gene_overlap,
+        )
+
+
+def default_batch_size(n_train: int, largest: int = 256, smallest: int = 32, min_batches: int = 8) -> int:
+    """`largest`, halved until `n_train` cells make `min_batches` minibatches (not below `smallest`)."""
+    size = largest
+    while size > smallest and n_train < min_batches * size:
+        size //= 2
+    return size
+
+
+def explain_importances(explain, groups: np.ndarray, genes: Sequence[str]) -> tuple[pd.Series, pd.DataFrame]:
+    """Global (sum / max) and per-group (mean, column / max) importances of a cells x genes matrix."""
+    from scipy import sparse
+
+    explain = sparse.csr_matrix(explain)
+    genes = pd.Index(genes)
+    total = np.asarray(explain.sum(0)).ravel()
+    top = total.max() if total.size and total.max() > 0 else 1.0
+    global_imp = pd.Series(total / top, index=genes, name="importance").sort_values(ascending=False)
+    codes, names = pd.factorize(pd.Series(groups, dtype=object).astype(str), sort=True)
+    onehot = sparse.csr_matrix(
+        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(names), len(codes))
+    )
+    means = np.asarray((onehot @ explain).todense()) / np.bincount(codes, minlength=len(names))[:, None]
+    col_max = means.max(0)
+    means = np.divide(means, col_max, out=np.zeros_like(means), where=col_max > 0)
+    per_class = pd.DataFrame(means.astype(np.float32), index=pd.Index(names, dtype=str), columns=genes)
+    return global_imp, per_class
