@@ -4,11 +4,14 @@ from ._attention import attention_heatmap, gene_attention_heatmap, marker_dotplo
 from ._evaluate import confusion_matrix
 from ._features import feature_attention
 from ._history import training_history
+from ._importances import class_importances, feature_importances
 
 __all__ = [
     "attention_heatmap",
+    "class_importances",
     "confusion_matrix",
     "feature_attention",
+    "feature_importances",
     "gene_attention_heatmap",
     "marker_dotplot",
     "training_history",

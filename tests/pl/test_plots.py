@@ -69,3 +69,20 @@ def test_feature_attention_plot(trained_cfan, tmp_path):
     with pytest.raises(TypeError, match="use a CFAN"):
         sa.pl.feature_attention(object())
     plt.close("all")
+
+
+@pytest.mark.parametrize("plot", [sa.pl.feature_importances, sa.pl.class_importances])
+def test_sims_importance_plots(trained_sims, plot, tmp_path):
+    model, adata = trained_sims
+    adata = adata.copy()
+    model.predict(adata)
+    fig = plot(adata, n_genes=10, show=False, return_fig=True)
+    fig.savefig(tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    fig, ax = plt.subplots()
+    assert plot(adata, ax=ax) is ax
+    with pytest.raises(KeyError, match="SIMS"):
+        plot(adata, key="cgran")
+    with pytest.raises(ValueError, match="n_genes"):
+        plot(adata, n_genes=0)
+    plt.close("all")
