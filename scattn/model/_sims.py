@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -74,8 +75,10 @@ class SIMS(GenePanelClassifier):
       over cells (global) and averaged per class (thesis Figures 0.11-0.14).
       :meth:`predict` writes them (``key = key_added``): ``adata.uns[key]["feature_importances"]``
       (DataFrame, genes x ``importance``: the sum over cells divided by its largest value,
-      sorted) and ``adata.uns[key]["class_importances"]`` (DataFrame, predicted classes x
-      genes: the mean per class, each gene divided by its largest value over classes). Plots:
+      sorted) and ``adata.uns[key]["class_importances"]`` (DataFrame, genes x classes: the
+      mean over the cells whose most probable class it is, also under an
+      `unknown_threshold`, each gene divided by its largest value over classes), both in the
+      same inference pass; genes the data lack are 0. Plots:
       :func:`scattn.pl.feature_importances`, :func:`scattn.pl.class_importances`.
     * **Pretraining** (:meth:`pretrain`): TabNet's masked self-supervised reconstruction on
       any cells (labelled or not, this dataset or another), before :meth:`train`.
@@ -222,6 +225,8 @@ class SIMS(GenePanelClassifier):
         coarse steps and ties stop training too early.
         """
         batch_size = batch_size or self._batch_size_for(self.adata.n_obs, train_size, validation_size)
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (batch norm needs two cells), got {batch_size}.")
         val = (1 - train_size) if validation_size is None else validation_size
         plan = {"weight_decay": weight_decay}
         if val > 0:
@@ -248,7 +253,7 @@ class SIMS(GenePanelClassifier):
     @staticmethod
     def _drop_last(n_obs: int, train_size: float, validation_size: float | None, batch_size: int) -> bool:
         """Drop a last training minibatch of a single cell (batch norm cannot train on one)."""
-        n_train, _ = validate_data_split(n_obs, train_size, validation_size, batch_size, False, False)
+        n_train, _ = validate_data_split(n_obs, train_size, validation_size, None, False, False)
         return n_train % batch_size == 1 and n_train > batch_size
 
     def pretrain(
@@ -307,6 +312,8 @@ class SIMS(GenePanelClassifier):
             raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
         batch_size = batch_size or self._batch_size_for(self.adata.n_obs if adata is None else adata.n_obs,
                                                         train_size, None)
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (batch norm needs two cells), got {batch_size}.")
         has_validation = train_size < 1
         trainer_kwargs.setdefault("enable_progress_bar", settings.progress_bar)
         if early_stopping and has_validation:
@@ -320,7 +327,14 @@ class SIMS(GenePanelClassifier):
             self.module, mask_ratio=mask_ratio, lr=self._default_lr if lr is None else lr,
             weight_decay=weight_decay, eps=1e-8,
         )
-        trained, history = self.is_trained_, self.history_
+        if self.is_trained_:
+            warnings.warn(
+                "Pretraining a trained SIMS changes the encoder under its classifier: train it "
+                "again before predicting.", UserWarning, stacklevel=2,
+            )
+        # the runner overwrites these; pretraining is not the model's training
+        kept = {k: getattr(self, k, None) for k in
+                ("history_", "train_indices", "validation_indices", "test_indices", "trainer")}
         with self._aligned(adata, min_gene_overlap=min_gene_overlap) as internal:
             splitter = self._data_splitter_cls(
                 self.get_anndata_manager(internal), train_size=train_size, batch_size=batch_size,
@@ -337,7 +351,9 @@ class SIMS(GenePanelClassifier):
                 runner()
             finally:
                 self.pretrain_history_ = self.history_
-                self.is_trained_, self.history_ = trained, history
+                for k, v in kept.items():
+                    setattr(self, k, v)
+                self.is_trained_ = False
         self.module.eval()
 
     # -- feature importances ----------------------------------------------------------------
@@ -348,7 +364,7 @@ class SIMS(GenePanelClassifier):
         *,
         groupby: str | Sequence | None = None,
         batch_size: int | None = None,
-    ) -> tuple[pd.Series, pd.DataFrame]:
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Global and per-class feature importances from the explain matrix (thesis 0.3.3).
 
         Parameters
@@ -358,44 +374,43 @@ class SIMS(GenePanelClassifier):
         indices
             Cells to use.
         groupby
-            The class of each cell: a column of ``adata.obs``, or one label per cell; `None`
-            uses the model's predicted class.
+            The class of each cell: a column of ``adata.obs`` or one label per cell (of the
+            cells used); cells with a missing label count only in the global importance.
+            `None`: the model's most probable class.
         batch_size
             Minibatch size.
 
         Returns
         -------
-        ``(global, per_class)``: a Series over the model's genes, the explain matrix summed
-        over cells and divided by its largest value (sorted, largest first); and a DataFrame
-        classes x genes, the explain matrix averaged over the cells of each class, each gene
-        (column) divided by its largest value over classes (genes no class uses are 0).
+        ``(global, per_class)``, as :meth:`predict` writes them: a DataFrame, genes x
+        ``importance``, the explain matrix summed over cells divided by its largest value
+        (sorted, largest first); a DataFrame genes x classes, the explain matrix averaged
+        over each class's cells, each gene divided by its largest value over classes. Genes
+        `adata` lacks get 0.
         """
         self._check_if_trained(warn=True)
         target = self.adata if adata is None else adata
+        classes, codes = self.classes_, None
+        if groupby is not None:
+            groups = target.obs[groupby] if isinstance(groupby, str) else pd.Series(list(groupby))
+            if isinstance(groupby, str) and indices is not None:
+                groups = groups.iloc[np.asarray(indices)]
+            n_cells = target.n_obs if indices is None else len(np.asarray(indices))
+            if len(groups) != n_cells:
+                raise ValueError(f"groupby has {len(groups)} entries for {n_cells} cells.")
+            codes, uniques = pd.factorize(groups.astype(object).where(groups.notna(), None).astype("string"),
+                                          sort=True)
+            classes = [str(c) for c in uniques]
+        summary = ExplainSummary(classes, self.var_names_, codes=codes)
         with self._aligned(adata) as internal:
-            out = self._run_inference(
-                internal, indices=indices, batch_size=batch_size, attention_top_k=0, keys=("logits",)
-            )
-        explain = out["attention"]
-        if groupby is None:
-            groups = np.asarray(self.classes_, dtype=object)[out["logits"].argmax(1)]
-        else:
-            groups = target.obs[groupby] if isinstance(groupby, str) else groupby
-            groups = np.asarray(groups, dtype=object)
-            if indices is not None and isinstance(groupby, str):
-                groups = groups[np.asarray(indices)]
-            if len(groups) != explain.shape[0]:
-                raise ValueError(f"groupby has {len(groups)} entries for {explain.shape[0]} cells.")
-        return explain_importances(explain, groups, self.var_names_)
+            self._run_inference(internal, indices=indices, batch_size=batch_size, keys=(), accumulate=summary)
+        res = summary.results(pd.Index(self.var_names_).isin(self._read_genes)
+                              & pd.Index(self.var_names_).isin(target.var_names))
+        return res["feature_importances"], res["class_importances"]
 
-    def _extra_results(self, adata: AnnData | None, result, batch_size: int | None) -> dict:
-        """Feature importances over the predicted classes, for ``adata.uns[key]``."""
-        with self._aligned(adata) as internal:
-            explain = self._run_inference(internal, batch_size=batch_size, attention_top_k=0, keys=())["attention"]
-        global_imp, per_class = explain_importances(
-            explain, result.prediction.astype(str).to_numpy(), self.var_names_
-        )
-        return {"feature_importances": global_imp.to_frame("importance"), "class_importances": per_class}
+    def _attention_summary(self) -> ExplainSummary:
+        """Feature importances over the most probable class, summed while `predict` runs."""
+        return ExplainSummary(self.classes_, self.var_names_)
 
     # -- transfer ---------------------------------------------------------------------------
     @classmethod
@@ -451,21 +466,49 @@ def default_batch_size(n_train: int, largest: int = 256, smallest: int = 32, min
     return size
 
 
-def explain_importances(explain, groups: np.ndarray, genes: Sequence[str]) -> tuple[pd.Series, pd.DataFrame]:
-    """Global (sum / max) and per-group (mean, column / max) importances of a cells x genes matrix."""
-    from scipy import sparse
+class ExplainSummary:
+    """The explain matrix summed over cells and per class, one inference minibatch at a time.
 
-    explain = sparse.csr_matrix(explain)
-    genes = pd.Index(genes)
-    total = np.asarray(explain.sum(0)).ravel()
-    top = total.max() if total.size and total.max() > 0 else 1.0
-    global_imp = pd.Series(total / top, index=genes, name="importance").sort_values(ascending=False)
-    codes, names = pd.factorize(pd.Series(groups, dtype=object).astype(str), sort=True)
-    onehot = sparse.csr_matrix(
-        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(names), len(codes))
-    )
-    means = np.asarray((onehot @ explain).todense()) / np.bincount(codes, minlength=len(names))[:, None]
-    col_max = means.max(0)
-    means = np.divide(means, col_max, out=np.zeros_like(means), where=col_max > 0)
-    per_class = pd.DataFrame(means.astype(np.float32), index=pd.Index(names, dtype=str), columns=genes)
-    return global_imp, per_class
+    Called with each minibatch's inference output (``attention``, ``logits``); a cell's class
+    is its code in `codes` (in the order cells arrive; -1: no class) or, without codes, its
+    most probable class. :meth:`results` turns the sums into the importances.
+    """
+
+    def __init__(self, classes: Sequence[str], genes: Sequence[str], codes: np.ndarray | None = None) -> None:
+        self.classes = [str(c) for c in classes]
+        self.genes = pd.Index(genes)
+        self.codes = None if codes is None else np.asarray(codes)
+        self._seen = 0
+        self.sums = np.zeros((len(self.classes), len(self.genes)))
+        self.total = np.zeros(len(self.genes))
+        self.counts = np.zeros(len(self.classes))
+
+    def __call__(self, out: dict) -> None:
+        att = out["attention"].detach().float().cpu().numpy().astype(np.float64)
+        if self.codes is None:
+            codes = out["logits"].argmax(-1).cpu().numpy()
+        else:
+            codes = self.codes[self._seen : self._seen + len(att)]
+        self._seen += len(att)
+        self.total += att.sum(0)
+        for c in np.unique(codes[codes >= 0]):
+            self.sums[c] += att[codes == c].sum(0)
+            self.counts[c] += int((codes == c).sum())
+
+    def results(self, readable: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
+        """``feature_importances`` (genes x ``importance``) and ``class_importances`` (genes x
+        classes with cells); genes not `readable` (absent from the data) are 0."""
+        total, sums = self.total.copy(), self.sums.copy()
+        if readable is not None:
+            total[~readable] = 0
+            sums[:, ~readable] = 0
+        top = total.max() if total.size and total.max() > 0 else 1.0
+        global_imp = pd.DataFrame({"importance": (total / top).astype(np.float32)}, index=self.genes)
+        global_imp = global_imp.sort_values("importance", ascending=False, kind="stable")
+        present = self.counts > 0
+        means = sums[present] / self.counts[present, None]
+        col_max = means.max(0) if len(means) else np.zeros(len(self.genes))
+        means = np.divide(means, col_max, out=np.zeros_like(means), where=col_max > 0)
+        per_class = pd.DataFrame(means.T.astype(np.float32), index=self.genes,
+                                 columns=pd.Index(np.asarray(self.classes, dtype=object)[present], dtype=str))
+        return {"feature_importances": global_imp, "class_importances": per_class}

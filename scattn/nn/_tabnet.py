@@ -30,7 +30,7 @@ class _Sparsemax(torch.autograd.Function):
         cumsum = z_sorted.cumsum(dim=-1) - 1
         k = torch.arange(1, z.shape[-1] + 1, device=z.device, dtype=z.dtype)
         support = (k * z_sorted) > cumsum
-        k_z = support.sum(dim=-1, keepdim=True)
+        k_z = support.sum(dim=-1, keepdim=True).clamp_min(1)  # NaN input: NaN out, not an index error
         tau = cumsum.gather(-1, k_z - 1) / k_z.to(z.dtype)
         out = torch.clamp(z - tau, min=0)
         ctx.save_for_backward(out)
@@ -71,7 +71,8 @@ class GhostBatchNorm(nn.Module):
         if not self.training or x.shape[0] <= self.virtual_batch_size:
             return self.bn(x)
         n_chunks = math.ceil(x.shape[0] / self.virtual_batch_size)
-        return torch.cat([self.bn(c) for c in x.chunk(n_chunks, dim=0)], dim=0)
+        # equal chunks (sizes differ by at most one): never a single-row chunk batch norm rejects
+        return torch.cat([self.bn(c) for c in torch.tensor_split(x, n_chunks, dim=0)], dim=0)
 
 
 def _glu_linear(n_in: int, n_out: int) -> nn.Linear:

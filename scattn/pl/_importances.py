@@ -79,7 +79,9 @@ def class_importances(
 
     Rows are the predicted classes; each column (gene) is the class-averaged explain matrix
     divided by its largest value over classes, so 1 marks the class that uses the gene most.
-    The `n_genes` columns with the largest norm are shown, ordered by the class using them most.
+    The columns are the `n_genes` genes of highest global importance (the thesis ranks the
+    normalised columns by norm, which favours genes used faintly by every class), grouped by
+    the class using them most.
 
     Parameters
     ----------
@@ -95,9 +97,9 @@ def class_importances(
     """
     if n_genes < 1:
         raise ValueError(f"n_genes must be >= 1, got {n_genes}.")
-    table = _importances(adata, key, "class_importances")
-    norms = np.linalg.norm(table.to_numpy(), axis=0)
-    cols = table.columns[np.argsort(-norms, kind="stable")[:n_genes]]
+    table = _importances(adata, key, "class_importances").T  # classes x genes
+    ranked = _importances(adata, key, "feature_importances")["importance"].sort_values(ascending=False)
+    cols = [g for g in ranked.index[:n_genes] if g in table.columns]
     sub = table[cols]
     # group the columns by the class that uses them most, classes in row order
     owner = sub.to_numpy().argmax(0)

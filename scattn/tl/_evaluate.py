@@ -1,6 +1,6 @@
 """Classification metrics of predictions against true labels: the SIMS thesis' Table 0.1.
 
-Accuracy, balanced ("weighted") accuracy, macro and median F1, micro precision, recall and
+Accuracy, balanced accuracy, macro and median F1, micro precision, recall and
 specificity, per-class metrics and a confusion matrix, for any scattn model's predictions
 (``obs[f"{key}_prediction"]``) or any other column of predicted labels.
 """
@@ -147,7 +147,9 @@ def evaluate(
 
         - ``accuracy``: fraction of evaluated cells predicted correctly;
         - ``balanced_accuracy``: mean per-class recall (scikit-learn's
-          ``balanced_accuracy_score``; the thesis' "weighted accuracy");
+          ``balanced_accuracy_score``). The thesis' Table 0.1 calls its column "weighted
+          accuracy" and recommends it for imbalanced classes; averaging per-class accuracy
+          by class support, as its text defines it, would equal plain accuracy;
         - ``macro_f1``, ``median_f1``, ``weighted_f1``: mean, median and support-weighted
           mean of the per-class F1;
         - ``micro_precision``, ``micro_recall``, ``micro_specificity``: ``sum(tp) /

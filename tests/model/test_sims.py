@@ -45,9 +45,11 @@ def test_predict_writes_every_documented_field(trained_sims, tmp_path):
     assert uns["params"]["model"] == "SIMS" and "explain" in uns["params"]["attention"]
     imp = uns["feature_importances"]["importance"]
     assert imp.iloc[0] == pytest.approx(1.0) and imp.is_monotonic_decreasing
-    per_class = uns["class_importances"]
-    assert set(per_class.index) <= {*model.classes_, "Unknown"}
-    assert per_class.to_numpy().max() == pytest.approx(1.0) and per_class.shape[1] == len(model.var_names_)
+    per_class = uns["class_importances"]  # genes x classes
+    assert set(per_class.columns) <= set(model.classes_) and list(per_class.index) == list(model.var_names_)
+    assert per_class.to_numpy().max() == pytest.approx(1.0)
+    glob, table = model.get_feature_importances(adata)  # the same, computed again
+    pd.testing.assert_frame_equal(table, per_class)
     adata.write_h5ad(tmp_path / "a.h5ad")
     back = sc.read_h5ad(tmp_path / "a.h5ad")
     pd.testing.assert_frame_equal(back.uns["sims"]["class_importances"], per_class, check_dtype=False)
@@ -71,13 +73,24 @@ def test_feature_importances_by_hand(trained_sims):
     groups = adata.obs["cell_type"].astype(str).to_numpy()
     glob, per_class = model.get_feature_importances(groupby="cell_type")
     total = explain.sum(0)
-    np.testing.assert_allclose(glob.reindex(model.var_names_).to_numpy(), total / total.max(), rtol=1e-5)
-    means = np.stack([explain[groups == c].mean(0) for c in per_class.index])
+    np.testing.assert_allclose(glob["importance"].reindex(model.var_names_).to_numpy(), total / total.max(),
+                               rtol=1e-4)
+    means = np.stack([explain[groups == c].mean(0) for c in per_class.columns])
     colmax = means.max(0)
-    np.testing.assert_allclose(per_class.to_numpy(), np.where(colmax > 0, means / np.where(colmax > 0, colmax, 1), 0),
-                               rtol=1e-4, atol=1e-6)
+    expected = np.divide(means, colmax, out=np.zeros_like(means), where=colmax > 0)
+    np.testing.assert_allclose(per_class.to_numpy().T, expected, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="entries"):
         model.get_feature_importances(groupby=["a", "b"])
+
+
+def test_importances_leave_out_genes_the_data_lack(trained_sims):
+    model, adata = trained_sims
+    part = adata[:, 30:].copy()
+    with pytest.warns(UserWarning, match="missing"):
+        res = model.predict(part, inplace=False, min_gene_overlap=0.3)
+    absent = ~pd.Index(model.var_names_).isin(part.var_names)
+    assert (res.uns["feature_importances"].loc[model.var_names_[absent], "importance"] == 0).all()
+    assert (res.uns["class_importances"].loc[model.var_names_[absent]].to_numpy() == 0).all()
 
 
 def test_class_weights_and_loss():
@@ -111,10 +124,13 @@ def test_pretrain_then_train():
     assert not torch.equal(before["encoder.steps.0.layers.1.fc.weight"], after["encoder.steps.0.layers.1.fc.weight"])
     assert not torch.equal(before["decoder.reconstruct.weight"], after["decoder.reconstruct.weight"])
     assert torch.equal(before["head.weight"], after["head.weight"])  # labels never read
-    assert not model.is_trained_ and model.history_ is None
+    assert not model.is_trained_ and model.history_ is None and model.train_indices is None
     assert len(model.pretrain_history_["train_loss"]) == 2 and "validation_loss" in model.pretrain_history_
     model.train(max_epochs=2, batch_size=32)
     assert model.is_trained_ and len(model.history["train_loss"]) == 2
+    with pytest.warns(UserWarning, match="train it again"):
+        model.pretrain(max_epochs=1, batch_size=32)
+    assert not model.is_trained_ and len(model.history["train_loss"]) == 2
 
 
 def test_pretrain_on_other_unlabelled_data():
@@ -198,6 +214,8 @@ def test_bad_input_is_clear():
         sa.model.SIMS(data, gamma=0.5)
     with pytest.raises(ValueError, match="lambda_sparse"):
         sa.model.SIMS(data, lambda_sparse=-1)
+    with pytest.raises(ValueError, match="batch_size"):
+        sa.model.SIMS(data, **TINY_SIMS).train(max_epochs=1, batch_size=1)
 
 
 def test_trains_on_several_backed_files(tmp_path):

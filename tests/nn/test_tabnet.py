@@ -35,6 +35,10 @@ def test_sparsemax_gradient_matches_autograd_of_the_closed_form():
     assert torch.autograd.gradcheck(sparsemax, (z,))
 
 
+def test_sparsemax_nan_propagates():
+    assert torch.isnan(sparsemax(torch.tensor([[float("nan"), 1.0]]))).all()
+
+
 def test_sparsemax_extremes():
     p = sparsemax(torch.tensor([[100.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
     np.testing.assert_allclose(p.numpy(), [[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]], atol=1e-6)
@@ -46,6 +50,8 @@ def test_ghost_batch_norm_normalises_each_chunk():
     out = gbn(x)
     for chunk in out.split(4):
         np.testing.assert_allclose(chunk.mean(0).detach().numpy(), 0, atol=1e-5)
+    # 9 rows in chunks of 4: three chunks of 3, never a single row
+    assert gbn(torch.randn(9, 3)).shape == (9, 3)
     gbn.eval()
     assert gbn(x).shape == x.shape
     with pytest.raises(ValueError, match="virtual_batch_size"):

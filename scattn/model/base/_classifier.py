@@ -184,8 +184,10 @@ class ClassifierMixin:
             raise ValueError(f"attention_top_k must be >= 1, got {attention_top_k}.")
         self._check_if_trained(warn=True)
         target = self.adata if adata is None else adata
+        summary = self._attention_summary()
         with self._aligned(adata, min_gene_overlap=min_gene_overlap) as internal:
-            out = self._run_inference(internal, batch_size=batch_size, attention_top_k=attention_top_k)
+            out = self._run_inference(internal, batch_size=batch_size, attention_top_k=attention_top_k,
+                                      accumulate=summary)
         probs = torch.softmax(torch.from_numpy(out["logits"]), -1).numpy()
         classes = self.classes_
         best = probs.argmax(1)
@@ -216,7 +218,9 @@ class ClassifierMixin:
             "n_model_genes": len(self.var_names_),
             "classes": classes,
         }
+        readable = pd.Index(self.var_names_).isin(self._read_genes) & pd.Index(self.var_names_).isin(target.var_names)
         return PredictionResult(
+            uns={} if summary is None else summary.results(readable),
             prediction=prediction,
             confidence=pd.Series(confidence, index=index),
             probabilities=pd.DataFrame(probs, index=index, columns=classes),
@@ -226,6 +230,11 @@ class ClassifierMixin:
             markers=markers,
             params=params,
         )
+
+    def _attention_summary(self):
+        """A callable fed every inference minibatch by `_predict`, whose ``results(readable)``
+        (a dict) goes beside ``params`` in ``adata.uns[key]``; `None`: nothing extra."""
+        return None
 
     def _attention_in_genes_of(self, attention: sparse.csr_matrix, var_names: pd.Index) -> sparse.csr_matrix:
         """Map a cells x model-genes matrix onto the columns `var_names` (absent genes dropped)."""

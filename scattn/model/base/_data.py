@@ -120,12 +120,15 @@ class AlignedDataMixin:
         batch_size: int | None = None,
         attention_top_k: int | None = None,
         keys: tuple[str, ...] = ("logits", "z"),
+        accumulate=None,
         **inference_kwargs,
     ) -> dict[str, np.ndarray | sparse.csr_matrix]:
         """Minibatch inference; concatenated outputs.
 
         With `attention_top_k`, the per-cell attention over the model's genes is kept as a
         CSR matrix holding each cell's top-k weights (``"attention"``); ``0`` keeps all.
+        `accumulate`, if given, is called on every minibatch's inference output (with the
+        untruncated attention), e.g. to sum attention per class in the same pass.
         """
         self.module.eval()
         loader = self._make_data_loader(
@@ -136,8 +139,11 @@ class AlignedDataMixin:
         want_att = attention_top_k is not None
         for tensors in loader:
             res = self.module.inference(
-                tensors[REGISTRY_KEYS.X_KEY], return_attention=want_att, **inference_kwargs
+                tensors[REGISTRY_KEYS.X_KEY], return_attention=want_att or accumulate is not None,
+                **inference_kwargs,
             )
+            if accumulate is not None:
+                accumulate(res)
             for k in keys:
                 out[k].append(res[k].float().cpu().numpy())
             if want_att:

@@ -152,10 +152,6 @@ class GenePanelClassifier(QueryMixin, ClassifierMixin, AlignedDataMixin, BaseMod
         return select_variable_genes(lognorm, n_top_genes)
 
     # -- results -------------------------------------------------------------------------
-    def _extra_results(self, adata: AnnData | None, result: PredictionResult, batch_size: int | None) -> dict:
-        """Model-specific entries of ``adata.uns[key]`` besides ``params`` (none by default)."""
-        return {}
-
     def predict(
         self,
         adata: AnnData | None = None,
@@ -231,7 +227,6 @@ class GenePanelClassifier(QueryMixin, ClassifierMixin, AlignedDataMixin, BaseMod
             batch_size=batch_size,
             min_gene_overlap=min_gene_overlap,
         )
-        result.uns = self._extra_results(adata, result, batch_size)
         if not inplace:
             return result
         self._write_predictions(self.adata if adata is None else adata, result, key_added)
