@@ -5,7 +5,8 @@ each seed: a stratified 80/20 split of the dataset. One SIMS encoder is pretrain
 reconstruction, ``model.pretrain``) on every training cell without their labels. For each
 label fraction, a stratified subset of the training cells keeps its labels (at least one cell
 per class); SIMS is trained on that subset from scratch, and from the pretrained encoder and
-decoder (the classifier head starts fresh). Both predict the same held-out 20%.
+decoder (the classifier head starts fresh); logistic regression on the same subset is the
+baseline. All predict the same held-out 20%.
 
     python -m benchmarks.sims_pretraining [--dataset paul15] [--seeds 0 1 2]
 """
@@ -31,6 +32,25 @@ def labelled_subset(labels: pd.Series, fraction: float, seed: int) -> np.ndarray
         n = max(1, int(round(fraction * len(idx))))
         keep.append(rng.choice(idx, n, replace=False))
     return np.sort(np.concatenate(keep))
+
+
+def run_baseline(task, train, test, seed, *, fractions) -> list[dict]:
+    """Logistic regression on the same labelled subsets (log-normalised, all genes)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ._common import lognorm_matrix
+
+    a_all, a_test = task.adata[train].copy(), task.adata[test].copy()
+    labels = a_all.obs[task.labels_key].astype(str)
+    x, x_test = lognorm_matrix(a_all, task.expression), lognorm_matrix(a_test, task.expression)
+    rows = []
+    for fraction in fractions:
+        idx = labelled_subset(labels, fraction, seed)
+        pred = LogisticRegression(max_iter=2000).fit(x[idx], labels.iloc[idx]).predict(x_test)
+        rows.append(dict(dataset=task.name, seed=seed, fraction=fraction, n_labelled=len(idx),
+                         method="LogisticRegression",
+                         **_metrics(a_test.obs[task.labels_key].astype(str), pred)))
+    return rows
 
 
 def run_seed(task, train, test, seed, *, fractions, max_epochs, pretrain_epochs) -> list[dict]:
@@ -65,7 +85,7 @@ def run_seed(task, train, test, seed, *, fractions, max_epochs, pretrain_epochs)
             model.train(max_epochs=max_epochs)
             pred = model.predict(a_test, inplace=False).prediction
             rows.append(dict(dataset=task.name, seed=seed, fraction=fraction, n_labelled=data.n_obs,
-                             pretrained=pretrained, **_metrics(y_test, pred),
+                             method="SIMS + pretraining" if pretrained else "SIMS", **_metrics(y_test, pred),
                              epochs=len(model.history["train_loss"]),
                              pretrain_epochs=pre_epochs if pretrained else 0))
             print(rows[-1], flush=True)
@@ -80,22 +100,35 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--max-epochs", type=int, default=500)
     parser.add_argument("--pretrain-epochs", type=int, default=100)
     parser.add_argument("--out", default=str(RESULTS / "sims_pretraining"))
+    parser.add_argument("--baseline-only", action="store_true", help="only logistic regression")
+    parser.add_argument("--summarize", nargs="*", default=None, help="only merge these runs CSVs")
     args = parser.parse_args(argv)
+    if args.summarize:
+        df = pd.concat([pd.read_csv(p) for p in args.summarize], ignore_index=True)
+        return summarize(df, args.out, ", ".join(sorted(df.dataset.unique())))
     (task,) = load_tasks([args.dataset])
     rows = []
     for seed, train, test in splits(task.adata.obs[task.labels_key], seeds=args.seeds):
-        rows += run_seed(task, train, test, seed, fractions=args.fractions, max_epochs=args.max_epochs,
-                         pretrain_epochs=args.pretrain_epochs)
+        rows += run_baseline(task, train, test, seed, fractions=args.fractions)
+        if not args.baseline_only:
+            rows += run_seed(task, train, test, seed, fractions=args.fractions, max_epochs=args.max_epochs,
+                             pretrain_epochs=args.pretrain_epochs)
         pd.DataFrame(rows).to_csv(f"{args.out}_runs.csv", index=False)
     df = pd.DataFrame(rows)
+    return summarize(df, args.out, f"{args.dataset}, seeds {args.seeds}")
+
+
+def summarize(df: pd.DataFrame, out: str, what: str) -> pd.DataFrame:
+    """Mean (and sd of macro F1) per dataset, label fraction and method."""
+    if "method" not in df:  # runs written before the method column
+        df = df.assign(method=np.where(df.pop("pretrained"), "SIMS + pretraining", "SIMS"))
     summary = (
-        df.groupby(["dataset", "fraction", "pretrained"])
+        df.groupby(["dataset", "fraction", "method"])
         .agg(n_labelled=("n_labelled", "mean"), accuracy=("accuracy", "mean"), macro_f1=("macro_f1", "mean"),
-             macro_f1_sd=("macro_f1", "std"), median_f1=("median_f1", "mean"), epochs=("epochs", "mean"))
+             macro_f1_sd=("macro_f1", "std"), median_f1=("median_f1", "mean"))
         .reset_index()
     )
-    write_results(summary, args.out, f"SIMS with/without masked pretraining by label fraction "
-                                     f"({args.dataset}, seeds {args.seeds})")
+    write_results(summary, out, f"SIMS with/without masked pretraining by label fraction ({what})")
     return summary
 
 

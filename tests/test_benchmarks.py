@@ -44,3 +44,22 @@ def test_accuracy_benchmark_runs_cfan(tmp_path):
     summary = main(["--model", "CFAN", "--datasets", "pbmc68k_reduced", "--seeds", "0",
                     "--max-epochs", "1", "--accelerator", "cpu", "--out", str(out)])
     assert set(summary["method"]) == {"CFAN", "LogisticRegression"}
+
+
+def test_sims_benchmarks_run(tmp_path):
+    import importlib.util
+
+    from benchmarks.sims_accuracy import main
+    from benchmarks.sims_pretraining import main as pretraining
+
+    methods = ["SIMS", "LogisticRegression"]
+    if importlib.util.find_spec("pytorch_tabnet") is not None:  # the `bench` extra
+        methods.append("pytorch-tabnet")
+    out = tmp_path / "sims"
+    summary = main(["--datasets", "pbmc68k_reduced", "--seeds", "0", "--max-epochs", "1",
+                    "--methods", *methods, "--out", str(out)])
+    assert set(summary["method"]) == set(methods)
+    assert summary[["accuracy", "macro_f1", "median_f1"]].stack().between(0, 1).all()
+    pre = pretraining(["--dataset", "pbmc68k_reduced", "--seeds", "0", "--fractions", "0.1",
+                       "--max-epochs", "1", "--pretrain-epochs", "1", "--out", str(tmp_path / "pre")])
+    assert set(pre["method"]) == {"SIMS", "SIMS + pretraining", "LogisticRegression"}
