@@ -76,7 +76,23 @@ def load_tasks(names: list[str] | None = None) -> list[Task]:
             t.adata.X = sparse.csr_matrix(t.adata.X)
     if names:
         tasks = [t for t in tasks if t.name in names]
+    pin_threads()
     return tasks
+
+
+def pin_threads() -> None:
+    """Hold torch to ``$OMP_NUM_THREADS`` threads, if set.
+
+    scanpy's numba-parallel functions (e.g. ``normalize_total``) reset the OpenMP thread
+    count that torch shares (here from 1 to 2): two benchmark processes on two cores would
+    then run four threads and time each other's contention.
+    """
+    import os
+
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def splits(labels, seeds=(0, 1, 2), test_size: float = 0.2) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
