@@ -63,3 +63,11 @@ def test_sims_benchmarks_run(tmp_path):
     pre = pretraining(["--dataset", "pbmc68k_reduced", "--seeds", "0", "--fractions", "0.1",
                        "--max-epochs", "1", "--pretrain-epochs", "1", "--out", str(tmp_path / "pre")])
     assert set(pre["method"]) == {"SIMS", "SIMS + pretraining", "LogisticRegression"}
+
+
+def test_marker_precision_benchmark_runs(tmp_path):
+    from benchmarks.marker_precision import main
+
+    summary = main(["--models", "SIMS", "--max-epochs", "1", "--out", str(tmp_path / "mk")])
+    assert list(summary["method"]) == ["Wilcoxon (scanpy)", "SIMS"]
+    assert summary["precision_at_k"].between(0, 1).all() and (summary["n_types"] > 0).all()
