@@ -12,7 +12,6 @@ from anndata import AnnData
 from scattn.module import CFANModule
 
 from .base import GenePanelClassifier
-from .base._query import FineTune
 
 logger = logging.getLogger(__name__)
 
@@ -162,48 +161,3 @@ class CFAN(GenePanelClassifier):
         if return_features:
             return out["feature_attention"], out["features"]
         return out["feature_attention"]
-
-    # -- transfer ---------------------------------------------------------------------------
-    @classmethod
-    def load_query_data(
-        cls,
-        adata: AnnData,
-        reference_model: CFAN,
-        *,
-        fine_tune: FineTune = "all",
-        extend_classes: bool = False,
-        min_gene_overlap: float = 0.5,
-    ) -> CFAN:
-        """A CFAN for a query dataset that starts from a trained reference model.
-
-        The query is registered like the reference (same layer, kind of data and labels
-        column; the reference's classes); the reference's genes are found in the query by
-        name (genes the query lacks read as zero in this model, also on data it predicts
-        later) and every weight is copied. ``model.train(...)`` then fine-tunes on the
-        query's labelled cells: only the classifier (the paper's setting A) or the whole
-        network (setting B).
-
-        Parameters
-        ----------
-        adata
-            The query AnnData, with the reference's labels column (unlabelled cells NaN or the
-            reference's `unlabeled_category`). Registered in place, as scvi-tools does.
-        reference_model
-            A trained CFAN.
-        fine_tune
-            ``"classifier"``: train only the final fully connected layer; ``"all"``: every
-            weight.
-        extend_classes
-            Add the query's labels that the reference lacks as new classes (new classifier
-            rows). With `False`, such labels are an error.
-        min_gene_overlap
-            Smallest fraction of the reference's genes the query must have.
-
-        Returns
-        -------
-        The query model (not yet trained; predicting with it before training warns).
-        """
-        return cls._make_query_model(
-            adata, reference_model, fine_tune=fine_tune, extend_classes=extend_classes,
-            min_gene_overlap=min_gene_overlap,
-        )

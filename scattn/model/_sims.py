@@ -14,12 +14,10 @@ from scvi import REGISTRY_KEYS
 from scvi.dataloaders._data_splitting import validate_data_split
 from scvi.train import TrainRunner
 
-from scattn._settings import settings
 from scattn.module import SIMSModule
 from scattn.train import MaskedPretrainingPlan
 
 from .base import GenePanelClassifier
-from .base._query import FineTune
 
 logger = logging.getLogger(__name__)
 
@@ -224,9 +222,7 @@ class SIMS(GenePanelClassifier):
         accuracy decides, as in the SIMS code: on small validation sets accuracy moves in
         coarse steps and ties stop training too early.
         """
-        batch_size = batch_size or self._batch_size_for(self.adata.n_obs, train_size, validation_size)
-        if batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (batch norm needs two cells), got {batch_size}.")
+        batch_size = self._batch_size_for(self.adata.n_obs, train_size, validation_size, batch_size)
         val = (1 - train_size) if validation_size is None else validation_size
         plan = {"weight_decay": weight_decay}
         if val > 0:
@@ -245,10 +241,16 @@ class SIMS(GenePanelClassifier):
         )
 
     @classmethod
-    def _batch_size_for(cls, n_obs: int, train_size: float, validation_size: float | None) -> int:
-        """256 (SIMS), lowered by powers of two (to 32) until an epoch has >= 8 minibatches."""
-        n_train, _ = validate_data_split(n_obs, train_size, validation_size, None, False, False)
-        return default_batch_size(n_train, cls._default_train_batch_size)
+    def _batch_size_for(cls, n_obs: int, train_size: float, validation_size: float | None,
+                        batch_size: int | None = None) -> int:
+        """`batch_size` (at least 2: batch norm), or 256 (SIMS) lowered by powers of two (to 32)
+        until an epoch has >= 8 minibatches."""
+        if batch_size is None:
+            n_train, _ = validate_data_split(n_obs, train_size, validation_size, None, False, False)
+            batch_size = default_batch_size(n_train, cls._default_train_batch_size)
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (batch norm needs two cells), got {batch_size}.")
+        return batch_size
 
     @staticmethod
     def _drop_last(n_obs: int, train_size: float, validation_size: float | None, batch_size: int) -> bool:
@@ -306,23 +308,11 @@ class SIMS(GenePanelClassifier):
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer`.
         """
-        if max_epochs < 1:
-            raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
-        if not 0 < train_size <= 1:
-            raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
-        batch_size = batch_size or self._batch_size_for(self.adata.n_obs if adata is None else adata.n_obs,
-                                                        train_size, None)
-        if batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (batch norm needs two cells), got {batch_size}.")
-        has_validation = train_size < 1
-        trainer_kwargs.setdefault("enable_progress_bar", settings.progress_bar)
-        if early_stopping and has_validation:
-            trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
-            trainer_kwargs.setdefault("early_stopping_patience", early_stopping_patience)
-        if settings.seed is not None:
-            import scvi
-
-            scvi.settings.seed = settings.seed
+        has_validation = self._prepare_training(
+            max_epochs, train_size, None, early_stopping, early_stopping_patience, trainer_kwargs
+        )
+        batch_size = self._batch_size_for(self.adata.n_obs if adata is None else adata.n_obs,
+                                          train_size, None, batch_size)
         plan = MaskedPretrainingPlan(
             self.module, mask_ratio=mask_ratio, lr=self._default_lr if lr is None else lr,
             weight_decay=weight_decay, eps=1e-8,
@@ -404,8 +394,7 @@ class SIMS(GenePanelClassifier):
         summary = ExplainSummary(classes, self.var_names_, codes=codes)
         with self._aligned(adata) as internal:
             self._run_inference(internal, indices=indices, batch_size=batch_size, keys=(), accumulate=summary)
-        res = summary.results(pd.Index(self.var_names_).isin(self._read_genes)
-                              & pd.Index(self.var_names_).isin(target.var_names))
+        res = summary.results(self._readable_in(target.var_names))
         return res["feature_importances"], res["class_importances"]
 
     def _attention_summary(self) -> ExplainSummary:
@@ -417,45 +406,6 @@ class SIMS(GenePanelClassifier):
     def _query_state(cls, reference: SIMS, adata: AnnData, gene_index: np.ndarray) -> dict:
         """The query's own class weights (from its labels), not the reference's."""
         return {"class_weights": None}
-
-    @classmethod
-    def load_query_data(
-        cls,
-        adata: AnnData,
-        reference_model: SIMS,
-        *,
-        fine_tune: FineTune = "all",
-        extend_classes: bool = False,
-        min_gene_overlap: float = 0.5,
-    ) -> SIMS:
-        """A SIMS for a query dataset that starts from a trained reference model.
-
-        The query is registered like the reference (same layer, kind of data, labels column;
-        the reference's classes), genes are found by name (genes the query lacks read as zero)
-        and every weight is copied; the class weights of the loss are recomputed from the
-        query's labels. ``model.train(...)`` then fine-tunes the classifier only or all.
-
-        Parameters
-        ----------
-        adata
-            The query AnnData, with the reference's labels column. Registered in place.
-        reference_model
-            A trained SIMS.
-        fine_tune
-            ``"classifier"``: train only the final linear layer; ``"all"``: every weight.
-        extend_classes
-            Add the query's labels that the reference lacks as new classes.
-        min_gene_overlap
-            Smallest fraction of the reference's genes the query must have.
-
-        Returns
-        -------
-        The query model (not yet trained).
-        """
-        return cls._make_query_model(
-            adata, reference_model, fine_tune=fine_tune, extend_classes=extend_classes,
-            min_gene_overlap=min_gene_overlap,
-        )
 
 
 def default_batch_size(n_train: int, largest: int = 256, smallest: int = 32, min_batches: int = 8) -> int:

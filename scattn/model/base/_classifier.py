@@ -113,21 +113,11 @@ class ClassifierMixin:
         Training history (``train_loss``, ``validation_loss``, ``accuracy_train``,
         ``accuracy_validation``) is in ``model.history``.
         """
-        if max_epochs < 1:
-            raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
-        if not 0 < train_size <= 1:
-            raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
-        has_validation = ((1 - train_size) if validation_size is None else validation_size) > 0
+        has_validation = self._prepare_training(
+            max_epochs, train_size, validation_size, early_stopping, early_stopping_patience, trainer_kwargs
+        )
         plan = {"lr": self._default_lr if lr is None else lr, "eps": 1e-8, "weight_decay": 0.0}
         plan.update(plan_kwargs or {})
-        trainer_kwargs.setdefault("enable_progress_bar", settings.progress_bar)
-        if early_stopping and has_validation:
-            trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
-            trainer_kwargs.setdefault("early_stopping_patience", early_stopping_patience)
-        if settings.seed is not None:
-            import scvi
-
-            scvi.settings.seed = settings.seed
         # inference leaves the module in eval mode and Lightning keeps modes as it finds them:
         # without this, dropout would stay off when training follows a prediction
         self.module.train()
@@ -144,6 +134,29 @@ class ClassifierMixin:
             datasplitter_kwargs=datasplitter_kwargs,
             **trainer_kwargs,
         )
+
+    @staticmethod
+    def _prepare_training(max_epochs: int, train_size: float, validation_size: float | None,
+                          early_stopping: bool, early_stopping_patience: int, trainer_kwargs: dict) -> bool:
+        """Checks and settings every training run shares; return whether there is a validation set.
+
+        Fills `trainer_kwargs` (progress bar, early stopping on the validation loss) and seeds
+        scvi-tools from :attr:`scattn.settings.seed`.
+        """
+        if max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
+        if not 0 < train_size <= 1:
+            raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
+        has_validation = ((1 - train_size) if validation_size is None else validation_size) > 0
+        trainer_kwargs.setdefault("enable_progress_bar", settings.progress_bar)
+        if early_stopping and has_validation:
+            trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
+            trainer_kwargs.setdefault("early_stopping_patience", early_stopping_patience)
+        if settings.seed is not None:
+            import scvi
+
+            scvi.settings.seed = settings.seed
+        return has_validation
 
     # -- inference -------------------------------------------------------------------------
     def get_latent_representation(
@@ -218,9 +231,8 @@ class ClassifierMixin:
             "n_model_genes": len(self.var_names_),
             "classes": classes,
         }
-        readable = pd.Index(self.var_names_).isin(self._read_genes) & pd.Index(self.var_names_).isin(target.var_names)
         return PredictionResult(
-            uns={} if summary is None else summary.results(readable),
+            uns={} if summary is None else summary.results(self._readable_in(target.var_names)),
             prediction=prediction,
             confidence=pd.Series(confidence, index=index),
             probabilities=pd.DataFrame(probs, index=index, columns=classes),
@@ -236,11 +248,15 @@ class ClassifierMixin:
         (a dict) goes beside ``params`` in ``adata.uns[key]``; `None`: nothing extra."""
         return None
 
+    def _readable_in(self, var_names: pd.Index) -> np.ndarray:
+        """Which model genes (``var_names_`` order) the model reads and `var_names` holds."""
+        genes = pd.Index(self.var_names_)
+        return genes.isin(self._read_genes) & genes.isin(pd.Index(var_names))
+
     def _attention_in_genes_of(self, attention: sparse.csr_matrix, var_names: pd.Index) -> sparse.csr_matrix:
         """Map a cells x model-genes matrix onto the columns `var_names` (absent genes dropped)."""
         pos = pd.Index(var_names).get_indexer(pd.Index(self.var_names_))
-        readable = pd.Index(self.var_names_).isin(self._read_genes)
-        keep = np.flatnonzero((pos >= 0) & readable)  # genes the model never reads get nothing
+        keep = np.flatnonzero(self._readable_in(var_names))  # genes the model never reads get nothing
         selector = sparse.csr_matrix(
             (np.ones(len(keep), dtype=np.float32), (keep, pos[keep])),
             shape=(len(self.var_names_), len(var_names)),

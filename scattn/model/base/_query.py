@@ -37,6 +37,50 @@ class QueryMixin:
         return {}
 
     @classmethod
+    def load_query_data(
+        cls,
+        adata: AnnData,
+        reference_model,
+        *,
+        fine_tune: FineTune = "all",
+        extend_classes: bool = False,
+        min_gene_overlap: float = 0.5,
+    ):
+        """A model for a query dataset that starts from a trained reference model.
+
+        The query is registered like the reference (same layer, kind of data and labels
+        column; the reference's classes); the reference's genes are found in the query by
+        name (genes the query lacks read as zero in this model, also on data it predicts
+        later) and every weight is copied (SIMS recomputes its class weights from the
+        query's labels). ``model.train(...)`` then fine-tunes on the query's labelled cells:
+        only the classifier (the CFAN/CGRAN paper's setting A) or the whole network
+        (setting B).
+
+        Parameters
+        ----------
+        adata
+            The query AnnData, with the reference's labels column (unlabelled cells NaN or the
+            reference's `unlabeled_category`). Registered in place, as scvi-tools does.
+        reference_model
+            A trained model of this class.
+        fine_tune
+            ``"classifier"``: train only the final layer; ``"all"``: every weight.
+        extend_classes
+            Add the query's labels that the reference lacks as new classes (new classifier
+            rows). With `False`, such labels are an error.
+        min_gene_overlap
+            Smallest fraction of the reference's genes the query must have.
+
+        Returns
+        -------
+        The query model (not yet trained; predicting with it before training warns).
+        """
+        return cls._make_query_model(
+            adata, reference_model, fine_tune=fine_tune, extend_classes=extend_classes,
+            min_gene_overlap=min_gene_overlap,
+        )
+
+    @classmethod
     def _make_query_model(
         cls,
         adata: AnnData,
