@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._validate import label_strings
+from ._validate import check_var_names, label_strings
 
 logger = logging.getLogger(__name__)
 
@@ -334,15 +334,8 @@ def _check_obs_columns(infos: list[_FileInfo], labels_key: str | None, source_ke
 def _common_genes(infos: list[_FileInfo]) -> pd.Index:
     """The genes of every file, in the first file's order; logs what each file loses."""
     for info in infos:
-        names = info.var.index
-        if not names.is_unique:
-            dup = names[names.duplicated()].unique()
-            raise ValueError(
-                f"{info.name} has {len(dup)} duplicated gene names "
-                f"({', '.join(map(str, dup[:5]))}{', ...' if len(dup) > 5 else ''}); genes are "
-                "matched by name, so make them unique (`adata.var_names_make_unique()`) and write "
-                "the file again."
-            )
+        check_var_names(info.var.index, where=info.name,
+                        fix="make them unique (`adata.var_names_make_unique()`) and write the file again")
     genes = infos[0].var.index
     for info in infos[1:]:
         genes = genes[genes.isin(info.var.index)]

@@ -134,14 +134,15 @@ def _raise_on_values(n_bad: int, minimum, integral: bool, expression: Expression
         )
 
 
-def check_var_names(var_names: pd.Index, *, where: str = "adata") -> None:
-    """Raise on duplicated gene names."""
+def check_var_names(var_names: pd.Index, *, where: str = "adata",
+                    fix: str = "make them unique first, e.g. `adata.var_names_make_unique()`") -> None:
+    """Raise on duplicated gene names (the message names up to five and says `fix`)."""
     if not var_names.is_unique:
         dup = var_names[var_names.duplicated()].unique()
-        shown = ", ".join(map(str, dup[:5]))
+        shown = ", ".join(map(str, dup[:5])) + (", ..." if len(dup) > 5 else "")
         raise ValueError(
-            f"{where} has {len(dup)} duplicated gene names ({shown}, ...); genes are matched by "
-            "name, so make them unique first, e.g. `adata.var_names_make_unique()`."
+            f"{where} has {len(dup)} duplicated gene names ({shown}); genes are matched by "
+            f"name, so {fix}."
         )
 
 
