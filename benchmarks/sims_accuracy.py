@@ -73,9 +73,20 @@ def _plateau_scheduler():
     return Plateau
 
 
-def run_tabnet(task, a_train, a_test, seed, max_epochs):
+def tabnet_classifier(seed: int, **kwargs):
+    """pytorch-tabnet's TabNetClassifier with SIMS' architecture, optimiser and clipping."""
     import torch
     from pytorch_tabnet.tab_model import TabNetClassifier
+
+    return TabNetClassifier(
+        n_d=8, n_a=8, n_steps=3, gamma=1.3, n_independent=2, n_shared=2, lambda_sparse=1e-3,
+        momentum=0.02, optimizer_fn=torch.optim.Adam, optimizer_params={"lr": 1e-2, "weight_decay": 1e-3},
+        clip_value=0.5, seed=seed, verbose=0, device_name="cpu", **kwargs,
+    )
+
+
+def run_tabnet(task, a_train, a_test, seed, max_epochs):
+    import torch
 
     from scattn.model._sims import default_batch_size
 
@@ -92,13 +103,8 @@ def run_tabnet(task, a_train, a_test, seed, max_epochs):
     classes, counts = np.unique(y, return_counts=True)
     weight = torch.tensor(len(y) / (len(classes) * counts), dtype=torch.float32)
     t0 = time.perf_counter()
-    clf = TabNetClassifier(
-        n_d=8, n_a=8, n_steps=3, gamma=1.3, n_independent=2, n_shared=2, lambda_sparse=1e-3,
-        momentum=0.02, optimizer_fn=torch.optim.Adam, optimizer_params={"lr": 1e-2, "weight_decay": 1e-3},
-        scheduler_fn=_plateau_scheduler(),
-        scheduler_params={"mode": "min", "factor": 0.75, "patience": 5},
-        clip_value=0.5, seed=seed, verbose=0, device_name="cpu",
-    )
+    clf = tabnet_classifier(seed, scheduler_fn=_plateau_scheduler(),
+                            scheduler_params={"mode": "min", "factor": 0.75, "patience": 5})
     # its ReduceLROnPlateau steps on the last validation metric: the log-loss
     clf.fit(x_tr, y_tr, eval_set=[(x_va, y_va)], eval_metric=["logloss"], max_epochs=max_epochs,
             patience=PATIENCE, batch_size=default_batch_size(len(y_tr)), virtual_batch_size=128,

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ._common import RESULTS, load_tasks, lognorm_matrix, write_results
+from .sims_accuracy import tabnet_classifier
 
 
 def time_sims(task, epochs: int, batch_size: int) -> float:
@@ -33,16 +34,12 @@ def time_sims(task, epochs: int, batch_size: int) -> float:
 
 
 def time_tabnet(task, epochs: int, batch_size: int) -> float:
-    import torch
-    from pytorch_tabnet.tab_model import TabNetClassifier
     from sklearn.model_selection import train_test_split
 
     x = np.asarray(lognorm_matrix(task.adata, task.expression).todense(), dtype=np.float32)
     y = task.adata.obs[task.labels_key].astype(str).to_numpy()
     x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=0.1, stratify=y, random_state=0)
-    clf = TabNetClassifier(n_d=8, n_a=8, n_steps=3, gamma=1.3, lambda_sparse=1e-3, momentum=0.02,
-                           optimizer_fn=torch.optim.Adam, optimizer_params={"lr": 1e-2, "weight_decay": 1e-3},
-                           clip_value=0.5, seed=0, verbose=0, device_name="cpu")
+    clf = tabnet_classifier(0)
     t0 = time.perf_counter()
     # x is densified before the clock starts; patience larger than epochs: no early stop
     clf.fit(x_tr, y_tr, eval_set=[(x_va, y_va)], eval_metric=["logloss"], max_epochs=epochs,
