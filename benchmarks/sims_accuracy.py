@@ -31,21 +31,8 @@ import numpy as np
 import pandas as pd
 
 from ._common import RESULTS, load_tasks, lognorm_matrix, splits, write_results
-
-PATIENCE = 15
-N_HVG = 2000
-
-
-def _metrics(y_true, y_pred) -> dict:
-    import anndata as ad
-
-    import scattn as sa
-
-    obs = pd.DataFrame({"truth": pd.Categorical(np.asarray(y_true, dtype=str)),
-                        "pred": np.asarray(y_pred, dtype=str)})
-    obs.index = obs.index.astype(str)
-    m = sa.tl.evaluate(ad.AnnData(obs=obs), "truth", "pred")
-    return {k: float(m[k]) for k in ("accuracy", "balanced_accuracy", "macro_f1", "median_f1")}
+from ._methods import PATIENCE, fit_scanvi_model, fit_tabnet_model
+from ._methods import metrics as _metrics
 
 
 def run_sims(task, a_train, a_test, seed, max_epochs):
@@ -61,54 +48,12 @@ def run_sims(task, a_train, a_test, seed, max_epochs):
     return pred, t_train, time.perf_counter() - t0, len(model.history["train_loss"])
 
 
-def _plateau_scheduler():
-    """ReduceLROnPlateau as pytorch-tabnet 4.1 recognises one (it looks for `is_better`, a
-    method recent torch releases renamed; without it the callback calls ``step()`` bare)."""
-    import torch
-
-    class Plateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
-        def is_better(self, a, best):
-            return self._is_better(a, best) if hasattr(self, "_is_better") else a < best
-
-    return Plateau
-
-
-def tabnet_classifier(seed: int, **kwargs):
-    """pytorch-tabnet's TabNetClassifier with SIMS' architecture, optimiser and clipping."""
-    import torch
-    from pytorch_tabnet.tab_model import TabNetClassifier
-
-    return TabNetClassifier(
-        n_d=8, n_a=8, n_steps=3, gamma=1.3, n_independent=2, n_shared=2, lambda_sparse=1e-3,
-        momentum=0.02, optimizer_fn=torch.optim.Adam, optimizer_params={"lr": 1e-2, "weight_decay": 1e-3},
-        clip_value=0.5, seed=seed, verbose=0, device_name="cpu", **kwargs,
-    )
-
-
 def run_tabnet(task, a_train, a_test, seed, max_epochs):
-    import torch
-
-    from scattn.model._sims import default_batch_size
-
     x = np.asarray(lognorm_matrix(a_train, task.expression).todense(), dtype=np.float32)
     x_te = np.asarray(lognorm_matrix(a_test, task.expression).todense(), dtype=np.float32)
     y = a_train.obs[task.labels_key].astype(str).to_numpy()
-    # 10% validation with every class in it (its log-loss needs all classes; panc8 has
-    # classes of 4 training cells, which a plain stratified 10% split can leave out)
-    rng = np.random.default_rng(seed)
-    val = np.concatenate([rng.choice(np.flatnonzero(y == c), max(1, round(0.1 * (y == c).sum())), replace=False)
-                          for c in np.unique(y) if (y == c).sum() >= 2])
-    is_val = np.isin(np.arange(len(y)), val)
-    x_tr, x_va, y_tr, y_va = x[~is_val], x[is_val], y[~is_val], y[is_val]
-    classes, counts = np.unique(y, return_counts=True)
-    weight = torch.tensor(len(y) / (len(classes) * counts), dtype=torch.float32)
     t0 = time.perf_counter()
-    clf = tabnet_classifier(seed, scheduler_fn=_plateau_scheduler(),
-                            scheduler_params={"mode": "min", "factor": 0.75, "patience": 5})
-    # its ReduceLROnPlateau steps on the last validation metric: the log-loss
-    clf.fit(x_tr, y_tr, eval_set=[(x_va, y_va)], eval_metric=["logloss"], max_epochs=max_epochs,
-            patience=PATIENCE, batch_size=default_batch_size(len(y_tr)), virtual_batch_size=128,
-            loss_fn=torch.nn.CrossEntropyLoss(weight=weight), drop_last=False)
+    clf = fit_tabnet_model(x, y, seed, max_epochs)
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
     pred = clf.predict(x_te)
@@ -116,26 +61,12 @@ def run_tabnet(task, a_train, a_test, seed, max_epochs):
 
 
 def run_scanvi(task, a_train, a_test, seed, max_epochs):
-    import scvi
-
-    scvi.settings.seed = seed
-    import scanpy as sc
-
     t0 = time.perf_counter()
-    if a_train.n_vars > N_HVG:  # as the scvi-tools tutorials do
-        hvg = sc.pp.highly_variable_genes(a_train, n_top_genes=N_HVG, flavor="seurat_v3", inplace=False)
-        keep = hvg["highly_variable"].to_numpy()
-        a_train, a_test = a_train[:, keep].copy(), a_test[:, keep].copy()
-    scvi.model.SCVI.setup_anndata(a_train, labels_key=task.labels_key)
-    vae = scvi.model.SCVI(a_train, n_layers=2, n_latent=30, gene_likelihood="nb")
-    vae.train(enable_progress_bar=False)
-    lvae = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category="Unknown")
-    lvae.train(max_epochs=20, n_samples_per_label=100, enable_progress_bar=False)
+    lvae, genes = fit_scanvi_model(a_train, task.labels_key, seed)
     t_train = time.perf_counter() - t0
-    epochs = len(vae.history["train_loss"]) + len(lvae.history["train_loss"])
     t0 = time.perf_counter()
-    pred = lvae.predict(a_test)
-    return pred, t_train, time.perf_counter() - t0, epochs
+    pred = lvae.predict(a_test[:, genes].copy())
+    return pred, t_train, time.perf_counter() - t0, lvae.n_epochs_
 
 
 def run_lr(task, a_train, a_test, seed, max_epochs):

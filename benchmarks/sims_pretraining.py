@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ._common import RESULTS, load_tasks, splits, write_results
-from .sims_accuracy import _metrics
+from ._methods import metrics as _metrics
 
 FRACTIONS = (0.01, 0.05, 0.1, 1.0)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ._common import RESULTS, load_tasks, lognorm_matrix, write_results
-from .sims_accuracy import tabnet_classifier
+from ._methods import tabnet_classifier
 
 
 def time_sims(task, epochs: int, batch_size: int) -> float:
