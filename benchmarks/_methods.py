@@ -1,6 +1,8 @@
 """The classifiers the benchmark compares: scattn's models and the peers a user would pick.
 
-Every method is a function ``fit(split, seed, budget) -> Fitted``: it trains on
+Every method is a function ``fit(split, seed, budget) -> Fitted``, `budget` a dict of
+training arguments (``max_epochs``, for CGRAN also ``lr``; empty: the method's defaults): it
+trains on
 ``split.train`` (labels in ``split.labels_key``) and returns an object whose ``predict``
 labels new cells (``split.test``, labels hidden) and, where the method has them, whose
 ``markers`` ranks genes per class on the training cells. The runner times ``fit`` and
@@ -105,7 +107,7 @@ def markers_from_layer(adata: AnnData, layer: str, groupby: str, k: int) -> dict
 
 
 # -- scattn ---------------------------------------------------------------------------------
-def _fit_scattn(name: str, split: Split, seed: int, budget: int | None) -> Fitted:
+def _fit_scattn(name: str, split: Split, seed: int, budget: dict) -> Fitted:
     import scattn as sa
 
     sa.settings.seed = seed
@@ -114,7 +116,7 @@ def _fit_scattn(name: str, split: Split, seed: int, budget: int | None) -> Fitte
     model_cls = getattr(sa.model, name)
     model_cls.setup_anndata(train, labels_key=split.labels_key, expression=split.expression)
     model = model_cls(train)
-    kwargs = {} if budget is None else {"max_epochs": budget}
+    kwargs = dict(budget)
     if name == "SIMS":
         kwargs["early_stopping_patience"] = PATIENCE
     model.train(**kwargs)
@@ -167,9 +169,11 @@ def fit_scanvi_model(train: AnnData, labels_key: str, seed: int, *, scvi_epochs:
 def fit_scanvi(split, seed, budget):
     if split.expression != "counts":
         raise NotApplicable("scANVI needs counts")
-    # budget caps scVI's epochs (default: scvi-tools' own rule, ~400 on a few thousand cells)
-    model, genes = fit_scanvi_model(split.train, split.labels_key, seed, scvi_epochs=budget,
-                                    scanvi_epochs=20 if budget is None else min(20, budget))
+    # the budget caps scVI's epochs (default: scvi-tools' own rule, ~400 on a few thousand
+    # cells); neither scVI nor scANVI stops early by default
+    cap = budget.get("max_epochs")
+    model, genes = fit_scanvi_model(split.train, split.labels_key, seed, scvi_epochs=cap,
+                                    scanvi_epochs=20 if cap is None else min(20, cap))
 
     def predict(test: AnnData) -> np.ndarray:
         return np.asarray(model.predict(test[:, genes].copy()), dtype=str)
@@ -249,7 +253,8 @@ def fit_tabnet_model(x: np.ndarray, y: np.ndarray, seed: int, max_epochs: int):
                             scheduler_params={"mode": "min", "factor": 0.75, "patience": 5})
     clf.fit(x[~is_val], y[~is_val], eval_set=[(x[is_val], y[is_val])], eval_metric=["logloss"],
             max_epochs=max_epochs, patience=PATIENCE, batch_size=default_batch_size(int((~is_val).sum())),
-            virtual_batch_size=128, loss_fn=torch.nn.CrossEntropyLoss(weight=weight), drop_last=False)
+            virtual_batch_size=128, loss_fn=torch.nn.CrossEntropyLoss(weight=weight), drop_last=False,
+            compute_importance=False)  # an extra pass over the data SIMS does not make
     return clf
 
 
@@ -260,7 +265,7 @@ def _dense(m) -> np.ndarray:
 def fit_tabnet(split, seed, budget):
     x = _dense(_cp10k(split, split.train))
     y = _labels(split)
-    clf = fit_tabnet_model(x, y, seed, max_epochs=500 if budget is None else budget)
+    clf = fit_tabnet_model(x, y, seed, max_epochs=budget.get("max_epochs", 500))
 
     def predict(test: AnnData) -> np.ndarray:
         return np.asarray(clf.predict(_dense(_cp10k(split, test))), dtype=str)
@@ -306,7 +311,7 @@ def fit_svm(split, seed, budget):
     return _fit_linear(LinearSVC(C=1.0, random_state=seed), split)
 
 
-METHODS: dict[str, Callable[[Split, int, int | None], Fitted]] = {
+METHODS: dict[str, Callable[[Split, int, dict], Fitted]] = {
     "CGRAN": fit_cgran,
     "CFAN": fit_cfan,
     "SIMS": fit_sims,

@@ -50,14 +50,21 @@ def subsample(task: Task, max_cells: int | None, seed: int = 0) -> Task:
 
 
 def _hide(test: AnnData, labels_key: str) -> tuple[AnnData, np.ndarray]:
+    """A copy of `test` whose obs holds only the labels column, every value "Unknown"."""
+    import pandas as pd
+
     y = test.obs[labels_key].astype(str).to_numpy()
     test = test.copy()
-    test.obs[labels_key] = "Unknown"  # nobody sees the test labels
+    # every other column goes too: several sets carry other label columns (paul15_clusters,
+    # celltype, cell_line, louvain, ...)
+    test.obs = pd.DataFrame({labels_key: "Unknown"}, index=test.obs_names)
     return test, y
 
 
 def within_splits(names, seeds, max_cells: int | None) -> Iterator[tuple[Split, str]]:
     """Stratified 80/20 splits of each dataset, one per seed."""
+    if not names:
+        return
     for task in load_tasks(list(names)):
         task = subsample(task, max_cells)
         for seed, train, test in splits(task.adata.obs[task.labels_key], seeds=seeds):
@@ -85,5 +92,5 @@ def cross_splits(names, seeds) -> Iterator[tuple[Split, str]]:
         ref.obs["cell_type"] = ref.obs["cell_type"].astype("category")
         for seed in seeds:
             a_test, y = _hide(query, "cell_type")
-            yield (Split(wanted[key], seed, ref, a_test, y, "cell_type", expression),
+            yield (Split(wanted[key], seed, ref.copy(), a_test, y, "cell_type", expression),
                    f"{note}; {len(genes)} shared genes; {ref.n_obs} -> {query.n_obs} cells")

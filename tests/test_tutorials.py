@@ -1,0 +1,25 @@
+"""The tutorials run headless, top to bottom, so they cannot rot."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "tutorials").glob("*.ipynb"))
+
+
+def test_tutorials_found():
+    assert NOTEBOOKS, "no notebooks in tutorials/"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_tutorial_runs(path, tmp_path):
+    nb = nbformat.read(path, as_version=4)
+    # the notebook's working directory is a temporary one: nothing is written next to it
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for cell in nb.cells if cell.cell_type == "code"
+              for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
