@@ -65,7 +65,8 @@ class Fitted:
     epochs: float = np.nan
     markers: Callable[[int], dict[str, list[str]]] | None = None
     note: str = ""
-    extra: dict = field(default_factory=dict)
+    # further marker rankings of the same model, scored as "<method> <label>"
+    extra_markers: dict[str, Callable[[int], dict[str, list[str]]]] = field(default_factory=dict)
 
 
 def metrics(y_true, y_pred) -> dict:
@@ -94,13 +95,15 @@ def _top_from_scores(scores: np.ndarray, classes, genes, k: int) -> dict[str, li
     return out
 
 
-def markers_from_layer(adata: AnnData, layer: str, groupby: str, k: int) -> dict[str, list[str]]:
+def markers_from_layer(adata: AnnData, layer: str, groupby: str, k: int,
+                       contrast: str = "max_other") -> dict[str, list[str]]:
     """Top-`k` markers per group from an attribution layer (the CGRAN paper's picking rule)."""
     import scanpy as sc
 
     import scattn as sa
 
-    sa.tl.marker_genes_from_attention(adata, groupby=groupby, layer=layer, key_added="_bench_markers")
+    sa.tl.marker_genes_from_attention(adata, groupby=groupby, layer=layer, key_added="_bench_markers",
+                                      contrast=contrast)
     groups = adata.uns["_bench_markers"]["names"].dtype.names
     return {g: sc.get.rank_genes_groups_df(adata, group=g, key="_bench_markers")["names"]
             .astype(str).head(k).tolist() for g in groups}
@@ -124,12 +127,16 @@ def _fit_scattn(name: str, split: Split, seed: int, budget: dict) -> Fitted:
     def predict(test: AnnData) -> np.ndarray:
         return model.predict(test, inplace=False).prediction.astype(str).to_numpy()
 
-    def markers(k: int) -> dict[str, list[str]]:
-        data = split.train.copy()
-        model.predict(data)  # writes the attribution layer of the training cells
-        return markers_from_layer(data, f"{model._key}_attention", split.labels_key, k)
+    cache = {}
 
-    return Fitted(predict, epochs=len(model.history["train_loss"]), markers=markers)
+    def markers(k: int, contrast: str = "max_other") -> dict[str, list[str]]:
+        if "data" not in cache:
+            cache["data"] = split.train.copy()
+            model.predict(cache["data"])  # writes the attribution layer of the training cells
+        return markers_from_layer(cache["data"], f"{model._key}_attention", split.labels_key, k, contrast)
+
+    return Fitted(predict, epochs=len(model.history["train_loss"]), markers=markers,
+                  extra_markers={"(vs rest)": lambda k: markers(k, "rest")})
 
 
 def fit_cgran(split, seed, budget):

@@ -83,8 +83,9 @@ def plot_accuracy(table: pd.DataFrame, path: str | Path) -> None:
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", lw=0.3)
     axes[0].set_ylabel("held-out cells (mean of seeds, sd bars)")
-    axes[1].legend(fontsize=7, loc="lower right", ncol=2, framealpha=0.9)
-    fig.tight_layout()
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(methods), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)
 

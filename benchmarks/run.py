@@ -117,10 +117,16 @@ def run_split(split: Split, note: str, methods, budget: dict, *, k: int,
               f"train {fit.seconds:.1f} s, predict {pred.seconds:.2f} s, {rows[-1]['peak_mb']:.0f} MiB",
               flush=True)
         if split.markers and fitted.markers is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                marker_rows += score_markers(fitted.markers(k), reference, split.train.var_names, k,
-                                             name, split)
+            rankings = {name: fitted.markers, **{f"{name} {lab}": f for lab, f in fitted.extra_markers.items()}}
+            for label, rank in rankings.items():
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        found = rank(k)
+                except Exception:
+                    log.exception("markers of %s on %s seed %d failed", label, split.task, split.seed)
+                    continue
+                marker_rows += score_markers(found, reference, split.train.var_names, k, label, split)
     return rows, marker_rows
 
 

@@ -114,6 +114,7 @@ def gene_attention_heatmap(
     cm = plt.get_cmap(cmap).copy()
     cm = cm.with_extremes(bad="lightgrey")
     im = ax_.imshow(shown, cmap=cm, interpolation="nearest")
+    ax_.grid(False)  # a heatmap under scanpy's style (axes.grid on) gets no grid lines
     labels = [f"{g} ({grp})" for g, grp in zip(genes, membership["marker_group"], strict=True)]
     ax_.set_xticks(range(n), labels, rotation=90, fontsize=8)
     ax_.set_yticks(range(n), labels, fontsize=8)
@@ -188,6 +189,7 @@ def attention_heatmap(
         shown = (means - means.min(0)) / rng.where(rng > 0, 1)
     fig, ax_ = new_axes(ax, (max(6.0, 0.3 * len(genes) + 2.5), max(3.0, 0.35 * len(classes) + 1.5)))
     im = ax_.imshow(shown.to_numpy(), aspect="auto", cmap=cmap, interpolation="nearest")
+    ax_.grid(False)  # a heatmap under scanpy's style (axes.grid on) gets no grid lines
     ax_.set_xticks(range(len(genes)), genes, rotation=90, fontsize=8)
     ax_.set_yticks(range(len(classes)), classes, fontsize=9)
     for (s, e), grp in zip(spans, marker_groups, strict=True):

@@ -81,6 +81,7 @@ def confusion_matrix(
     size = (min(0.5 * n_cols + 3.0, 18.0), min(0.45 * n_rows + 2.2, 16.0))
     fig, ax_ = new_axes(ax, size)
     vmax = 1.0 if normalize else max(values.max(), 1.0)
+    ax_.grid(False)  # a heatmap under scanpy's style (axes.grid on) gets no grid lines
     im = ax_.imshow(values, cmap=cmap, vmin=0.0, vmax=vmax, aspect="auto",
                     interpolation="nearest")
     rows = [str(c) for c in cm.index]

@@ -88,6 +88,7 @@ def feature_attention(
             mosaic[r * (h + gap): r * (h + gap) + h, k * (w + gap): k * (w + gap) + w] = tile
     fig, ax_ = new_axes(ax, (0.85 * n_cols * w / h + 4.5, 0.85 * len(classes) + 1.4))
     im = ax_.imshow(np.ma.masked_invalid(mosaic), cmap=cmap, interpolation="nearest", aspect="equal")
+    ax_.grid(False)  # a heatmap under scanpy's style (axes.grid on) gets no grid lines
     ax_.set_yticks([r * (h + gap) + (h - 1) / 2 for r in range(len(classes))], classes, fontsize=9)
     labels = [f"cell {k + 1}" for k in range(n_cells)] + ["class mean"]
     ax_.set_xticks([k * (w + gap) + (w - 1) / 2 for k in range(n_cols)], labels, fontsize=8)

@@ -107,6 +107,7 @@ def class_importances(
     n_rows, n_cols = sub.shape
     fig, axis = new_axes(ax, (max(4.0, 0.2 * n_cols + 2.5), max(2.0, 0.32 * n_rows + 1.5)))
     im = axis.imshow(sub.to_numpy(), aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    axis.grid(False)  # a heatmap under scanpy's style (axes.grid on) gets no grid lines
     axis.set_xticks(np.arange(n_cols), sub.columns, rotation=90, fontsize=7)
     axis.set_yticks(np.arange(n_rows), sub.index, fontsize=9)
     axis.set_title("Feature importance per class (each gene / its max)")

@@ -29,6 +29,25 @@ def test_planted_markers_rank_first():
     assert res["pts"].loc["g0", "a"] == 1.0 and res["pts_rest"].loc["g0", "a"] == 0.0
 
 
+def test_contrast_rest_keeps_markers_shared_by_related_groups():
+    """A gene picked by all cells of a and b (not c) scores 0 against the max other group,
+    and P(a) - P(rest) = 1 - 30/60 = 0.5 against the rest, which ranks it first for a."""
+    att, groups, genes = _planted()
+    att = att.toarray()
+    att[np.asarray(groups) != "c", 39] += 2.0  # g39: shared by a and b
+    att[np.asarray(groups) == "c", 38] += 2.0  # c's sixth pick, so no pick is left to chance
+    res = attention_markers(sparse.csr_matrix(att), groups, genes, n_top=6, n_genes=40)
+    assert res["scores"]["a"][list(res["names"]["a"]).index("g39")] == 0.0
+    assert res["params"]["contrast"] == "max_other"
+    rest = attention_markers(sparse.csr_matrix(att), groups, genes, n_top=6, n_genes=40, contrast="rest")
+    assert rest["names"]["a"][0] in {f"g{j}" for j in range(5)}  # its own markers: 1 - 0
+    pos = list(rest["names"]["a"]).index("g39")
+    assert pos == 5 and np.isclose(rest["scores"]["a"][pos], 0.5)
+    assert rest["names"]["c"][5] != "g39" and rest["params"]["contrast"] == "rest"
+    with pytest.raises(ValueError, match="contrast must be"):
+        attention_markers(sparse.csr_matrix(att), groups, genes, contrast="max")
+
+
 def test_tool_writes_rank_genes_groups_layout():
     att, groups, genes = _planted()
     adata = sc.AnnData(X=np.ones((len(groups), len(genes))), obs=pd.DataFrame({"ct": groups}))
@@ -44,6 +63,8 @@ def test_tool_writes_rank_genes_groups_layout():
     adata.obs["m_prediction"] = adata.obs["ct"]
     sa.tl.marker_genes_from_attention(adata, layer="m_attention", key_added="y")
     assert adata.uns["y"]["params"]["groupby"] == "m_prediction"
+    sa.tl.marker_genes_from_attention(adata, layer="m_attention", key_added="z", contrast="rest")
+    assert adata.uns["z"]["params"]["contrast"] == "rest"
 
 
 def test_tool_errors():
