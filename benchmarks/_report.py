@@ -97,7 +97,7 @@ def plot_costs(table: pd.DataFrame, path: str | Path) -> None:
     methods = _order(table["method"].unique())
     tasks = list(dict.fromkeys(table["task"]))
     markers = dict(zip(tasks, "osD^vP*Xh", strict=False))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.5))
     labels = {"train_s": "training time (s)", "predict_s": "prediction time (s)",
               "peak_mb": "peak memory above baseline (MiB)"}
     for ax, cost in zip(axes, COSTS, strict=True):
@@ -110,8 +110,9 @@ def plot_costs(table: pd.DataFrame, path: str | Path) -> None:
         ax.invert_yaxis()
         ax.set_xlabel(labels[cost])
         ax.grid(lw=0.3)
-    axes[2].legend(fontsize=7, loc="lower right", framealpha=0.9)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(tasks), fontsize=8, frameon=False)
     fig.suptitle("Cost per method (mean over seeds; each marker one task)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)

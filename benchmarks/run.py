@@ -54,8 +54,8 @@ MARKER_TABLE = Path(__file__).parent / "markers_pbmc.csv"
 # macro F1 0.27 at 1e-4, 0.65 at 1e-3; 0.63 after ~60 epochs at 1e-4).
 BUDGETS = {
     "default": {"CGRAN": {"max_epochs": 8, "lr": 1e-3}, "CFAN": {"max_epochs": 30},
-                "SIMS": {"max_epochs": 30}, "pytorch-tabnet": {"max_epochs": 30},
-                "scANVI": {"max_epochs": 100}},
+                "SIMS": {"max_epochs": 30}, "pytorch-tabnet": {"max_epochs": 25},
+                "scANVI": {"max_epochs": 70}},
     "quick": {"CGRAN": {"max_epochs": 2, "lr": 1e-3}, "CFAN": {"max_epochs": 5},
               "SIMS": {"max_epochs": 5}, "pytorch-tabnet": {"max_epochs": 5},
               "scANVI": {"max_epochs": 10}},
