@@ -62,6 +62,17 @@ def _colours(methods) -> dict[str, tuple]:
     return {m: cmap(i % 10) for i, m in enumerate(_order(methods))}
 
 
+def _save_with_legend_below(fig, ax, *, ncol: int, bottom: float, path: str | Path) -> None:
+    """One legend (``ax``'s entries) under the panels, then save and close ``fig``."""
+    import matplotlib.pyplot as plt
+
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def plot_accuracy(table: pd.DataFrame, path: str | Path) -> None:
     """Accuracy and macro F1 per task and method, mean over seeds with sd bars."""
     import matplotlib.pyplot as plt
@@ -83,11 +94,7 @@ def plot_accuracy(table: pd.DataFrame, path: str | Path) -> None:
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", lw=0.3)
     axes[0].set_ylabel("held-out cells (mean of seeds, sd bars)")
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(methods), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    _save_with_legend_below(fig, axes[0], ncol=len(methods), bottom=0.07, path=path)
 
 
 def plot_costs(table: pd.DataFrame, path: str | Path) -> None:
@@ -110,9 +117,5 @@ def plot_costs(table: pd.DataFrame, path: str | Path) -> None:
         ax.invert_yaxis()
         ax.set_xlabel(labels[cost])
         ax.grid(lw=0.3)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(tasks), fontsize=8, frameon=False)
     fig.suptitle("Cost per method (mean over seeds; each marker one task)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    _save_with_legend_below(fig, axes[0], ncol=len(tasks), bottom=0.06, path=path)
