@@ -167,6 +167,7 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--k", type=int, default=10, help="markers scored per cell type")
     parser.add_argument("--out", default=str(RESULTS / "benchmark"))
     args = parser.parse_args(argv)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # before the first split's progress file
 
     run_mode, budget, max_cells = _budget(args)
     tasks = args.tasks or (["pbmc68k_reduced", "cellbench_CELseq2_to_Dropseq"] if args.quick

@@ -76,7 +76,7 @@ def test_benchmark_quick_runs(tmp_path):
 
     for module in ("celltypist", "pytorch_tabnet", "skmisc"):  # the `bench` extra
         pytest.importorskip(module)
-    out = tmp_path / "b"
+    out = tmp_path / "results" / "b"  # --out may name a folder that does not exist yet
     table = main(["--quick", "--max-cells", "150", "--max-epochs", "1", "--out", str(out)])
     pbmc = table[table["task"] == "pbmc68k_reduced"]
     # scANVI needs counts: pbmc68k_reduced is log-normalised only
