@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ._validate import Expression, is_backed, iter_row_blocks
+from scattn._constants import TARGET_SUM
 
-TARGET_SUM = 1e4
+from ._validate import Expression, is_backed, iter_row_blocks
 
 
 def log_normalize(matrix, expression: Expression, *, target_sum: float = TARGET_SUM):

@@ -6,12 +6,11 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from anndata import AnnData
 
-from scattn.module import CFANModule
+from scattn.module import MODULE_KEYS, CFANModule
 
-from .base import GenePanelClassifier
+from .base import FittedState, GenePanelClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +46,9 @@ class CFAN(GenePanelClassifier):
         Width of the 1D convolution along the features (odd).
     dropout
         Dropout rate on every layer (paper: 0.2).
+    fitted
+        Genes fitted before, from a saved or reference model (``load``, ``load_query_data``
+        and ``from_pretrained`` pass it); `None` chooses them on `adata`.
 
     Notes
     -----
@@ -98,18 +100,17 @@ class CFAN(GenePanelClassifier):
         conv_channels: int = 16,
         kernel_size: int = 3,
         dropout: float = 0.2,
+        fitted: FittedState | None = None,
     ) -> None:
         super().__init__(adata)
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
-        expression = self._setup_args["expression"]
-        gene_index = self._panel_gene_index(n_top_genes, genes)
-        self._init_panel(gene_index, genes)
+        if fitted is None:
+            fitted = self._panel_state(n_top_genes, genes)
+        self._init_panel(fitted)
         self.module = self._module_cls(
-            n_input=self.summary_stats.n_vars,
-            n_labels=len(self.classes_),
-            gene_index=torch.as_tensor(gene_index),
-            normalize_counts=expression == "counts",
+            **self._module_gene_args(fitted),
+            normalize_counts=self._setup_args["expression"] == "counts",
             n_extractors=n_extractors,
             n_features=n_features,
             n_qk=n_qk,
@@ -119,11 +120,11 @@ class CFAN(GenePanelClassifier):
             dropout=dropout,
         )
         self._model_summary_string = (
-            f"CFAN: {len(gene_index)} genes, {len(self.classes_)} classes, u={n_extractors} "
+            f"CFAN: {len(self.var_names_)} genes, {len(self.classes_)} classes, u={n_extractors} "
             f"extractors x {n_features}, attention d={n_qk} m={n_values}, conv {conv_channels}x"
             f"{kernel_size}, dropout={dropout}"
         )
-        self.init_params_ = self._get_init_params(locals())
+        self._record_init_params(locals())
 
     def get_feature_attention(
         self,
@@ -152,12 +153,13 @@ class CFAN(GenePanelClassifier):
         feature (rows sum to 1). With `return_features`, also the ``(cells, u, m)`` features.
         """
         self._check_if_trained(warn=True)
-        keys = ("feature_attention", "features") if return_features else ("feature_attention",)
+        keys = (MODULE_KEYS.FEATURE_ATTENTION, MODULE_KEYS.FEATURES) if return_features \
+            else (MODULE_KEYS.FEATURE_ATTENTION,)
         with self._aligned(adata) as internal:
             out = self._run_inference(
                 internal, indices=indices, batch_size=batch_size, keys=keys,
                 return_feature_attention=True,
             )
         if return_features:
-            return out["feature_attention"], out["features"]
-        return out["feature_attention"]
+            return out[MODULE_KEYS.FEATURE_ATTENTION], out[MODULE_KEYS.FEATURES]
+        return out[MODULE_KEYS.FEATURE_ATTENTION]

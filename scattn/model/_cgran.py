@@ -16,7 +16,7 @@ from scvi import REGISTRY_KEYS
 from scattn.data import BackedLogNorm, factorize, get_matrix, log_normalize, make_gene_groups
 from scattn.module import CGRANModule
 
-from .base import GenePanelClassifier
+from .base import FittedState, GenePanelClassifier, Source
 from .base._query import FineTune
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,9 @@ class CGRAN(GenePanelClassifier):
         ``"svd"``: on the SVD axes, so that at the start each head attends to the genes the
         cell expresses along its share of the SVD components, and training refines it; this
         makes the attention-derived markers far more specific. ``"random"``: PyTorch's default.
+    fitted
+        Genes, embeddings and gene groups fitted before, from a saved or reference model
+        (``load`` and ``load_query_data`` pass it); `None` fits them on `adata`.
 
     Notes
     -----
@@ -86,7 +89,6 @@ class CGRAN(GenePanelClassifier):
 
     _module_cls = CGRANModule
     _key = "cgran"
-    _head_prefixes = ("classifier.", "logit_scale")
     _default_lr = 1e-4
     _default_train_batch_size = 32
     _attention_description = "cell token -> gene token attention, first block, summed over heads"
@@ -106,6 +108,7 @@ class CGRAN(GenePanelClassifier):
         head_dims: Sequence[int] = (8, 4),
         dropout: float = 0.1,
         attention_init: Literal["svd", "random"] = "svd",
+        fitted: FittedState | None = None,
     ) -> None:
         super().__init__(adata)
         if n_top_genes < 1:
@@ -116,50 +119,43 @@ class CGRAN(GenePanelClassifier):
             raise ValueError("n_heads and every head dim must be >= 1, with at least one block.")
         import scvi
 
-        expression = self._setup_args["expression"]
-        saved = self._fitted_state()
-        if saved is not None:  # load / query: fitted genes, embeddings and groups are given
-            gene_index = saved["genes.gene_index"].cpu().numpy()
-            gene_embedding, projection = saved["gene_embedding"], saved["projection"]
-            groups = saved["groups.group_index"]
-        else:
-            gene_index, gene_embedding, projection, groups = self._fit_embeddings(
-                expression, n_top_genes, genes, n_embedding, embedding_method, grouping,
-                group_size, n_groups, seed=scvi.settings.seed or 0,
-            )
-        self._init_panel(gene_index, genes)
+        if fitted is None:
+            fitted = self._fit_embeddings(n_top_genes, genes, n_embedding, embedding_method, grouping,
+                                          group_size, n_groups, seed=scvi.settings.seed or 0)
+        self._init_panel(fitted)
         self.module = self._module_cls(
-            n_input=self.summary_stats.n_vars,
-            n_labels=len(self.classes_),
-            gene_index=torch.as_tensor(gene_index),
-            gene_embedding=torch.as_tensor(gene_embedding),
-            projection=torch.as_tensor(projection),
-            group_index=torch.as_tensor(groups),
-            normalize_counts=expression == "counts",
+            **self._module_gene_args(fitted),
+            **fitted.buffers,
+            normalize_counts=self._setup_args["expression"] == "counts",
             n_heads=n_heads,
             head_dims=tuple(head_dims),
             dropout=dropout,
             attention_init=attention_init,
         )
         self._model_summary_string = (
-            f"CGRAN: {len(gene_index)} genes, {len(self.classes_)} classes, m={gene_embedding.shape[1]} "
-            f"({embedding_method}), {groups.shape[0]} {grouping} gene groups, heads={n_heads}, "
+            f"CGRAN: {len(self.var_names_)} genes, {len(self.classes_)} classes, "
+            f"m={self.module.gene_embedding.shape[1]} ({embedding_method}), "
+            f"{self.module.groups.group_index.shape[0]} {grouping} gene groups, heads={n_heads}, "
             f"head_dims={tuple(head_dims)}, dropout={dropout}"
         )
-        self.init_params_ = self._get_init_params(locals())
+        self._record_init_params(locals())
 
-    def _fit_embeddings(self, expression, n_top_genes, genes, n_embedding, method, grouping,
-                        group_size, n_groups, *, seed: int):
+    def _fit_embeddings(self, n_top_genes, genes, n_embedding, method, grouping, group_size,
+                        n_groups, *, seed: int) -> FittedState:
         """Choose genes, factorise and group them on the registered data (section 3.2.1)."""
-        matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        lognorm = log_normalize(matrix, expression)
-        gene_index = self._choose_genes(lognorm, n_top_genes, genes)
-        emb = factorize(lognorm[:, gene_index], n_embedding, method=method, seed=seed)
+        lognorm = self._registered_lognorm()
+        fitted = self._panel_state(n_top_genes, genes, lognorm=lognorm)
+        emb = factorize(lognorm[:, fitted.gene_index], n_embedding, method=method, seed=seed)
         groups = make_gene_groups(
-            len(gene_index), grouping, group_size=group_size, n_groups=n_groups,
+            len(fitted.gene_index), grouping, group_size=group_size, n_groups=n_groups,
             features=emb.gene_embedding, seed=seed,
         )
-        return gene_index, emb.gene_embedding, emb.projection, groups
+        fitted.buffers = {
+            "gene_embedding": torch.as_tensor(emb.gene_embedding),
+            "projection": torch.as_tensor(emb.projection),
+            "group_index": torch.as_tensor(groups),
+        }
+        return fitted
 
     @torch.inference_mode()
     def get_gene_attention(
@@ -261,19 +257,18 @@ class CGRAN(GenePanelClassifier):
         )
 
     @classmethod
-    def _query_state(cls, reference: CGRAN, adata: AnnData, gene_index: np.ndarray, *,
-                     embedding: str) -> dict:
+    def _transfer_buffers(cls, source: Source, adata: AnnData, gene_index: np.ndarray, *,
+                          embedding: str = "reference") -> dict:
         """The query's gene/cell embeddings (see :meth:`load_query_data`); groups are kept."""
-        ref = reference.module
         present = gene_index < adata.n_vars
-        b = ref.gene_embedding.detach().cpu().numpy().astype(np.float64)
+        b = source.fitted.buffers["gene_embedding"].numpy().astype(np.float64)
         if embedding == "reference":
             b_present = b * present[:, None]
             # least-squares fold-in over the present genes: A = x B~ (B~^T B~)^-1
             projection = b_present @ np.linalg.pinv(b_present.T @ b_present)
             gene_embedding = b
         else:
-            setup = reference._setup_args
+            setup = source.setup_args
             lognorm = log_normalize(get_matrix(adata, setup["layer"]), setup["expression"])
             if isinstance(lognorm, BackedLogNorm):  # a backed query: read it once, in blocks
                 lognorm = lognorm.to_memory()
@@ -281,8 +276,7 @@ class CGRAN(GenePanelClassifier):
             padded = sparse.hstack([lognorm, sparse.csr_matrix((adata.n_obs, 1))], format="csr")
             import scvi
 
-            params = reference.init_params_["non_kwargs"]
-            emb = factorize(padded[:, gene_index], b.shape[1], method=params["embedding_method"],
+            emb = factorize(padded[:, gene_index], b.shape[1], method=source.init_params["embedding_method"],
                             seed=scvi.settings.seed or 0)
             gene_embedding, projection = emb.gene_embedding, emb.projection
             if gene_embedding.shape[1] < b.shape[1]:  # fewer query cells/genes than dims: pad
@@ -291,5 +285,5 @@ class CGRAN(GenePanelClassifier):
         return {
             "gene_embedding": torch.as_tensor(np.asarray(gene_embedding), dtype=torch.float32),
             "projection": torch.as_tensor(np.asarray(projection), dtype=torch.float32),
-            "groups.group_index": ref.groups.group_index.detach().cpu().clone(),
+            "group_index": source.fitted.buffers["group_index"].clone(),
         }

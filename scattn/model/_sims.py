@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,17 +11,15 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.dataloaders._data_splitting import validate_data_split
-from scvi.train import TrainRunner
 
 from scattn.module import SIMSModule
-from scattn.train import MaskedPretrainingPlan
 
-from .base import GenePanelClassifier
+from .base import FittedState, GenePanelClassifier, PretrainingMixin, Source
 
 logger = logging.getLogger(__name__)
 
 
-class SIMS(GenePanelClassifier):
+class SIMS(PretrainingMixin, GenePanelClassifier):
     """SIMS: a TabNet classifier with sparse feature masks (Gala, SIMS thesis; Arik & Pfister 2021).
 
     TabNet's encoder reads the cell's log-normalised expression through ``n_steps`` decision
@@ -57,6 +54,9 @@ class SIMS(GenePanelClassifier):
     weighted_loss
         Weight the cross-entropy by inverse class frequency ``n / (C n_c)`` over the labelled
         cells (SIMS' default). `False`: every cell counts the same.
+    fitted
+        Genes and class weights fitted before, from a saved or source model (``load``,
+        ``load_query_data``, ``from_pretrained``); `None` chooses them on `adata`.
 
     Notes
     -----
@@ -79,7 +79,9 @@ class SIMS(GenePanelClassifier):
       same inference pass; genes the data lack are 0. Plots:
       :func:`scattn.pl.feature_importances`, :func:`scattn.pl.class_importances`.
     * **Pretraining** (:meth:`pretrain`): TabNet's masked self-supervised reconstruction on
-      any cells (labelled or not, this dataset or another), before :meth:`train`.
+      any cells (labelled or not, this dataset or another), before :meth:`train`. A SIMS set
+      up without ``labels_key`` is an encoder to pretrain (no classifier head); save it, and
+      start a classifier on labelled data with :meth:`from_pretrained`.
 
     Examples
     --------
@@ -89,11 +91,21 @@ class SIMS(GenePanelClassifier):
     >>> model.pretrain(max_epochs=50)  # optional, uses every cell
     >>> model.train()
     >>> model.predict()  # adata.obs["sims_prediction"], adata.uns["sims"]["feature_importances"], ...
+
+    Pretrain on unlabelled cells, then fine-tune on labelled ones:
+
+    >>> sa.model.SIMS.setup_anndata(unlabelled, layer="counts")
+    >>> encoder = sa.model.SIMS(unlabelled)
+    >>> encoder.pretrain()
+    >>> encoder.save("sims_pretrained")
+    >>> sa.model.SIMS.setup_anndata(labelled, labels_key="cell_type", layer="counts")
+    >>> model = sa.model.SIMS.from_pretrained("sims_pretrained", labelled)
+    >>> model.train()
     """
 
     _module_cls = SIMSModule
     _key = "sims"
-    _head_prefixes = ("head.",)
+    _labels = "optional"
     _default_lr = 1e-2
     _default_train_batch_size = 256
     _attention_description = (
@@ -117,19 +129,18 @@ class SIMS(GenePanelClassifier):
         momentum: float = 0.02,
         lambda_sparse: float = 1e-3,
         weighted_loss: bool = True,
+        fitted: FittedState | None = None,
     ) -> None:
         super().__init__(adata)
-        gene_index = self._panel_gene_index(n_top_genes, genes)
-        self._init_panel(gene_index, genes)
-        saved = self._fitted_state()
-        if saved is not None and saved.get("class_weights") is not None:  # load
-            weights = saved["class_weights"]
-        else:  # new model, or a query model (whose weights come from its own labels)
+        if fitted is None:
+            fitted = self._panel_state(n_top_genes, genes)
+        self._init_panel(fitted)
+        weights = fitted.buffers.get("class_weights")
+        if weights is None or len(weights) != len(self.classes_):
+            # a new model, or one started from another (weights from its own labels)
             weights = self._class_weights(weighted_loss)
         self.module = self._module_cls(
-            n_input=self.summary_stats.n_vars,
-            n_labels=len(self.classes_),
-            gene_index=torch.as_tensor(gene_index),
+            **self._module_gene_args(fitted),
             normalize_counts=self._setup_args["expression"] == "counts",
             n_d=n_d,
             n_a=n_a,
@@ -142,17 +153,19 @@ class SIMS(GenePanelClassifier):
             lambda_sparse=lambda_sparse,
             class_weights=weights,
         )
-        self.pretrain_history_: dict | None = None
         self._model_summary_string = (
-            f"SIMS (TabNet): {len(gene_index)} genes, {len(self.classes_)} classes, n_d={n_d}, "
+            f"SIMS (TabNet): {len(self.var_names_)} genes, {len(self.classes_)} classes, n_d={n_d}, "
             f"n_a={n_a}, n_steps={n_steps}, gamma={gamma}, lambda_sparse={lambda_sparse}, "
             f"{'class-weighted' if weighted_loss else 'unweighted'} loss"
         )
-        self.init_params_ = self._get_init_params(locals())
+        self._record_init_params(locals())
 
-    def _class_weights(self, weighted: bool) -> torch.Tensor:
-        """``n / (C n_c)`` over the labelled cells (classes without cells: 1); ones if not `weighted`."""
+    def _class_weights(self, weighted: bool) -> torch.Tensor | None:
+        """``n / (C n_c)`` over the labelled cells (classes without cells: 1); ones if not
+        `weighted`; `None` without labels."""
         n_labels = len(self.classes_)
+        if not n_labels:
+            return None
         if not weighted:
             return torch.ones(n_labels)
         codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
@@ -279,7 +292,9 @@ class SIMS(GenePanelClassifier):
 
         Every cell is used, labelled or not; :meth:`train` then fine-tunes the whole network
         from the pretrained encoder. The history is in ``model.pretrain_history_``
-        (``train_loss``, ``validation_loss``: the variance-normalised reconstruction error).
+        (``train_loss``, ``validation_loss``: the variance-normalised reconstruction error)
+        and ``model.is_pretrained_`` becomes `True`. Genes zero-filled because `adata` lacks
+        them are never scored.
 
         Parameters
         ----------
@@ -308,43 +323,18 @@ class SIMS(GenePanelClassifier):
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer`.
         """
-        has_validation = self._prepare_training(
-            max_epochs, train_size, None, early_stopping, early_stopping_patience, trainer_kwargs
+        n_obs = self.adata.n_obs if adata is None else adata.n_obs
+        batch_size = self._batch_size_for(n_obs, train_size, None, batch_size)
+        self._pretrain(
+            adata,
+            plan_kwargs={"mask_ratio": mask_ratio, "lr": self._default_lr if lr is None else lr,
+                         "weight_decay": weight_decay, "eps": 1e-8},
+            max_epochs=max_epochs, batch_size=batch_size, train_size=train_size,
+            early_stopping=early_stopping, early_stopping_patience=early_stopping_patience,
+            accelerator=accelerator, devices=devices, min_gene_overlap=min_gene_overlap,
+            datasplitter_kwargs={"drop_last": self._drop_last(n_obs, train_size, None, batch_size)},
+            **trainer_kwargs,
         )
-        batch_size = self._batch_size_for(self.adata.n_obs if adata is None else adata.n_obs,
-                                          train_size, None, batch_size)
-        plan = MaskedPretrainingPlan(
-            self.module, mask_ratio=mask_ratio, lr=self._default_lr if lr is None else lr,
-            weight_decay=weight_decay, eps=1e-8,
-        )
-        if self.is_trained_:
-            warnings.warn(
-                "Pretraining a trained SIMS changes the encoder under its classifier: train it "
-                "again before predicting.", UserWarning, stacklevel=2,
-            )
-        # the runner overwrites these; pretraining is not the model's training
-        kept = {k: getattr(self, k, None) for k in
-                ("history_", "train_indices", "validation_indices", "test_indices", "trainer")}
-        with self._aligned(adata, min_gene_overlap=min_gene_overlap) as internal:
-            splitter = self._data_splitter_cls(
-                self.get_anndata_manager(internal), train_size=train_size, batch_size=batch_size,
-                drop_last=self._drop_last(internal.n_obs, train_size, None, batch_size),
-            )
-            self.module.train()
-            runner = TrainRunner(
-                self, training_plan=plan, data_splitter=splitter, max_epochs=max_epochs,
-                accelerator=accelerator, devices=devices,
-                early_stopping=early_stopping and has_validation, **trainer_kwargs,
-            )
-            self.is_trained_ = False  # a fresh history, not appended to the classifier's
-            try:
-                runner()
-            finally:
-                self.pretrain_history_ = self.history_
-                for k, v in kept.items():
-                    setattr(self, k, v)
-                self.is_trained_ = False
-        self.module.eval()
 
     # -- feature importances ----------------------------------------------------------------
     def get_feature_importances(
@@ -403,9 +393,9 @@ class SIMS(GenePanelClassifier):
 
     # -- transfer ---------------------------------------------------------------------------
     @classmethod
-    def _query_state(cls, reference: SIMS, adata: AnnData, gene_index: np.ndarray) -> dict:
-        """The query's own class weights (from its labels), not the reference's."""
-        return {"class_weights": None}
+    def _transfer_buffers(cls, source: Source, adata: AnnData, gene_index: np.ndarray) -> dict:
+        """None: a model started from another weights classes by its own labels."""
+        return {}
 
 
 def default_batch_size(n_train: int, largest: int = 256, smallest: int = 32, min_batches: int = 8) -> int:

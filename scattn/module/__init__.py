@@ -1,9 +1,19 @@
 """Pure-torch modules, one file per architecture (scvi-tools ``BaseModuleClass``)."""
 
-from ._base import ClassifierModule, GenePanel, classification_loss
+from ._base import ClassifierModule, PanelModule, ScattnModule, classification_loss
 from ._cfan import CFANModule
 from ._cgran import CGRANModule
+from ._constants import MODULE_KEYS, OBJECTIVES
 from ._sims import SIMSModule
 
-__all__ = ["CFANModule", "CGRANModule", "ClassifierModule", "GenePanel", "SIMSModule",
-           "classification_loss"]
+__all__ = [
+    "MODULE_KEYS",
+    "OBJECTIVES",
+    "CFANModule",
+    "CGRANModule",
+    "ClassifierModule",
+    "PanelModule",
+    "SIMSModule",
+    "ScattnModule",
+    "classification_loss",
+]

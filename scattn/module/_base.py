@@ -1,6 +1,8 @@
-"""Pieces every classifier module shares: reading its gene panel, and the classification loss."""
+"""What every scattn module shares: the inputs it asks for, its objectives, its gene panel, a head."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -8,51 +10,9 @@ from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput
 from torch import nn
 
-from scattn.data import TARGET_SUM
+from scattn.nn import GenePanel
 
-
-class GenePanel(nn.Module):
-    """Log-normalise a minibatch (if counts) and keep the model's genes.
-
-    Parameters
-    ----------
-    n_input
-        Number of genes the data loader delivers (all registered genes; library sizes are
-        taken over all of them).
-    gene_index
-        Position of each model gene among the ``n_input`` genes. A position equal to
-        ``n_input`` means the gene is absent from the registered data (a query dataset that
-        lacks it) and reads as zero.
-    normalize_counts
-        Whether input is counts to library-size normalise and log1p (else log-normalised).
-    """
-
-    def __init__(self, n_input: int, gene_index: torch.Tensor, *, normalize_counts: bool = True) -> None:
-        super().__init__()
-        gene_index = torch.as_tensor(gene_index, dtype=torch.long)
-        if gene_index.numel() == 0:
-            raise ValueError("The model needs at least one gene.")
-        if int(gene_index.min()) < 0 or int(gene_index.max()) > n_input:
-            raise ValueError(f"gene_index must lie in [0, {n_input}].")
-        self.n_input = n_input
-        self.normalize_counts = normalize_counts
-        self.register_buffer("gene_index", gene_index)
-        self.has_missing = bool((gene_index == n_input).any())
-
-    @property
-    def n_genes(self) -> int:
-        """Number of model genes."""
-        return self.gene_index.numel()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, n_input)`` raw input -> ``(B, n_genes)`` log-normalised model genes."""
-        x = x.float()
-        if self.normalize_counts:
-            lib = x.sum(dim=-1, keepdim=True).clamp_min(1e-8)
-            x = torch.log1p(x / lib * TARGET_SUM)
-        if self.has_missing:
-            x = F.pad(x, (0, 1))
-        return x.index_select(-1, self.gene_index)
+from ._constants import MODULE_KEYS, OBJECTIVES
 
 
 def classification_loss(logits: torch.Tensor, y: torch.Tensor, n_labels: int,
@@ -77,40 +37,124 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, n_labels: int,
     return LossOutput(loss=ce, n_obs_minibatch=max(n_lab, 1), extra_metrics={"accuracy": acc})
 
 
-class ClassifierModule(BaseModuleClass):
-    """What every classifier module shares: its gene panel, the scvi-tools plumbing, the loss.
+class ScattnModule(BaseModuleClass):
+    """Base of every scattn module (pure torch; never sees AnnData).
 
-    A subclass builds its network after ``super().__init__`` and implements ``inference(x,
-    ...)`` returning at least ``logits``.
+    A subclass declares
 
-    Parameters
-    ----------
-    n_input, gene_index, normalize_counts
-        See :class:`GenePanel`.
-    n_labels
-        Number of known classes (at least two).
+    * ``inference_inputs``: which registered tensors its ``inference`` reads, as
+      ``{registry key: argument name}`` (default: the expression as ``x``); a module with a
+      batch covariate adds ``{REGISTRY_KEYS.BATCH_KEY: "batch_index"}``, and so on;
+    * ``objectives``: the training objectives (names in
+      :data:`~scattn.module.OBJECTIVES`) it implements, each as a method
+      ``<objective>_loss(tensors, inference_outputs, generative_outputs)``. A training plan
+      names the objective (``loss_kwargs={"objective": ...}``); the first one is the default
+      when ``loss`` is called directly.
     """
 
-    def __init__(self, n_input: int, n_labels: int, gene_index: torch.Tensor, *,
-                 normalize_counts: bool = True) -> None:
-        super().__init__()
-        if n_labels < 2:
-            raise ValueError(f"{type(self).__name__.removesuffix('Module')} needs at least two "
-                             f"classes, got {n_labels}.")
-        self.n_input = n_input
-        self.n_labels = n_labels
-        self.genes = GenePanel(n_input, gene_index, normalize_counts=normalize_counts)
+    inference_inputs: Mapping[str, str] = {REGISTRY_KEYS.X_KEY: "x"}
+    objectives: tuple[str, ...] = ()
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
+        missing = [k for k in self.inference_inputs if k not in tensors]
+        if missing:
+            raise KeyError(f"{type(self).__name__} needs the registered fields {missing}; the model "
+                           "must register them in setup_anndata.")
+        return {arg: tensors[key] for key, arg in self.inference_inputs.items()}
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict:
         return {}
 
     def generative(self, **kwargs) -> dict:
-        """A classifier is discriminative: nothing to generate."""
+        """Nothing to generate unless a subclass says otherwise."""
         return {}
 
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
+    def loss(self, tensors, inference_outputs, generative_outputs, objective: str | None = None) -> LossOutput:
+        """The loss of `objective` (one of ``self.objectives``; `None`: the first)."""
+        if not self.objectives:
+            raise ValueError(f"{type(self).__name__} declares no training objective.")
+        objective = self.objectives[0] if objective is None else objective
+        if objective not in self.objectives:
+            raise ValueError(f"{type(self).__name__} cannot be trained for {objective!r}; its "
+                             f"objectives are {', '.join(self.objectives)}.")
+        return getattr(self, f"{objective}_loss")(tensors, inference_outputs, generative_outputs)
+
+
+class PanelModule(ScattnModule):
+    """A module reading a panel of genes, with an optional classifier head.
+
+    Subclasses build their network after ``super().__init__``, implement ``_make_head`` (the
+    head for ``n`` classes) and call :meth:`add_head` where the head belongs (when
+    `n_labels` is given; a model can add it later, e.g. after pretraining without labels).
+    ``inference(x, ...)`` returns at least :data:`MODULE_KEYS.Z <scattn.module.MODULE_KEYS>`,
+    and ``LOGITS`` when the module has a head.
+
+    Parameters
+    ----------
+    n_input, gene_index, normalize_counts
+        See :class:`~scattn.nn.GenePanel`.
+    n_labels
+        Number of known classes (at least two), or `None` for no classifier head yet.
+    """
+
+    objectives = (OBJECTIVES.CLASSIFICATION,)
+    #: attribute holding the classifier head (its parameters are the head's, for transfer)
+    head_name = "classifier"
+    #: fitted buffers: constructor argument -> state-dict name (the gene positions aside)
+    fitted_buffers: Mapping[str, str] = {}
+
+    def __init__(self, n_input: int, gene_index: torch.Tensor, *, normalize_counts: bool = True) -> None:
+        super().__init__()
+        self.n_input = n_input
+        self.n_labels: int | None = None
+        self.genes = GenePanel(n_input, gene_index, normalize_counts=normalize_counts)
+
+    # -- fitted state ----------------------------------------------------------------------
+    def fitted_state(self) -> dict[str, torch.Tensor]:
+        """Buffers fitted on data before training, by the name of the constructor argument
+        that takes them (the gene positions are the model's, not listed here)."""
+        state = self.state_dict()
+        return {arg: state[key].detach().cpu().clone() for arg, key in self.fitted_buffers.items()}
+
+    def fitted_state_keys(self) -> set[str]:
+        """State-dict names of every fitted buffer, gene positions included: what a model
+        built for other data sets itself and must not take from another model's weights."""
+        return {"genes.gene_index", *self.fitted_buffers.values()}
+
+    # -- the classifier head -----------------------------------------------------------------
+    @property
+    def has_head(self) -> bool:
+        """Whether the module has a classifier head."""
+        return self.n_labels is not None
+
+    def add_head(self, n_labels: int) -> None:
+        """Add a fresh classifier head for `n_labels` classes (replacing any)."""
+        if n_labels < 2:
+            raise ValueError(f"{type(self).__name__.removesuffix('Module')} needs at least two "
+                             f"classes, got {n_labels}.")
+        setattr(self, self.head_name, self._make_head(n_labels))
+        self.n_labels = n_labels
+
+    def head_parameter_names(self) -> list[str]:
+        """State-dict names of the head's entries."""
+        prefix = f"{self.head_name}."
+        return [k for k in self.state_dict() if k.startswith(prefix)]
+
+    def _make_head(self, n_labels: int) -> nn.Module:
+        raise NotImplementedError
+
+    def _require_head(self) -> None:
+        if not self.has_head:
+            raise ValueError(f"{type(self).__name__} has no classifier head; it was built without "
+                             "labels.")
+
+    # -- objectives --------------------------------------------------------------------------
+    def classification_loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
         """Cross-entropy over the labelled cells of the minibatch."""
-        return classification_loss(inference_outputs["logits"], tensors[REGISTRY_KEYS.LABELS_KEY], self.n_labels)
+        self._require_head()
+        return classification_loss(inference_outputs[MODULE_KEYS.LOGITS],
+                                   tensors[REGISTRY_KEYS.LABELS_KEY], self.n_labels)
+
+
+#: the classifier modules' base under its earlier name
+ClassifierModule = PanelModule

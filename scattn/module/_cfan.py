@@ -22,10 +22,11 @@ from torch import nn
 
 from scattn.nn import FeatureExtractors, FeatureSelfAttention
 
-from ._base import ClassifierModule
+from ._base import PanelModule
+from ._constants import MODULE_KEYS
 
 
-class CFANModule(ClassifierModule):
+class CFANModule(PanelModule):
     """Pure-torch CFAN.
 
     Parameters
@@ -33,7 +34,8 @@ class CFANModule(ClassifierModule):
     n_input
         Number of genes the data loader delivers (library sizes are taken over all of them).
     n_labels
-        Number of known classes.
+        Number of known classes; `None`: no classifier head yet (see
+        :meth:`~scattn.module.PanelModule.add_head`).
     gene_index
         Positions (in the ``n_input`` genes) of the genes the model reads (see
         :class:`~scattn.module.GenePanel`).
@@ -58,7 +60,7 @@ class CFANModule(ClassifierModule):
     def __init__(
         self,
         n_input: int,
-        n_labels: int,
+        n_labels: int | None,
         gene_index: torch.Tensor,
         *,
         normalize_counts: bool = True,
@@ -70,7 +72,7 @@ class CFANModule(ClassifierModule):
         kernel_size: int = 3,
         dropout: float = 0.2,
     ) -> None:
-        super().__init__(n_input, n_labels, gene_index, normalize_counts=normalize_counts)
+        super().__init__(n_input, gene_index, normalize_counts=normalize_counts)
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}.")
         if min(n_extractors, n_features, n_qk, n_values, conv_channels) < 1:
@@ -80,7 +82,11 @@ class CFANModule(ClassifierModule):
         self.conv = nn.Conv1d(n_values, conv_channels, kernel_size, padding=kernel_size // 2)
         self.dropout = nn.Dropout(dropout)
         self.n_latent = conv_channels * n_extractors
-        self.classifier = nn.Linear(self.n_latent, n_labels)
+        if n_labels is not None:
+            self.add_head(n_labels)
+
+    def _make_head(self, n_labels: int) -> nn.Module:
+        return nn.Linear(self.n_latent, n_labels)
 
     # -- forward -----------------------------------------------------------------------------
     def forward_expression(self, e: torch.Tensor, return_feature_attention: bool = False) -> dict:
@@ -89,9 +95,11 @@ class CFANModule(ClassifierModule):
         renewed, w = self.attention(f, return_attention=return_feature_attention)
         renewed = self.dropout(renewed)
         z = F.relu(self.conv(renewed.transpose(1, 2))).flatten(1)  # (B, channels * u)
-        out = {"logits": self.classifier(self.dropout(z)), "z": z, "features": renewed}
+        out = {MODULE_KEYS.Z: z, MODULE_KEYS.FEATURES: renewed}
+        if self.has_head:
+            out[MODULE_KEYS.LOGITS] = self.classifier(self.dropout(z))
         if w is not None:
-            out["feature_attention"] = w
+            out[MODULE_KEYS.FEATURE_ATTENTION] = w
         return out
 
     @auto_move_data
@@ -108,12 +116,13 @@ class CFANModule(ClassifierModule):
         e = self.genes(x)
         if not return_attention:
             return self.forward_expression(e, return_feature_attention)
+        self._require_head()  # the attribution is the gradient of the classifier's loss
         with torch.enable_grad():
             e = e.detach().requires_grad_(True)
             out = self.forward_expression(e, return_feature_attention)
-            logits = out["logits"]
+            logits = out[MODULE_KEYS.LOGITS]
             loss = F.cross_entropy(logits, logits.detach().argmax(-1), reduction="sum")
             (grad,) = torch.autograd.grad(loss, e)
         out = {k: v.detach() for k, v in out.items()}
-        out["attention"] = -grad
+        out[MODULE_KEYS.ATTENTION] = -grad
         return out

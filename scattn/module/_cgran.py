@@ -23,10 +23,11 @@ from torch import nn
 from scattn.nn import GeneGroups, LocalAttentionBlock
 from scattn.nn._local_attention import _split_heads, project_tokens
 
-from ._base import ClassifierModule
+from ._base import PanelModule
+from ._constants import MODULE_KEYS
 
 
-class CGRANModule(ClassifierModule):
+class CGRANModule(PanelModule):
     """Pure-torch CGRAN.
 
     Parameters
@@ -35,7 +36,7 @@ class CGRANModule(ClassifierModule):
         Number of genes the data loader delivers (all registered genes; library sizes are
         taken over all of them).
     n_labels
-        Number of known classes.
+        Number of known classes; `None`: no classifier head yet.
     gene_index
         Positions (in the ``n_input`` genes) of the genes the model reads; ``n_input`` marks a
         gene absent from the registered data (reads as zero), see :class:`GenePanel`.
@@ -58,10 +59,13 @@ class CGRANModule(ClassifierModule):
         :meth:`_init_attention_on_svd_axes`); ``"random"``: PyTorch's default initialisation.
     """
 
+    fitted_buffers = {"gene_embedding": "gene_embedding", "projection": "projection",
+                      "group_index": "groups.group_index"}
+
     def __init__(
         self,
         n_input: int,
-        n_labels: int,
+        n_labels: int | None,
         gene_index: torch.Tensor,
         gene_embedding: torch.Tensor,
         projection: torch.Tensor,
@@ -73,7 +77,7 @@ class CGRANModule(ClassifierModule):
         dropout: float = 0.1,
         attention_init: str = "svd",
     ) -> None:
-        super().__init__(n_input, n_labels, gene_index, normalize_counts=normalize_counts)
+        super().__init__(n_input, gene_index, normalize_counts=normalize_counts)
         self.register_buffer("gene_embedding", torch.as_tensor(gene_embedding, dtype=torch.float32))
         self.register_buffer("projection", torch.as_tensor(projection, dtype=torch.float32))
         self.groups = GeneGroups(torch.as_tensor(group_index))
@@ -85,15 +89,15 @@ class CGRANModule(ClassifierModule):
         self.blocks = nn.ModuleList(blocks)
         self.n_latent = dim
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(dim, n_labels)
-        # the cell token is L2-normalised, which bounds logits by the classifier's weight norm;
-        # a learnable temperature (NormFace-style) lets cross-entropy reach confident logits
-        # without thousands of steps at the paper's small learning rate
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(math.sqrt(dim) * 2.0)))
+        if n_labels is not None:
+            self.add_head(n_labels)
         if attention_init == "svd":
             self._init_attention_on_svd_axes()
         elif attention_init != "random":
             raise ValueError(f"attention_init must be 'svd' or 'random', got {attention_init!r}.")
+
+    def _make_head(self, n_labels: int) -> nn.Module:
+        return ScaledLinear(self.n_latent, n_labels)
 
     @torch.no_grad()
     def _init_attention_on_svd_axes(self) -> None:
@@ -141,10 +145,11 @@ class CGRANModule(ClassifierModule):
             )
             if w is not None:
                 weights = w[..., 1:].sum(dim=1)
-        logits = self.classifier(self.dropout(cell)) * self.logit_scale.exp()
-        out = {"logits": logits, "z": cell}
+        out = {MODULE_KEYS.Z: cell}
+        if self.has_head:
+            out[MODULE_KEYS.LOGITS] = self.classifier(self.dropout(cell))
         if weights is not None:
-            out["attention"] = weights
+            out[MODULE_KEYS.ATTENTION] = weights
         return out
 
     # -- interpretation -------------------------------------------------------------------
@@ -163,3 +168,21 @@ class CGRANModule(ClassifierModule):
         q, k, _ = (_split_heads(t, block.n_heads) for t in qkv.chunk(3, dim=-1))
         w = ((q @ k.transpose(-1, -2)) / math.sqrt(block.head_dim)).softmax(-1)
         return w.sum(dim=1)
+
+
+class ScaledLinear(nn.Module):
+    """A linear classifier whose logits are scaled by a learned temperature.
+
+    CGRAN's cell token is L2-normalised, which bounds logits by the classifier's weight norm;
+    the temperature (NormFace-style, starting at ``2 sqrt(d)``) lets cross-entropy reach
+    confident logits without thousands of steps at the paper's small learning rate.
+    """
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_in, n_out)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(math.sqrt(n_in) * 2.0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled logits."""
+        return self.linear(x) * self.logit_scale.exp()

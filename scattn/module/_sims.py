@@ -31,18 +31,22 @@ from torch import nn
 
 from scattn.nn import TabNetDecoder, TabNetEncoder
 
-from ._base import ClassifierModule, classification_loss
+from ._base import PanelModule, classification_loss
+from ._constants import MODULE_KEYS, OBJECTIVES
 
 
-class SIMSModule(ClassifierModule):
+class SIMSModule(PanelModule):
     """Pure-torch SIMS: TabNet encoder, linear classifier, pretraining decoder.
+
+    Objectives: ``"classification"`` (weighted cross-entropy + mask entropy) and ``"masked"``
+    (reconstruction of hidden genes, :class:`~scattn.train.MaskedPretrainingPlan`).
 
     Parameters
     ----------
     n_input
         Number of genes the data loader delivers (library sizes are taken over all of them).
     n_labels
-        Number of known classes.
+        Number of known classes; `None`: no classifier head yet (an encoder to pretrain).
     gene_index
         Positions (in the ``n_input`` genes) of the genes the model reads (see
         :class:`~scattn.module.GenePanel`).
@@ -64,10 +68,14 @@ class SIMSModule(ClassifierModule):
         One weight per class for the cross-entropy; `None`: all 1.
     """
 
+    objectives = (OBJECTIVES.CLASSIFICATION, OBJECTIVES.MASKED)
+    head_name = "head"
+    fitted_buffers = {"class_weights": "class_weights"}
+
     def __init__(
         self,
         n_input: int,
-        n_labels: int,
+        n_labels: int | None,
         gene_index: torch.Tensor,
         *,
         normalize_counts: bool = True,
@@ -82,7 +90,7 @@ class SIMSModule(ClassifierModule):
         lambda_sparse: float = 1e-3,
         class_weights: torch.Tensor | None = None,
     ) -> None:
-        super().__init__(n_input, n_labels, gene_index, normalize_counts=normalize_counts)
+        super().__init__(n_input, gene_index, normalize_counts=normalize_counts)
         if lambda_sparse < 0:
             raise ValueError(f"lambda_sparse must be >= 0, got {lambda_sparse}.")
         n_genes = self.genes.n_genes
@@ -91,14 +99,24 @@ class SIMSModule(ClassifierModule):
             n_genes, n_d=n_d, n_a=n_a, n_steps=n_steps, gamma=gamma, n_independent=n_independent,
             n_shared=n_shared, **bn,
         )
-        self.head = nn.Linear(n_d, n_labels)
-        self.decoder = TabNetDecoder(n_genes, n_d=n_d, n_steps=n_steps, **bn)
-        self.lambda_sparse = lambda_sparse
         self.n_latent = n_d
+        self.lambda_sparse = lambda_sparse
+        self.register_buffer("class_weights", torch.ones(0))
+        if n_labels is not None:
+            self.add_head(n_labels, class_weights)
+        self.decoder = TabNetDecoder(n_genes, n_d=n_d, n_steps=n_steps, **bn)
+
+    def add_head(self, n_labels: int, class_weights: torch.Tensor | None = None) -> None:
+        """A fresh classifier head for `n_labels` classes, with its class weights (`None`: 1)."""
         weights = torch.ones(n_labels) if class_weights is None else torch.as_tensor(class_weights).float()
         if weights.shape != (n_labels,) or bool((weights < 0).any()):
             raise ValueError(f"class_weights must be {n_labels} non-negative numbers.")
-        self.register_buffer("class_weights", weights)
+        super().add_head(n_labels)
+        self.class_weights = weights.to(self.class_weights.device)
+
+    def _make_head(self, n_labels: int) -> nn.Module:
+        return nn.Linear(self.n_latent, n_labels)
+
 
     @auto_move_data
     def inference(
@@ -116,35 +134,50 @@ class SIMSModule(ClassifierModule):
         instead the reconstruction of randomly hidden genes (``reconstruction``, ``target``,
         ``hidden``).
         """
-        f = self.genes(x)
+        panel = self.genes.read(x)
+        f = panel.lognorm
         if mask_ratio is not None:
             hidden = torch.bernoulli(torch.full_like(f, mask_ratio))
             enc = self.encoder(f * (1 - hidden), prior=1 - hidden)
-            return {"reconstruction": self.decoder(enc["steps"]), "target": f, "hidden": hidden}
+            # genes the data lack are zero-filled, not observed zeros: never scored
+            scored = hidden * panel.observed.to(hidden.dtype)
+            return {MODULE_KEYS.RECONSTRUCTION: self.decoder(enc["steps"]), MODULE_KEYS.TARGET: f,
+                    MODULE_KEYS.HIDDEN: scored}
         enc = self.encoder(f)
         z = torch.stack(enc["steps"]).sum(0)
-        out = {"logits": self.head(z), "z": z, "entropy": enc["entropy"]}
+        out = {MODULE_KEYS.Z: z, MODULE_KEYS.ENTROPY: enc["entropy"]}
+        if self.has_head:
+            out[MODULE_KEYS.LOGITS] = self.head(z)
         if return_attention:
             explain = enc["explain"]
-            out["attention"] = explain / explain.sum(-1, keepdim=True).clamp_min(1e-12)
+            out[MODULE_KEYS.ATTENTION] = explain / explain.sum(-1, keepdim=True).clamp_min(1e-12)
         if return_masks:
-            out["masks"] = enc["masks"]
+            out[MODULE_KEYS.MASKS] = enc["masks"]
         return out
 
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Weighted cross-entropy + ``lambda_sparse`` x mask entropy; in pretraining the
-        variance-normalised reconstruction error of the hidden genes."""
-        if "reconstruction" in inference_outputs:
-            return reconstruction_loss(**inference_outputs)
+    def classification_loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
+        """Class-weighted cross-entropy + ``lambda_sparse`` x mask entropy."""
+        self._require_head()
         out = classification_loss(
-            inference_outputs["logits"], tensors[REGISTRY_KEYS.LABELS_KEY], self.n_labels,
+            inference_outputs[MODULE_KEYS.LOGITS], tensors[REGISTRY_KEYS.LABELS_KEY], self.n_labels,
             weight=self.class_weights,
         )
-        entropy = inference_outputs["entropy"]
+        entropy = inference_outputs[MODULE_KEYS.ENTROPY]
         return LossOutput(
             loss=out.loss + self.lambda_sparse * entropy,
             n_obs_minibatch=out.n_obs_minibatch,
             extra_metrics={**out.extra_metrics, "mask_entropy": entropy.detach()},
+        )
+
+    def masked_loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
+        """The variance-normalised reconstruction error of the hidden genes (needs inference
+        with `mask_ratio`)."""
+        if MODULE_KEYS.RECONSTRUCTION not in inference_outputs:
+            raise ValueError("The masked objective needs inference with mask_ratio set "
+                             "(scattn.train.MaskedPretrainingPlan does it).")
+        return reconstruction_loss(
+            inference_outputs[MODULE_KEYS.RECONSTRUCTION], inference_outputs[MODULE_KEYS.TARGET],
+            inference_outputs[MODULE_KEYS.HIDDEN],
         )
 
 

@@ -1,6 +1,7 @@
 """Reusable torch blocks."""
 
 from ._feature_attention import FeatureExtractors, FeatureSelfAttention
+from ._gene_panel import GenePanel, PanelInput
 from ._local_attention import (
     GeneGroups,
     LocalAttentionBlock,
@@ -25,9 +26,11 @@ __all__ = [
     "FeatureTransformer",
     "GLULayer",
     "GeneGroups",
+    "GenePanel",
     "GhostBatchNorm",
     "LocalAttentionBlock",
     "LocalMultiheadAttention",
+    "PanelInput",
     "TabNetDecoder",
     "TabNetEncoder",
     "dense_masked_attention",

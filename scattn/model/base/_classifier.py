@@ -1,4 +1,4 @@
-"""Shared behaviour of scattn classifiers: training defaults, predict, and writing results."""
+"""The classifier mixin: training for labels, predict, and writing the results."""
 
 from __future__ import annotations
 
@@ -8,15 +8,11 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
-from scipy import sparse
-from scvi import REGISTRY_KEYS
-from scvi.dataloaders import DataSplitter
-from scvi.model.base import UnsupervisedTrainingMixin
-from scvi.train import TrainingPlan, TrainRunner
 
 from scattn._settings import settings
 from scattn._version import __version__
-from scattn.data import check_input, check_labels
+from scattn.module import MODULE_KEYS
+from scattn.train import ClassificationPlan
 
 from ._results import PredictionResult
 
@@ -25,41 +21,29 @@ logger = logging.getLogger(__name__)
 UNKNOWN = "Unknown"
 
 
-def validate_setup(adata: AnnData, labels_key: str, layer: str | None, expression: str,
-                   unlabeled_category: str, *, classes: list[str] | None = None) -> None:
-    """Every check `setup_anndata` makes before it registers anything."""
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
-    if adata.is_view:
-        raise ValueError("adata is a view; call `adata = adata.copy()` first.")
-    if labels_key not in adata.obs:
-        cols = ", ".join(map(repr, adata.obs.columns[:10])) or "none"
-        raise KeyError(f"labels_key {labels_key!r} is not a column of adata.obs (columns: {cols}).")
-    check_labels(adata.obs[labels_key], unlabeled_category, labels_key=labels_key, classes=classes)
-    check_input(adata, layer, expression)
-
-
 class ClassifierMixin:
-    """Training, prediction and result writing for models with a labels field.
+    """Training for labels, prediction and result writing.
 
-    A model using it sets ``_default_lr``, ``_default_train_batch_size`` (or `None`) and
-    ``_attention_description`` (what its attribution means, recorded in ``params``), and has a
-    module whose ``inference`` returns ``logits``, ``z`` and, on request, ``attention``
-    (cells x model genes).
+    A model using it sets ``_default_lr`` and ``_default_train_batch_size`` (or `None`) and
+    has a :class:`~scattn.module.PanelModule` whose ``inference`` returns ``logits`` and
+    ``z`` once it has a head. A model built without labels (e.g. to pretrain) has no head;
+    :meth:`PretrainingMixin.from_pretrained <scattn.model.base.PretrainingMixin.from_pretrained>`
+    starts a labelled model, head included, from it. With :class:`AttentionMixin`,
+    ``predict`` also writes the attribution layer and markers.
     """
 
-    _data_splitter_cls = DataSplitter
-    _training_plan_cls = TrainingPlan
-    _train_runner_cls = TrainRunner
+    _training_plan_cls = ClassificationPlan
     _default_lr = 1e-3
     _default_train_batch_size: int | None = None
-    _attention_description = ""
 
-    # -- labels ----------------------------------------------------------------------------
-    def _registered_classes(self) -> list[str]:
-        """The known classes of the registered labels, in the classifier's output order."""
-        mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY).categorical_mapping
-        return [str(c) for c in mapping[:-1]]
+    def _require_classifier(self) -> None:
+        """A clear error for a model without labels or head."""
+        if not getattr(self.module, "has_head", True):
+            raise ValueError(
+                f"This {type(self).__name__} has no classifier: it was set up without labels_key. "
+                f"Set up labelled data and start a classifier from it with "
+                f"`sa.model.{type(self).__name__}.from_pretrained(model, labelled_adata)`."
+            )
 
     # -- training --------------------------------------------------------------------------
     def train(
@@ -78,7 +62,7 @@ class ClassifierMixin:
         datasplitter_kwargs: dict | None = None,
         **trainer_kwargs,
     ):
-        """Train with scvi-tools' Lightning machinery.
+        """Train the classifier with scvi-tools' Lightning machinery.
 
         Parameters
         ----------
@@ -102,7 +86,8 @@ class ClassifierMixin:
         accelerator, devices
             Passed to Lightning (``"cpu"``, ``"gpu"``, ``"auto"``...).
         plan_kwargs
-            Extra arguments of :class:`scvi.train.TrainingPlan` (e.g. ``weight_decay``).
+            Extra arguments of :class:`scattn.train.ClassificationPlan` (scvi-tools'
+            :class:`~scvi.train.TrainingPlan`, e.g. ``weight_decay``).
         datasplitter_kwargs
             Extra arguments of :class:`scvi.dataloaders.DataSplitter`.
         **trainer_kwargs
@@ -113,70 +98,117 @@ class ClassifierMixin:
         Training history (``train_loss``, ``validation_loss``, ``accuracy_train``,
         ``accuracy_validation``) is in ``model.history``.
         """
-        has_validation = self._prepare_training(
+        self._require_classifier()
+        self._prepare_training(
             max_epochs, train_size, validation_size, early_stopping, early_stopping_patience, trainer_kwargs
         )
         plan = {"lr": self._default_lr if lr is None else lr, "eps": 1e-8, "weight_decay": 0.0}
         plan.update(plan_kwargs or {})
-        # inference leaves the module in eval mode and Lightning keeps modes as it finds them:
-        # without this, dropout would stay off when training follows a prediction
-        self.module.train()
-        return UnsupervisedTrainingMixin.train(
-            self,
+        return self._run_plan(
+            self._training_plan_cls(self.module, **plan),
             max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
+            batch_size=batch_size or self._default_train_batch_size or settings.batch_size,
             train_size=train_size,
             validation_size=validation_size,
-            batch_size=batch_size or self._default_train_batch_size or settings.batch_size,
-            early_stopping=early_stopping and has_validation,
-            plan_kwargs=plan,
+            accelerator=accelerator,
+            devices=devices,
             datasplitter_kwargs=datasplitter_kwargs,
             **trainer_kwargs,
         )
 
-    @staticmethod
-    def _prepare_training(max_epochs: int, train_size: float, validation_size: float | None,
-                          early_stopping: bool, early_stopping_patience: int, trainer_kwargs: dict) -> bool:
-        """Checks and settings every training run shares; return whether there is a validation set.
-
-        Fills `trainer_kwargs` (progress bar, early stopping on the validation loss) and seeds
-        scvi-tools from :attr:`scattn.settings.seed`.
-        """
-        if max_epochs < 1:
-            raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
-        if not 0 < train_size <= 1:
-            raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
-        has_validation = ((1 - train_size) if validation_size is None else validation_size) > 0
-        trainer_kwargs.setdefault("enable_progress_bar", settings.progress_bar)
-        if early_stopping and has_validation:
-            trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
-            trainer_kwargs.setdefault("early_stopping_patience", early_stopping_patience)
-        if settings.seed is not None:
-            import scvi
-
-            scvi.settings.seed = settings.seed
-        return has_validation
-
     # -- inference -------------------------------------------------------------------------
-    def get_latent_representation(
-        self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
-    ) -> np.ndarray:
-        """The cell embedding (cells x latent dims); see the model's docstring for what it is."""
-        self._check_if_trained(warn=True)
-        with self._aligned(adata) as internal:
-            return self._run_inference(internal, indices=indices, batch_size=batch_size, keys=("z",))["z"]
-
     def predict_proba(
         self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
     ) -> pd.DataFrame:
         """Class probabilities, cells x classes."""
+        self._require_classifier()
         self._check_if_trained(warn=True)
         with self._aligned(adata) as internal:
-            out = self._run_inference(internal, indices=indices, batch_size=batch_size, keys=("logits",))
+            out = self._run_inference(internal, indices=indices, batch_size=batch_size,
+                                      keys=(MODULE_KEYS.LOGITS,))
             names = internal.obs_names if indices is None else internal.obs_names[np.asarray(indices)]
-        probs = torch.softmax(torch.from_numpy(out["logits"]), -1).numpy()
+        probs = torch.softmax(torch.from_numpy(out[MODULE_KEYS.LOGITS]), -1).numpy()
         return pd.DataFrame(probs, index=names, columns=self.classes_)
+
+    def predict(
+        self,
+        adata: AnnData | None = None,
+        *,
+        key_added: str | None = None,
+        inplace: bool = True,
+        unknown_threshold: float | None = None,
+        attention_top_k: int = 50,
+        n_markers: int = 100,
+        batch_size: int | None = None,
+        min_gene_overlap: float = 0.5,
+    ) -> PredictionResult | None:
+        """Predict cell types and write predictions, embedding, attribution and markers.
+
+        Parameters
+        ----------
+        adata
+            AnnData to predict, with the kind of data the model was set up with; genes are
+            matched by name (missing genes zero-filled with a warning). `None`: the training
+            AnnData (its unlabelled cells included).
+        key_added
+            Prefix of every key written; `None`: the model's name in lower case
+            (``"cgran"``, ``"cfan"``, ``"sims"``).
+        inplace
+            Write into `adata`; with `False` nothing is written and a
+            :class:`~scattn.model.base.PredictionResult` is returned.
+        unknown_threshold
+            Cells whose highest probability is below it are labelled ``"Unknown"``; in
+            (0, 1). :func:`scattn.tl.unknown_threshold` picks one from reference cells.
+        attention_top_k
+            Attribution weights kept per cell (and the CGRAN paper's top-k "picked" rule
+            for markers).
+        n_markers
+            Genes ranked per class in the markers.
+        batch_size
+            Minibatch size for inference.
+        min_gene_overlap
+            Smallest fraction of the model's genes that `adata` must have.
+
+        Returns
+        -------
+        With ``inplace=True`` `None`, and writes (``key = key_added``):
+
+        ``adata.obs[f"{key}_prediction"]``
+            Predicted class (categorical; ``"Unknown"`` below `unknown_threshold`).
+        ``adata.obs[f"{key}_confidence"]``
+            Highest class probability.
+        ``adata.obsm[f"{key}_probabilities"]``
+            DataFrame, cells x classes.
+        ``adata.obsm[f"X_{key}"]``
+            The cell embedding (see the model's Notes for what it is).
+        ``adata.layers[f"{key}_attention"]``
+            Sparse cells x genes: each cell's `attention_top_k` largest positive attribution
+            weights (see the model's Notes; genes the model does not read are zero).
+        ``adata.uns[f"{key}_markers"]``
+            Markers per predicted class from the attribution, ``rank_genes_groups`` layout
+            (see :func:`scattn.tl.marker_genes_from_attention`).
+        ``adata.uns[key]["params"]``
+            Model class, scattn version, keys, threshold, classes.
+        ``adata.uns[key][...]``
+            Model-specific results (SIMS: ``"feature_importances"``, ``"class_importances"``;
+            see the model's Notes).
+
+        With ``inplace=False``, a :class:`~scattn.model.base.PredictionResult` holding the same.
+        """
+        key_added = self._key if key_added is None else key_added
+        result = self._predict(
+            adata,
+            key_added=key_added,
+            unknown_threshold=unknown_threshold,
+            attention_top_k=attention_top_k,
+            n_markers=n_markers,
+            batch_size=batch_size,
+            min_gene_overlap=min_gene_overlap,
+        )
+        if not inplace:
+            return result
+        self._write_predictions(self.adata if adata is None else adata, result, key_added)
+        return None
 
     def _predict(
         self,
@@ -189,19 +221,20 @@ class ClassifierMixin:
         batch_size: int | None,
         min_gene_overlap: float,
     ) -> PredictionResult:
-        from scattn.tl._markers import attention_markers
-
         if unknown_threshold is not None and not 0 < unknown_threshold < 1:
             raise ValueError(f"unknown_threshold must be in (0, 1), got {unknown_threshold}.")
         if attention_top_k < 1:
             raise ValueError(f"attention_top_k must be >= 1, got {attention_top_k}.")
+        self._require_classifier()
         self._check_if_trained(warn=True)
         target = self.adata if adata is None else adata
-        summary = self._attention_summary()
+        attribution = hasattr(self, "_attention_summary")
+        summary = self._attention_summary() if attribution else None
         with self._aligned(adata, min_gene_overlap=min_gene_overlap) as internal:
-            out = self._run_inference(internal, batch_size=batch_size, attention_top_k=attention_top_k,
+            out = self._run_inference(internal, batch_size=batch_size,
+                                      attention_top_k=attention_top_k if attribution else None,
                                       accumulate=summary)
-        probs = torch.softmax(torch.from_numpy(out["logits"]), -1).numpy()
+        probs = torch.softmax(torch.from_numpy(out[MODULE_KEYS.LOGITS]), -1).numpy()
         classes = self.classes_
         best = probs.argmax(1)
         confidence = probs.max(1)
@@ -216,54 +249,32 @@ class ClassifierMixin:
         prediction = pd.Series(
             pd.Categorical(labels, categories=categories).remove_unused_categories(), index=index
         )
-        attention = self._attention_in_genes_of(out["attention"], target.var_names)
-        markers = attention_markers(
-            attention, prediction, target.var_names, n_top=attention_top_k, n_genes=n_markers,
-            groupby=f"{key_added}_prediction", layer=f"{key_added}_attention",
-        )
         params = {
             "model": type(self).__name__,
             "scattn_version": __version__,
             "key_added": key_added,
             "unknown_threshold": unknown_threshold,
             "attention_top_k": attention_top_k,
-            "attention": self._attention_description,
             "n_model_genes": len(self.var_names_),
             "classes": classes,
         }
+        attention = markers = None
+        if attribution:
+            params["attention"] = self._attention_description
+            attention = self._attention_in_genes_of(out[MODULE_KEYS.ATTENTION], target.var_names)
+            markers = self._attention_markers(attention, prediction, target.var_names, key=key_added,
+                                              top_k=attention_top_k, n_genes=n_markers)
         return PredictionResult(
             uns={} if summary is None else summary.results(self._readable_in(target.var_names)),
             prediction=prediction,
             confidence=pd.Series(confidence, index=index),
             probabilities=pd.DataFrame(probs, index=index, columns=classes),
-            embedding=out["z"],
+            embedding=out[MODULE_KEYS.Z],
             attention=attention,
             var_names=target.var_names.copy(),
             markers=markers,
             params=params,
         )
-
-    def _attention_summary(self):
-        """A callable fed every inference minibatch by `_predict`, whose ``results(readable)``
-        (a dict) goes beside ``params`` in ``adata.uns[key]``; `None`: nothing extra."""
-        return None
-
-    def _readable_in(self, var_names: pd.Index) -> np.ndarray:
-        """Which model genes (``var_names_`` order) the model reads and `var_names` holds."""
-        genes = pd.Index(self.var_names_)
-        return genes.isin(self._read_genes) & genes.isin(pd.Index(var_names))
-
-    def _attention_in_genes_of(self, attention: sparse.csr_matrix, var_names: pd.Index) -> sparse.csr_matrix:
-        """Map a cells x model-genes matrix onto the columns `var_names` (absent genes dropped)."""
-        pos = pd.Index(var_names).get_indexer(pd.Index(self.var_names_))
-        keep = np.flatnonzero(self._readable_in(var_names))  # genes the model never reads get nothing
-        selector = sparse.csr_matrix(
-            (np.ones(len(keep), dtype=np.float32), (keep, pos[keep])),
-            shape=(len(self.var_names_), len(var_names)),
-        )
-        out = sparse.csr_matrix(attention @ selector, dtype=np.float32)
-        out.eliminate_zeros()
-        return out
 
     @staticmethod
     def _write_predictions(adata: AnnData, result: PredictionResult, key: str) -> None:
@@ -274,11 +285,13 @@ class ClassifierMixin:
         }
         proba = result.probabilities.copy()
         proba.index = adata.obs_names
+        embedding = np.asarray(result.embedding, dtype=np.float32)
         # everything is computed above; only assignments below, so a failure leaves no trace
         for k, v in obs_updates.items():
             adata.obs[k] = v
         adata.obsm[f"{key}_probabilities"] = proba
-        adata.obsm[f"X_{key}"] = np.asarray(result.embedding, dtype=np.float32)
-        adata.layers[f"{key}_attention"] = result.attention
-        adata.uns[f"{key}_markers"] = result.markers
+        adata.obsm[f"X_{key}"] = embedding
+        if result.attention is not None:
+            adata.layers[f"{key}_attention"] = result.attention
+            adata.uns[f"{key}_markers"] = result.markers
         adata.uns[key] = {"params": result.params, **result.uns}

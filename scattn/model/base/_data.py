@@ -16,6 +16,10 @@ from scvi import REGISTRY_KEYS
 
 from scattn._settings import settings
 from scattn.data import align_to_genes, check_input
+from scattn.module import MODULE_KEYS
+
+#: column of a private aligned AnnData's ``var``: whether the user's data held the gene
+PRESENT = "present"
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +28,8 @@ class AlignedDataMixin:
     """Models whose input genes are matched by name.
 
     Requires the model to set ``var_names_`` (the genes it reads, a subset of the
-    registered genes) and to be an scvi-tools ``BaseModelClass``.
+    registered genes) and to be an scvi-tools ``BaseModelClass`` whose module declares its
+    ``inference`` inputs (``_get_inference_input``).
     """
 
     @property
@@ -106,10 +111,28 @@ class AlignedDataMixin:
                     stacklevel=4,
                 )
         obs = pd.DataFrame(index=adata.obs_names.copy())
-        internal = AnnData(X=aligned, obs=obs, var=pd.DataFrame(index=self._registered_var_names))
+        for key in self._covariate_columns():
+            if key not in adata.obs:
+                raise KeyError(f"adata.obs has no {key!r} column, which the model was set up with.")
+            obs[key] = adata.obs[key].to_numpy()
+        var = pd.DataFrame({PRESENT: present}, index=self._registered_var_names)
+        internal = AnnData(X=aligned, obs=obs, var=var)
         if layer is not None:
             internal.layers[layer] = aligned
         return internal
+
+    def _covariate_columns(self) -> list[str]:
+        """obs columns besides labels that the model was set up with (batch, covariates)."""
+        args = self._setup_args
+        return [k for k in [args.get("batch_key"), *(args.get("categorical_covariate_keys") or [])] if k]
+
+    def _unobserved_model_genes(self, internal: AnnData) -> np.ndarray:
+        """Model genes that `internal` (from :meth:`_aligned`) zero-filled: not observed."""
+        if PRESENT not in internal.var:
+            return np.zeros(len(self.var_names_), dtype=bool)
+        pos = pd.Index(internal.var_names).get_indexer(pd.Index(self.var_names_))
+        present = internal.var[PRESENT].to_numpy(dtype=bool)
+        return ~np.where(pos >= 0, present[np.maximum(pos, 0)], False)
 
     @torch.no_grad()  # not inference_mode: gradient attributions (CFAN) re-enable autograd inside
     def _run_inference(
@@ -119,7 +142,7 @@ class AlignedDataMixin:
         indices=None,
         batch_size: int | None = None,
         attention_top_k: int | None = None,
-        keys: tuple[str, ...] = ("logits", "z"),
+        keys: tuple[str, ...] = (MODULE_KEYS.LOGITS, MODULE_KEYS.Z),
         accumulate=None,
         **inference_kwargs,
     ) -> dict[str, np.ndarray | sparse.csr_matrix]:
@@ -137,20 +160,19 @@ class AlignedDataMixin:
         out: dict[str, list] = {k: [] for k in keys}
         att_rows: list[sparse.csr_matrix] = []
         want_att = attention_top_k is not None
+        if want_att or accumulate is not None:
+            inference_kwargs["return_attention"] = True
         for tensors in loader:
-            res = self.module.inference(
-                tensors[REGISTRY_KEYS.X_KEY], return_attention=want_att or accumulate is not None,
-                **inference_kwargs,
-            )
+            res = self.module.inference(**self.module._get_inference_input(tensors), **inference_kwargs)
             if accumulate is not None:
                 accumulate(res)
             for k in keys:
                 out[k].append(res[k].float().cpu().numpy())
             if want_att:
-                att_rows.append(_top_k_csr(res["attention"], attention_top_k))
+                att_rows.append(_top_k_csr(res[MODULE_KEYS.ATTENTION], attention_top_k))
         result = {k: np.concatenate(v) for k, v in out.items()}
         if want_att:
-            result["attention"] = sparse.vstack(att_rows, format="csr")
+            result[MODULE_KEYS.ATTENTION] = sparse.vstack(att_rows, format="csr")
         return result
 
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Literal
 
-import numpy as np
 import pandas as pd
-import torch
 from anndata import AnnData
 
 from scattn.data import check_input, check_labels
 from scattn.data._validate import label_strings
+
+from ._fitted import Source, check_shared_genes
 
 logger = logging.getLogger(__name__)
 
@@ -20,21 +19,16 @@ FineTune = Literal["classifier", "all"]
 
 
 class QueryMixin:
-    """``load_query_data`` in the scvi-tools manner, for :class:`GenePanelClassifier` models.
+    """``load_query_data`` in the scvi-tools manner, for models with a labels field.
 
-    A subclass names its classifier-head parameters in ``_head_prefixes`` and may add fitted
-    buffers for the query (e.g. embeddings) in :meth:`_query_state`.
+    Independent of the other mixins: it needs only what every scattn model has
+    (``setup_anndata``, ``_from_source`` in :class:`~scattn.model.base.ScattnModel`). A model
+    may compute the query's fitted buffers (e.g. embeddings) in ``_transfer_buffers``.
     """
 
-    _head_prefixes: tuple[str, ...] = ("classifier.",)
     #: ``fine_tune`` of a query model (``None`` otherwise); the freezing is not saved: a
     #: query model reloaded with ``load`` trains every weight
     fine_tune_: str | None = None
-
-    @classmethod
-    def _query_state(cls, reference, adata: AnnData, gene_index: np.ndarray, **kwargs) -> dict:
-        """Fitted module buffers of the query model besides the gene positions."""
-        return {}
 
     @classmethod
     def load_query_data(
@@ -89,11 +83,9 @@ class QueryMixin:
         fine_tune: FineTune,
         extend_classes: bool,
         min_gene_overlap: float,
-        **state_kwargs,
+        **transfer_kwargs,
     ):
         """Register `adata` like the reference, build the query model, copy weights, freeze."""
-        from ._panel import _FITTED_STATE
-
         if not isinstance(reference_model, cls):
             raise TypeError(
                 f"reference_model must be a trained {cls.__name__}, got {type(reference_model).__name__}."
@@ -135,46 +127,17 @@ class QueryMixin:
             check_labels(labels, unlabeled, labels_key=labels_key, classes=ref_classes)  # raises
         classes = ref_classes + new
 
-        ref_genes = pd.Index(reference_model.var_names_)
-        pos = adata.var_names.get_indexer(ref_genes)
-        n_shared = int((pos >= 0).sum())
-        if n_shared == 0:
-            raise ValueError(
-                f"The query shares no gene with the reference model's {len(ref_genes)} genes (e.g. "
-                f"{', '.join(map(str, ref_genes[:3]))}); check that both use the same gene "
-                "identifiers (symbols vs Ensembl IDs)."
-            )
-        if n_shared < min_gene_overlap * len(ref_genes):
-            raise ValueError(
-                f"The query has {n_shared} of the reference model's {len(ref_genes)} genes, under "
-                f"min_gene_overlap={min_gene_overlap}."
-            )
-        if n_shared < len(ref_genes):
-            warnings.warn(
-                f"{len(ref_genes) - n_shared} of the reference model's {len(ref_genes)} genes are "
-                "missing from the query; they read as zero.",
-                UserWarning,
-                stacklevel=3,
-            )
-        gene_index = np.where(pos >= 0, pos, adata.n_vars)
-
+        check_shared_genes(pd.Index(reference_model.var_names_), adata.var_names,
+                           min_overlap=min_gene_overlap, source="reference model", target="query")
         cls.setup_anndata(
             adata, labels_key, layer=layer, expression=expression, unlabeled_category=unlabeled,
             classes=classes,
         )
-        params = {**reference_model.init_params_["non_kwargs"], **reference_model.init_params_["kwargs"]}
-        params["genes"] = list(ref_genes)
-        state = {"genes.gene_index": torch.as_tensor(gene_index)}
-        state.update(cls._query_state(reference_model, adata, gene_index, **state_kwargs))
-        token = _FITTED_STATE.set(state)
-        try:
-            model = cls(adata, **params)
-        finally:
-            _FITTED_STATE.reset(token)
-        model._copy_reference_weights(reference_model, set(state), n_reference_classes=len(ref_classes))
+        model = cls._from_source(Source.from_model(reference_model), adata, **transfer_kwargs)
         if fine_tune == "classifier":
+            head = set(model.module.head_parameter_names())
             for name, p in model.module.named_parameters():
-                p.requires_grad_(name.startswith(cls._head_prefixes))
+                p.requires_grad_(name in head)
         model.is_trained_ = False
         model.fine_tune_ = fine_tune
         model._model_summary_string += (
@@ -182,21 +145,3 @@ class QueryMixin:
             f"{len(classes) - len(ref_classes)} added), fine_tune={fine_tune!r}"
         )
         return model
-
-    def _copy_reference_weights(self, reference, fitted: set[str], *, n_reference_classes: int) -> None:
-        """Copy every reference weight except the query's fitted buffers; extend the head."""
-        ref_state = reference.module.state_dict()
-        state = self.module.state_dict()
-        for key, value in state.items():
-            if key in fitted or key not in ref_state:
-                continue
-            ref_value = ref_state[key]
-            if key.startswith(self._head_prefixes) and ref_value.shape != value.shape:
-                # classes added by the query: reference rows first, new rows keep their init
-                value[:n_reference_classes] = ref_value.to(value.device)
-                continue
-            if ref_value.shape != value.shape:
-                raise ValueError(f"Reference weight {key} has shape {tuple(ref_value.shape)}, "
-                                 f"the query model {tuple(value.shape)}.")
-            state[key] = ref_value.clone()
-        self.module.load_state_dict(state)

@@ -24,7 +24,8 @@ class PredictionResult:
     embedding
         Cells x latent dims cell embedding.
     attention
-        Sparse cells x genes attribution (top-k per cell), columns named by `var_names`.
+        Sparse cells x genes attribution (top-k per cell), columns named by `var_names`
+        (`None` for a model without attribution).
     var_names
         Gene names of the columns of `attention`.
     markers
@@ -41,7 +42,7 @@ class PredictionResult:
     confidence: pd.Series
     probabilities: pd.DataFrame
     embedding: np.ndarray
-    attention: sparse.csr_matrix
+    attention: sparse.csr_matrix | None
     var_names: pd.Index
     markers: dict | None = None
     params: dict = field(default_factory=dict)

@@ -1,0 +1,88 @@
+"""The attribution mixin: per-cell gene attribution, its top-k sparse layer and markers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from scattn._attribution import attention_markers
+from scattn.module import MODULE_KEYS
+
+
+class AttentionMixin:
+    """Models whose module's ``inference(..., return_attention=True)`` returns
+    :data:`MODULE_KEYS.ATTENTION <scattn.module.MODULE_KEYS>` (cells x model genes).
+
+    A model sets ``_attention_description`` (what its attribution means, recorded in
+    ``params``) and may return an accumulator from :meth:`_attention_summary` (SIMS' feature
+    importances).
+    """
+
+    _attention_description = ""
+
+    def get_attention(
+        self,
+        adata: AnnData | None = None,
+        indices=None,
+        *,
+        top_k: int | None = None,
+        batch_size: int | None = None,
+    ) -> pd.DataFrame:
+        """The per-cell attribution over the model's genes (see the model's Notes).
+
+        Parameters
+        ----------
+        adata
+            AnnData (aligned by gene name); `None` for the training data.
+        indices
+            Cells to use.
+        top_k
+            Keep only each cell's `top_k` largest positive weights (others 0). `None`: all
+            weights, as computed (CFAN's gradients keep their sign).
+        batch_size
+            Minibatch size.
+
+        Returns
+        -------
+        DataFrame, cells x the model's genes (``model.var_names_``).
+        """
+        self._check_if_trained(warn=True)
+        with self._aligned(adata) as internal:
+            out = self._run_inference(
+                internal, indices=indices, batch_size=batch_size, attention_top_k=top_k or 0, keys=()
+            )
+            names = internal.obs_names if indices is None else internal.obs_names[np.asarray(indices)]
+        return pd.DataFrame(out[MODULE_KEYS.ATTENTION].toarray(), index=names, columns=self.var_names_)
+
+    def _attention_summary(self):
+        """A callable fed every inference minibatch by `predict`, whose ``results(readable)``
+        (a dict) goes beside ``params`` in ``adata.uns[key]``; `None`: nothing extra."""
+        return None
+
+    def _readable_in(self, var_names: pd.Index) -> np.ndarray:
+        """Which model genes (``var_names_`` order) the model reads and `var_names` holds."""
+        genes = pd.Index(self.var_names_)
+        return genes.isin(self._read_genes) & genes.isin(pd.Index(var_names))
+
+    def _attention_in_genes_of(self, attention: sparse.csr_matrix, var_names: pd.Index) -> sparse.csr_matrix:
+        """Map a cells x model-genes matrix onto the columns `var_names` (absent genes dropped)."""
+        pos = pd.Index(var_names).get_indexer(pd.Index(self.var_names_))
+        keep = np.flatnonzero(self._readable_in(var_names))  # genes the model never reads get nothing
+        selector = sparse.csr_matrix(
+            (np.ones(len(keep), dtype=np.float32), (keep, pos[keep])),
+            shape=(len(self.var_names_), len(var_names)),
+        )
+        out = sparse.csr_matrix(attention @ selector, dtype=np.float32)
+        out.eliminate_zeros()
+        return out
+
+    @staticmethod
+    def _attention_markers(attention: sparse.csr_matrix, groups: pd.Series, var_names: pd.Index, *,
+                           key: str, top_k: int, n_genes: int) -> dict:
+        """Markers per group from the attribution layer (``rank_genes_groups`` layout)."""
+        return attention_markers(
+            attention, groups, var_names, n_top=top_k, n_genes=n_genes,
+            groupby=f"{key}_prediction", layer=f"{key}_attention",
+        )

@@ -1,0 +1,410 @@
+"""The base of every scattn model: set-up fields, genes, fitted state, training runs, save/load."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData, read_h5ad
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, LayerField
+from scvi.dataloaders import DataSplitter
+from scvi.model._utils import parse_device_args
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+
+from scattn._settings import settings
+from scattn.data import (
+    LabelsField,
+    check_input,
+    check_labels,
+    genes_to_positions,
+    log_normalize,
+    select_variable_genes,
+)
+
+from ._data import AlignedDataMixin
+from ._fitted import FITTED_ATTR, FittedState, Source, read_checkpoint
+
+logger = logging.getLogger(__name__)
+
+Expression = Literal["counts", "log1p"]
+
+
+def validate_setup(adata: AnnData, labels_key: str | None, layer: str | None, expression: str,
+                   unlabeled_category: str, *, classes: list[str] | None = None,
+                   obs_keys: Sequence[str] = ()) -> None:
+    """Every check `setup_anndata` makes before it registers anything."""
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
+    if adata.is_view:
+        raise ValueError("adata is a view; call `adata = adata.copy()` first.")
+    cols = ", ".join(map(repr, adata.obs.columns[:10])) or "none"
+    for key in obs_keys:
+        if key not in adata.obs:
+            raise KeyError(f"{key!r} is not a column of adata.obs (columns: {cols}).")
+        if adata.obs[key].isna().any():
+            raise ValueError(f"adata.obs[{key!r}] has missing values; every cell needs one.")
+    if labels_key is not None:
+        if labels_key not in adata.obs:
+            raise KeyError(f"labels_key {labels_key!r} is not a column of adata.obs (columns: {cols}).")
+        check_labels(adata.obs[labels_key], unlabeled_category, labels_key=labels_key, classes=classes)
+    check_input(adata, layer, expression)
+
+
+class ScattnModel(AlignedDataMixin, BaseModelClass):
+    """Base of every scattn model: AnnData fields, the model's genes, fitted state, save/load.
+
+    A model declares what it is by the mixins it adds (``LatentMixin``, ``AttentionMixin``,
+    ``ClassifierMixin``, ``PretrainingMixin``, ``QueryMixin``) and by class attributes:
+
+    * ``_module_cls``, ``_key`` (default ``key_added``: ``"cgran"``...);
+    * ``_labels``: ``"required"`` (a classifier that cannot exist without labels),
+      ``"optional"`` (labels may be registered, e.g. a model that can be pretrained first) or
+      ``"none"``;
+    * ``_batch_key``: whether ``setup_anndata`` takes a ``batch_key`` (registered as
+      ``REGISTRY_KEYS.BATCH_KEY``); ``_covariates``: whether it takes
+      ``categorical_covariate_keys`` (``REGISTRY_KEYS.CAT_COVS_KEY``).
+
+    ``__init__(adata, ..., fitted=None)`` computes the model's :class:`FittedState` (genes,
+    module buffers) on `adata` when `fitted` is `None`, else takes it as given (``load``,
+    ``load_query_data``, ``from_pretrained``), calls :meth:`_init_panel` and builds
+    ``self.module``; it ends with ``self._record_init_params(locals())``.
+    """
+
+    _key = "model"
+    _labels: Literal["required", "optional", "none"] = "optional"
+    _batch_key = False
+    _covariates = False
+
+    # -- set-up ---------------------------------------------------------------------------
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        labels_key: str | None = None,
+        *,
+        layer: str | None = None,
+        expression: Expression = "counts",
+        unlabeled_category: str = "Unknown",
+        classes: Sequence[str] | None = None,
+        batch_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
+        **kwargs,
+    ) -> None:
+        """Register `adata` with the model.
+
+        Parameters
+        ----------
+        adata
+            Cells x genes AnnData.
+        labels_key
+            Column of ``adata.obs`` with cell types. Cells whose label is
+            `unlabeled_category` or NaN are kept out of the loss and predicted. Classifiers
+            (CGRAN, CFAN) need it; models that can be pretrained (SIMS) take it optionally.
+        layer
+            Layer with the expression; `None` uses ``adata.X``.
+        expression
+            ``"counts"``: raw counts; the model normalises to 10,000 per cell and takes log1p.
+            ``"log1p"``: data already log-normalised (e.g. ``adata.raw``), used as given.
+        unlabeled_category
+            Label value meaning "unlabelled".
+        classes
+            The known classes, in the classifier's output order; every label must be one of
+            them. `None`: the sorted labels found. Fixing them shares one label encoding
+            across datasets (``load_query_data`` uses it).
+        batch_key
+            Column of ``adata.obs`` with each cell's batch, for models with a batch covariate;
+            models without one (CGRAN, CFAN, SIMS) refuse it (per-sample questions go through
+            ``sa.tl.novelty(groupby=...)``).
+        categorical_covariate_keys
+            Columns of ``adata.obs`` with categorical covariates, for models that use them.
+
+        Notes
+        -----
+        Everything is checked before anything is written. As in scvi-tools, registration adds
+        ``adata.obs["_scvi_labels"]`` (with labels; ``"_scvi_batch"`` with a batch) and
+        ``adata.uns["_scvi_uuid"]``, ``adata.uns["_scvi_manager_uuid"]``; nothing else in
+        `adata` changes.
+        """
+        if set(kwargs) - {"source_registry", "extend_categories", "allow_missing_labels"}:
+            # (no local variable before this point: scvi records every local as a setup argument)
+            raise TypeError(f"setup_anndata got unexpected arguments: {', '.join(sorted(kwargs))}.")
+        classes = None if classes is None else [str(c) for c in classes]
+        setup_method_args = cls._get_setup_method_args(**locals())
+        cls._check_setup_keys(labels_key, batch_key, categorical_covariate_keys)
+        if "source_registry" not in kwargs:
+            validate_setup(adata, labels_key, layer, expression, unlabeled_category, classes=classes,
+                           obs_keys=[k for k in [batch_key, *(categorical_covariate_keys or [])] if k])
+        fields = cls._anndata_fields(layer=layer, expression=expression, labels_key=labels_key,
+                                     unlabeled_category=unlabeled_category, classes=classes,
+                                     batch_key=batch_key,
+                                     categorical_covariate_keys=categorical_covariate_keys)
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @classmethod
+    def _check_setup_keys(cls, labels_key, batch_key, categorical_covariate_keys) -> None:
+        name = cls.__name__
+        if labels_key is None and cls._labels == "required":
+            raise ValueError(f"{name} is a classifier: pass labels_key, the obs column with cell types.")
+        if labels_key is not None and cls._labels == "none":
+            raise ValueError(f"{name} takes no labels; call setup_anndata without labels_key.")
+        if batch_key is not None and not cls._batch_key:
+            raise ValueError(
+                f"{name} has no batch covariate; call setup_anndata without batch_key "
+                "(test samples for novel types with `sa.tl.novelty(..., groupby=batch_key)`)."
+            )
+        if categorical_covariate_keys and not cls._covariates:
+            raise ValueError(f"{name} uses no categorical covariates; call setup_anndata without "
+                             "categorical_covariate_keys.")
+
+    @classmethod
+    def _anndata_fields(cls, *, layer, expression, labels_key, unlabeled_category, classes,
+                        batch_key, categorical_covariate_keys) -> list:
+        """The scvi-tools fields this model registers (expression; labels, batch, covariates
+        where given)."""
+        fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=expression == "counts")]
+        if labels_key is not None:
+            fields.append(LabelsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category,
+                                      classes=classes))
+        if batch_key is not None:
+            fields.append(CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key))
+        if categorical_covariate_keys:
+            fields.append(CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys))
+        return fields
+
+    # -- fields as the model sees them ---------------------------------------------------------
+    @property
+    def _has_labels(self) -> bool:
+        return REGISTRY_KEYS.LABELS_KEY in self.adata_manager.data_registry
+
+    def _registered_classes(self) -> list[str]:
+        """The known classes of the registered labels, in the classifier's output order
+        (none without labels)."""
+        if not self._has_labels:
+            return []
+        mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY).categorical_mapping
+        return [str(c) for c in mapping[:-1]]
+
+    @property
+    def n_batch(self) -> int:
+        """Number of registered batches (0 without a batch key)."""
+        if REGISTRY_KEYS.BATCH_KEY not in self.adata_manager.data_registry:
+            return 0
+        return len(self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping)
+
+    # -- genes and fitted state -----------------------------------------------------------------
+    def _panel_state(self, n_top_genes: int | None, genes: Sequence[str] | None, *,
+                     lognorm=None) -> FittedState:
+        """The model's genes on its own data: `genes` by name, the `n_top_genes` most variable
+        ones, or (both `None`) every registered gene. `lognorm`: the log-normalised registered
+        matrix, if the caller has it already."""
+        if n_top_genes is not None and n_top_genes < 1:
+            raise ValueError(f"n_top_genes must be >= 1 or None, got {n_top_genes}.")
+        if genes is not None:
+            index = genes_to_positions(self.adata.var_names, genes)
+        elif n_top_genes is None:
+            index = np.arange(self.adata.n_vars)
+        else:
+            if lognorm is None:
+                lognorm = self._registered_lognorm()
+            index = select_variable_genes(lognorm, n_top_genes)
+        return FittedState([str(g) for g in self.adata.var_names[index]], np.asarray(index))
+
+    def _registered_lognorm(self):
+        """The registered expression, log-normalised (block by block if backed)."""
+        matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        return log_normalize(matrix, self._setup_args["expression"])
+
+    def _init_panel(self, fitted: FittedState) -> None:
+        """Take the model's genes and classes from `fitted` and the registered labels."""
+        #: the known classes, in the classifier's output order (empty without labels)
+        self.classes_: list[str] = self._registered_classes()
+        #: the genes the model reads, in its order
+        self.var_names_ = pd.Index(fitted.var_names)
+        self._gene_index = np.asarray(fitted.gene_index)
+
+    def _module_gene_args(self, fitted: FittedState) -> dict:
+        """What every panel module's constructor takes from the data: the registered gene
+        count, the head size (`None` without labels) and the model's gene positions."""
+        return {
+            "n_input": self.summary_stats.n_vars,
+            "n_labels": len(self.classes_) if self.classes_ else None,
+            "gene_index": torch.as_tensor(fitted.gene_index),
+        }
+
+    def _fitted_state(self) -> FittedState:
+        """The fitted state of this model (genes, module buffers), as saved."""
+        return FittedState(list(self.var_names_), self._gene_index, self.module.fitted_state())
+
+    def _record_init_params(self, init_locals: dict) -> None:
+        """``init_params_`` (saved with the model) without the fitted state."""
+        self.init_params_ = self._get_init_params(init_locals)
+        self.init_params_["non_kwargs"].pop("fitted", None)
+
+    def _get_user_attributes(self):
+        # what scvi-tools saves: every attribute ending in "_", plus the fitted state
+        return [*super()._get_user_attributes(), (FITTED_ATTR, self._fitted_state().to_dict())]
+
+    # -- training runs -------------------------------------------------------------------------
+    @staticmethod
+    def _prepare_training(max_epochs: int, train_size: float, validation_size: float | None,
+                          early_stopping: bool, early_stopping_patience: int, trainer_kwargs: dict) -> bool:
+        """Checks and settings every training run shares; return whether there is a validation set.
+
+        Fills `trainer_kwargs` (progress bar, early stopping on the validation loss) and seeds
+        scvi-tools from :attr:`scattn.settings.seed`.
+        """
+        if max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
+        if not 0 < train_size <= 1:
+            raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
+        has_validation = ((1 - train_size) if validation_size is None else validation_size) > 0
+        trainer_kwargs.setdefault("enable_progress_bar", settings.progress_bar)
+        trainer_kwargs["early_stopping"] = bool(trainer_kwargs.get("early_stopping", early_stopping)
+                                                and has_validation)
+        if trainer_kwargs["early_stopping"]:
+            trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
+            trainer_kwargs.setdefault("early_stopping_patience", early_stopping_patience)
+        if settings.seed is not None:
+            import scvi
+
+            scvi.settings.seed = settings.seed
+        return has_validation
+
+    def _run_plan(self, plan, *, adata: AnnData | None = None, max_epochs: int, batch_size: int,
+                  train_size: float, validation_size: float | None, accelerator: str = "auto",
+                  devices="auto", datasplitter_kwargs: dict | None = None, **trainer_kwargs):
+        """Train `plan` (any objective) on `adata` (registered with this model; `None`: its
+        own) with scvi-tools' data splitter and runner. `trainer_kwargs` must have been through
+        :meth:`_prepare_training`."""
+        from scvi.model._utils import use_distributed_sampler
+
+        manager = self.adata_manager if adata is None else self.get_anndata_manager(adata)
+        splitter = DataSplitter(
+            manager, train_size=train_size, validation_size=validation_size, batch_size=batch_size,
+            shuffle_set_split=True,
+            distributed_sampler=use_distributed_sampler(trainer_kwargs.get("strategy", None)),
+            load_sparse_tensor=False, **(datasplitter_kwargs or {}),
+        )
+        # inference leaves the module in eval mode and Lightning keeps modes as it finds them:
+        # without this, dropout would stay off when training follows a prediction
+        self.module.train()
+        runner = TrainRunner(self, training_plan=plan, data_splitter=splitter, max_epochs=max_epochs,
+                             accelerator=accelerator, devices=devices, **trainer_kwargs)
+        return runner()
+
+    # -- starting from another model ------------------------------------------------------------
+    @classmethod
+    def _transfer_buffers(cls, source: Source, adata: AnnData, gene_index: np.ndarray, **kwargs) -> dict:
+        """The module's fitted buffers for a model on `adata` that starts from `source`
+        (`gene_index`: the source's genes in `adata`, its gene count marking absent ones).
+        Default: the source's buffers."""
+        return dict(source.fitted.buffers)
+
+    @classmethod
+    def _from_source(cls, source: Source, adata: AnnData, **transfer_kwargs):
+        """A model on registered `adata` with `source`'s architecture, genes (found by name;
+        absent ones read as zero) and weights; a head for `adata`'s classes, rows of classes the
+        source knows copied."""
+        pos = adata.var_names.get_indexer(source.var_names)
+        gene_index = np.where(pos >= 0, pos, adata.n_vars)
+        buffers = cls._transfer_buffers(source, adata, gene_index, **transfer_kwargs)
+        fitted = FittedState(list(source.var_names), gene_index, buffers)
+        model = cls(adata, **source.init_params, fitted=fitted)
+        model._copy_weights(source)
+        return model
+
+    def _copy_weights(self, source: Source) -> None:
+        """Copy `source`'s weights except fitted buffers; head rows by class name."""
+        module = self.module
+        fitted = module.fitted_state_keys()
+        head = set(module.head_parameter_names()) if hasattr(module, "head_parameter_names") else set()
+        state = module.state_dict()
+        row = {c: i for i, c in enumerate(source.classes)}
+        for key, value in state.items():
+            if key in fitted or key not in source.state_dict:
+                continue
+            ref = source.state_dict[key].to(value.device)
+            if key in head:
+                if value.dim() and value.shape[0] == len(self.classes_) and ref.shape[0] == len(row):
+                    for i, c in enumerate(self.classes_):
+                        if c in row:
+                            value[i] = ref[row[c]]
+                elif ref.shape == value.shape:
+                    state[key] = ref.clone()
+                continue
+            if ref.shape != value.shape:
+                raise ValueError(f"Weight {key} of the source model has shape {tuple(ref.shape)}, "
+                                 f"this model {tuple(value.shape)}.")
+            state[key] = ref.clone()
+        module.load_state_dict(state)
+
+    # -- persistence ----------------------------------------------------------------------
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, *, accelerator: str = "auto",
+             device: int | str = "auto", prefix: str | None = None):
+        """Load a model saved with ``model.save(dir_path)``.
+
+        `adata` must have the genes the model was set up with, in the same order (the
+        training AnnData, or one with the same ``var_names``); to predict on other data, call
+        ``model.predict(other)`` on the loaded model, which aligns genes by name. Without
+        `adata`, the model must have been saved with ``save_anndata=True``. Nothing is refitted:
+        genes (and embeddings, groups, class weights) come from the saved model and reach it
+        through its constructor (``fitted=``).
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by ``model.save``.
+        adata
+            The AnnData to attach (see above); registered like the saved model's.
+        accelerator, device
+            Where to put the model (scvi-tools' arguments).
+        prefix
+            File name prefix used when saving.
+        """
+        prefix = prefix or ""
+        saved = read_checkpoint(os.path.join(dir_path, f"{prefix}model.pt"), expected=cls.__name__)
+        source = pd.Index(saved["var_names"])
+        if adata is None:
+            adata_path = os.path.join(dir_path, f"{prefix}adata.h5ad")
+            if not os.path.exists(adata_path):
+                raise ValueError(
+                    f"{dir_path!r} holds no AnnData: pass `adata=` (the training data), or save "
+                    "the model with `model.save(dir, save_anndata=True)`."
+                )
+            adata = read_h5ad(adata_path)
+        elif not source.equals(adata.var_names):
+            shared = int(source.isin(adata.var_names).sum())
+            order = ", in another order" if shared == len(source) == adata.n_vars else ""
+            raise ValueError(
+                f"adata's genes differ from the {len(source)} the model was set up with "
+                f"({shared} shared{order}). Load with the training AnnData (or save with "
+                "`save_anndata=True` and load without adata), then `model.predict(other_adata)`, "
+                "which aligns genes by name."
+            )
+        attrs = dict(saved["attr_dict"])
+        registry = attrs.pop("registry_")
+        fitted = FittedState.from_dict(attrs.pop(FITTED_ATTR))
+        init = attrs.pop("init_params_")
+        cls.setup_anndata(adata, source_registry=registry, **registry["setup_args"])
+        model = cls(adata, **init["non_kwargs"], **init["kwargs"], fitted=fitted)
+        for attr, val in attrs.items():
+            setattr(model, attr, val)
+        state = dict(saved["model_state_dict"])
+        model.module.on_load(model, pyro_param_store=state.pop("pyro_param_store", None))
+        model.module.load_state_dict(state)
+        _, _, torch_device = parse_device_args(accelerator=accelerator, devices=device,
+                                               return_device="torch", validate_single_device=True)
+        model.to_device(torch_device)
+        model.module.eval()
+        return model

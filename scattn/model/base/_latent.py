@@ -1,0 +1,32 @@
+"""The latent mixin: a cell embedding from any model that has one."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+
+from scattn.module import MODULE_KEYS
+
+
+class LatentMixin:
+    """``get_latent_representation`` for models whose module's ``inference`` returns
+    :data:`MODULE_KEYS.Z <scattn.module.MODULE_KEYS>` (cells x latent dims)."""
+
+    def get_latent_representation(
+        self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
+    ) -> np.ndarray:
+        """The cell embedding (cells x latent dims); see the model's docstring for what it is.
+
+        Parameters
+        ----------
+        adata
+            AnnData (aligned by gene name); `None` for the training data.
+        indices
+            Cells to use; `None`: all.
+        batch_size
+            Minibatch size for inference.
+        """
+        self._check_if_trained(warn=True)
+        with self._aligned(adata) as internal:
+            out = self._run_inference(internal, indices=indices, batch_size=batch_size, keys=(MODULE_KEYS.Z,))
+        return out[MODULE_KEYS.Z]

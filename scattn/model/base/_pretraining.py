@@ -1,0 +1,130 @@
+"""The pretraining mixin: self-supervised pretraining, and labelled models started from it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+from anndata import AnnData
+
+from scattn.train import MaskedPretrainingPlan
+
+from ._fitted import Source, check_shared_genes
+
+logger = logging.getLogger(__name__)
+
+
+class PretrainingMixin:
+    """``pretrain`` (masked self-supervised training on any cells, labelled or not),
+    ``is_pretrained_``, and ``Model.from_pretrained(model_or_dir, adata)``.
+
+    A model using it sets ``_pretraining_plan_cls`` (default
+    :class:`~scattn.train.MaskedPretrainingPlan`; its module implements that objective) and
+    ``_default_pretrain_batch_size(n_cells)``.
+    """
+
+    _pretraining_plan_cls = MaskedPretrainingPlan
+    #: whether :meth:`pretrain` has run (saved with the model)
+    is_pretrained_: bool = False
+    #: the pretraining history (``train_loss``, ``validation_loss``), like ``history``
+    pretrain_history_: dict | None = None
+
+    def _pretrain(
+        self,
+        adata: AnnData | None,
+        *,
+        plan_kwargs: dict,
+        max_epochs: int,
+        batch_size: int,
+        train_size: float,
+        early_stopping: bool,
+        early_stopping_patience: int,
+        accelerator: str,
+        devices,
+        min_gene_overlap: float,
+        datasplitter_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ) -> None:
+        """Run the pretraining plan on `adata` (`None`: the model's own cells; another AnnData
+        is aligned by gene name, its zero-filled genes never scored)."""
+        self._prepare_training(max_epochs, train_size, None, early_stopping, early_stopping_patience,
+                               trainer_kwargs)
+        plan = self._pretraining_plan_cls(self.module, **plan_kwargs)
+        if self.is_trained_:
+            warnings.warn(
+                f"Pretraining a trained {type(self).__name__} changes the network under its "
+                "classifier: train it again before predicting.", UserWarning, stacklevel=3,
+            )
+        # the runner overwrites these; pretraining is not the model's training
+        kept = {k: getattr(self, k, None) for k in
+                ("history_", "train_indices", "validation_indices", "test_indices", "trainer")}
+        panel = self.module.genes
+        with self._aligned(adata, min_gene_overlap=min_gene_overlap) as internal:
+            panel.set_unobserved(self._unobserved_model_genes(internal))
+            self.is_trained_ = False  # a fresh history, not appended to the classifier's
+            try:
+                self._run_plan(plan, adata=internal, max_epochs=max_epochs, batch_size=batch_size,
+                               train_size=train_size, validation_size=None, accelerator=accelerator,
+                               devices=devices, datasplitter_kwargs=datasplitter_kwargs,
+                               **trainer_kwargs)
+            finally:
+                panel.set_unobserved(None)
+                self.pretrain_history_ = self.history_
+                for k, v in kept.items():
+                    setattr(self, k, v)
+                self.is_trained_ = False
+        self.is_pretrained_ = True
+        self.module.eval()
+
+    @classmethod
+    def from_pretrained(cls, model_or_dir, adata: AnnData, *, min_gene_overlap: float = 0.5,
+                        prefix: str | None = None):
+        """A model on `adata` that starts from a pretrained (or trained) one.
+
+        Keeps the source's architecture, genes (found in `adata` by name; genes `adata` lacks
+        read as zero, with a warning) and every weight; the classifier head is new, for
+        `adata`'s classes (rows of classes the source already knew are copied). Then
+        ``model.train()`` fine-tunes the whole network on `adata`'s labelled cells.
+
+        Parameters
+        ----------
+        model_or_dir
+            A pretrained model of this class, or a directory it was saved to
+            (``model.save(dir)``; its AnnData is not needed).
+        adata
+            Registered with ``setup_anndata`` (usually with labels), with the same kind of
+            data (counts or log-normalised) as the source.
+        min_gene_overlap
+            Smallest fraction of the source's genes `adata` must have.
+        prefix
+            File name prefix used when saving (with a directory).
+
+        Returns
+        -------
+        The new model (not trained yet).
+        """
+        if isinstance(model_or_dir, cls):
+            source = Source.from_model(model_or_dir)
+        elif isinstance(model_or_dir, str | os.PathLike):
+            source = Source.from_dir(os.fspath(model_or_dir), expected=cls.__name__, prefix=prefix)
+        else:
+            raise TypeError(f"model_or_dir must be a {cls.__name__} or a directory, got "
+                            f"{type(model_or_dir).__name__}.")
+        if not (source.pretrained or source.trained):
+            raise ValueError(f"The source {cls.__name__} was neither pretrained nor trained.")
+        manager = cls._get_most_recent_anndata_manager(adata) if isinstance(adata, AnnData) else None
+        if manager is None:
+            raise ValueError(f"Register adata first: `sa.model.{cls.__name__}.setup_anndata(adata, "
+                             "labels_key=...)`.")
+        theirs = source.setup_args.get("expression", "counts")
+        ours = manager.registry["setup_args"].get("expression", "counts")
+        if theirs != ours:
+            raise ValueError(f"The source model reads expression={theirs!r}, adata was set up with "
+                             f"expression={ours!r}; set it up the same way.")
+        check_shared_genes(source.var_names, adata.var_names, min_overlap=min_gene_overlap,
+                           source="source model", target="adata")
+        model = cls._from_source(source, adata)
+        model.is_pretrained_ = source.pretrained
+        model._model_summary_string += f"; started from a {'pretrained' if source.pretrained else 'trained'} {cls.__name__}"
+        return model
