@@ -34,7 +34,39 @@ doc_copy = """\
 copy
     Return a modified copy of `adata` instead of writing into it."""
 
+doc_model_adata = """\
+adata
+    AnnData registered with :meth:`setup_anndata`."""
+
+doc_genes = """\
+genes
+    Explicit list of genes to use instead of the most variable ones."""
+
+doc_fitted = """\
+fitted
+    Fitted state (the model's genes and its module's fitted buffers) from a saved or source
+    model: ``load``, ``load_query_data`` and ``from_pretrained`` pass it. `None` (what a user
+    passes) fits it on `adata`."""
+
+doc_module_panel = """\
+n_input
+    Number of genes the data loader delivers (all registered genes; library sizes are taken
+    over all of them).
+n_labels
+    Number of known classes; `None`: no classifier head yet (see
+    :meth:`~scattn.module.PanelModule.add_head`).
+gene_index
+    Positions (in the ``n_input`` genes) of the genes the model reads; ``n_input`` marks a gene
+    absent from the registered data (reads as zero, not observed), see
+    :class:`~scattn.nn.GenePanel`.
+normalize_counts
+    Whether input is counts to library-size normalise and log1p (else log-normalised)."""
+
 scattn_dsp = DocstringProcessor(
+    model_adata=doc_model_adata,
+    genes=doc_genes,
+    fitted=doc_fitted,
+    module_panel=doc_module_panel,
     adata=doc_adata,
     indices=doc_indices,
     batch_size=doc_batch_size,

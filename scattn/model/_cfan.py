@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from anndata import AnnData
 
+from scattn._docs import scattn_dsp
 from scattn.module import MODULE_KEYS, CFANModule
 
 from .base import FittedState, GenePanelClassifier
@@ -15,6 +16,7 @@ from .base import FittedState, GenePanelClassifier
 logger = logging.getLogger(__name__)
 
 
+@scattn_dsp.dedent
 class CFAN(GenePanelClassifier):
     """Cell Feature Attention Network (Wang, Fan & Ma, section 3.1).
 
@@ -25,13 +27,11 @@ class CFAN(GenePanelClassifier):
 
     Parameters
     ----------
-    adata
-        AnnData registered with :meth:`setup_anndata`.
+    %(model_adata)s
     n_top_genes
         Number of most variable genes to use (ignored when `genes` is given); `None`: all
         registered genes.
-    genes
-        Explicit list of genes to use instead of the most variable ones.
+    %(genes)s
     n_extractors
         Number u of feature extractors (paper: 16).
     n_features
@@ -46,9 +46,7 @@ class CFAN(GenePanelClassifier):
         Width of the 1D convolution along the features (odd).
     dropout
         Dropout rate on every layer (paper: 0.2).
-    fitted
-        Genes fitted before, from a saved or reference model (``load``, ``load_query_data``
-        and ``from_pretrained`` pass it); `None` chooses them on `adata`.
+    %(fitted)s
 
     Notes
     -----

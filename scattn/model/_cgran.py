@@ -13,6 +13,7 @@ from anndata import AnnData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 
+from scattn._docs import scattn_dsp
 from scattn.data import BackedLogNorm, factorize, get_matrix, log_normalize, make_gene_groups
 from scattn.module import CGRANModule
 
@@ -21,6 +22,7 @@ from .base._query import FineTune
 
 logger = logging.getLogger(__name__)
 
+@scattn_dsp.dedent
 class CGRAN(GenePanelClassifier):
     """Cell-Gene Representation Attention Network (Wang, Fan & Ma).
 
@@ -36,12 +38,10 @@ class CGRAN(GenePanelClassifier):
 
     Parameters
     ----------
-    adata
-        AnnData registered with :meth:`setup_anndata`.
+    %(model_adata)s
     n_top_genes
         Number of most variable genes to use (ignored when `genes` is given).
-    genes
-        Explicit list of genes to use instead of the most variable ones.
+    %(genes)s
     n_embedding
         Dimension m of the cell and gene embeddings.
     embedding_method
@@ -64,9 +64,7 @@ class CGRAN(GenePanelClassifier):
         ``"svd"``: on the SVD axes, so that at the start each head attends to the genes the
         cell expresses along its share of the SVD components, and training refines it; this
         makes the attention-derived markers far more specific. ``"random"``: PyTorch's default.
-    fitted
-        Genes, embeddings and gene groups fitted before, from a saved or reference model
-        (``load`` and ``load_query_data`` pass it); `None` fits them on `adata`.
+    %(fitted)s
 
     Notes
     -----

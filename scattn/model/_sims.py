@@ -12,6 +12,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.dataloaders._data_splitting import validate_data_split
 
+from scattn._docs import scattn_dsp
 from scattn.module import SIMSModule
 
 from .base import FittedState, GenePanelClassifier, PretrainingMixin, Source
@@ -19,6 +20,7 @@ from .base import FittedState, GenePanelClassifier, PretrainingMixin, Source
 logger = logging.getLogger(__name__)
 
 
+@scattn_dsp.dedent
 class SIMS(PretrainingMixin, GenePanelClassifier):
     """SIMS: a TabNet classifier with sparse feature masks (Gala, SIMS thesis; Arik & Pfister 2021).
 
@@ -29,13 +31,11 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
 
     Parameters
     ----------
-    adata
-        AnnData registered with :meth:`setup_anndata`.
+    %(model_adata)s
     n_top_genes
         Number of most variable genes to read; `None` (default): every registered gene, as
         SIMS does (the sparse masks do the gene selection).
-    genes
-        Explicit list of genes to read instead.
+    %(genes)s
     n_d, n_a
         Widths of each decision step's decision and attention outputs (SIMS: 8, 8).
     n_steps
@@ -54,9 +54,7 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
     weighted_loss
         Weight the cross-entropy by inverse class frequency ``n / (C n_c)`` over the labelled
         cells (SIMS' default). `False`: every cell counts the same.
-    fitted
-        Genes and class weights fitted before, from a saved or source model (``load``,
-        ``load_query_data``, ``from_pretrained``); `None` chooses them on `adata`.
+    %(fitted)s
 
     Notes
     -----

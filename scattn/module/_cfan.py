@@ -20,27 +20,20 @@ import torch.nn.functional as F
 from scvi.module.base import auto_move_data
 from torch import nn
 
+from scattn._docs import scattn_dsp
 from scattn.nn import FeatureExtractors, FeatureSelfAttention
 
 from ._base import PanelModule
 from ._constants import MODULE_KEYS
 
 
+@scattn_dsp.dedent
 class CFANModule(PanelModule):
     """Pure-torch CFAN.
 
     Parameters
     ----------
-    n_input
-        Number of genes the data loader delivers (library sizes are taken over all of them).
-    n_labels
-        Number of known classes; `None`: no classifier head yet (see
-        :meth:`~scattn.module.PanelModule.add_head`).
-    gene_index
-        Positions (in the ``n_input`` genes) of the genes the model reads (see
-        :class:`~scattn.module.GenePanel`).
-    normalize_counts
-        Whether input is counts to library-size normalise and log1p (else log-normalised).
+    %(module_panel)s
     n_extractors
         Number u of feature extractors (paper: 16).
     n_features

@@ -20,6 +20,7 @@ import torch
 from scvi.module.base import auto_move_data
 from torch import nn
 
+from scattn._docs import scattn_dsp
 from scattn.nn import GeneGroups, LocalAttentionBlock
 from scattn.nn._local_attention import _split_heads, project_tokens
 
@@ -27,27 +28,19 @@ from ._base import PanelModule
 from ._constants import MODULE_KEYS
 
 
+@scattn_dsp.dedent
 class CGRANModule(PanelModule):
     """Pure-torch CGRAN.
 
     Parameters
     ----------
-    n_input
-        Number of genes the data loader delivers (all registered genes; library sizes are
-        taken over all of them).
-    n_labels
-        Number of known classes; `None`: no classifier head yet.
-    gene_index
-        Positions (in the ``n_input`` genes) of the genes the model reads; ``n_input`` marks a
-        gene absent from the registered data (reads as zero), see :class:`GenePanel`.
+    %(module_panel)s
     gene_embedding
         ``(n_genes, m)`` gene embeddings ``B``.
     projection
         ``(n_genes, m)`` cell fold-in ``P``: cell embedding ``A = x P``.
     group_index
         ``(n_groups, group_size)`` padded gene groups for local attention.
-    normalize_counts
-        Whether input is counts to library-size normalise and log1p (else log-normalised).
     n_heads
         Heads per block (paper: 10).
     head_dims

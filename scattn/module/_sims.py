@@ -29,12 +29,14 @@ from scvi import REGISTRY_KEYS
 from scvi.module.base import LossOutput, auto_move_data
 from torch import nn
 
+from scattn._docs import scattn_dsp
 from scattn.nn import TabNetDecoder, TabNetEncoder
 
 from ._base import PanelModule, classification_loss
 from ._constants import MODULE_KEYS, OBJECTIVES
 
 
+@scattn_dsp.dedent
 class SIMSModule(PanelModule):
     """Pure-torch SIMS: TabNet encoder, linear classifier, pretraining decoder.
 
@@ -43,15 +45,7 @@ class SIMSModule(PanelModule):
 
     Parameters
     ----------
-    n_input
-        Number of genes the data loader delivers (library sizes are taken over all of them).
-    n_labels
-        Number of known classes; `None`: no classifier head yet (an encoder to pretrain).
-    gene_index
-        Positions (in the ``n_input`` genes) of the genes the model reads (see
-        :class:`~scattn.module.GenePanel`).
-    normalize_counts
-        Whether input is counts to library-size normalise and log1p (else log-normalised).
+    %(module_panel)s
     n_d, n_a
         Widths of each step's decision and attention outputs (SIMS: 8 and 8).
     n_steps

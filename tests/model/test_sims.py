@@ -234,3 +234,28 @@ def test_trains_on_several_backed_files(tmp_path):
     model.predict()
     assert data.obs["sims_prediction"].notna().all()
     data.file.close()
+
+
+def test_pretrain_unlabelled_then_from_pretrained(tmp_path):
+    sa.settings.seed = 0
+    unlabelled = make_counts(120, seed=4)
+    del unlabelled.obs["cell_type"]
+    sa.model.SIMS.setup_anndata(unlabelled, layer="counts")
+    encoder = sa.model.SIMS(unlabelled, **TINY_SIMS)
+    assert not encoder.module.has_head
+    with pytest.raises(ValueError, match="no classifier.*from_pretrained"):
+        encoder.train(max_epochs=1)
+    encoder.pretrain(max_epochs=2, batch_size=32)
+    assert encoder.is_pretrained_ and not encoder.is_trained_
+    with pytest.raises(ValueError, match="no classifier"):
+        encoder.predict()
+    encoder.save(tmp_path / "pre")  # a pretrained-only model saves like any other
+    labelled = _setup()
+    model = sa.model.SIMS.from_pretrained(str(tmp_path / "pre"), labelled)
+    state, pre = model.module.state_dict(), encoder.module.state_dict()
+    shared = [k for k in pre if k.startswith("encoder.")]
+    assert shared and all(torch.equal(state[k], pre[k]) for k in shared)
+    assert model.classes_ == ["type0", "type1", "type2"] and model.module.class_weights.shape == (3,)
+    model.train(max_epochs=2, batch_size=32)
+    result = model.predict(inplace=False)
+    assert result.attention.shape == (labelled.n_obs, labelled.n_vars)

@@ -8,6 +8,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from scattn._attribution import attention_markers
+from scattn._docs import scattn_dsp
 from scattn.module import MODULE_KEYS
 
 
@@ -22,6 +23,7 @@ class AttentionMixin:
 
     _attention_description = ""
 
+    @scattn_dsp.dedent
     def get_attention(
         self,
         adata: AnnData | None = None,
@@ -34,15 +36,12 @@ class AttentionMixin:
 
         Parameters
         ----------
-        adata
-            AnnData (aligned by gene name); `None` for the training data.
-        indices
-            Cells to use.
+        %(adata)s
+        %(indices)s
         top_k
             Keep only each cell's `top_k` largest positive weights (others 0). `None`: all
             weights, as computed (CFAN's gradients keep their sign).
-        batch_size
-            Minibatch size.
+        %(batch_size)s
 
         Returns
         -------

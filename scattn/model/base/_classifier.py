@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from scattn._docs import scattn_dsp
 from scattn._settings import settings
 from scattn._version import __version__
 from scattn.module import MODULE_KEYS
@@ -117,10 +118,18 @@ class ClassifierMixin:
         )
 
     # -- inference -------------------------------------------------------------------------
+    @scattn_dsp.dedent
     def predict_proba(
         self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
     ) -> pd.DataFrame:
-        """Class probabilities, cells x classes."""
+        """Class probabilities, cells x classes.
+
+        Parameters
+        ----------
+        %(adata)s
+        %(indices)s
+        %(batch_size)s
+        """
         self._require_classifier()
         self._check_if_trained(warn=True)
         with self._aligned(adata) as internal:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
+from scattn._docs import scattn_dsp
 from scattn.module import MODULE_KEYS
 
 
@@ -12,6 +13,7 @@ class LatentMixin:
     """``get_latent_representation`` for models whose module's ``inference`` returns
     :data:`MODULE_KEYS.Z <scattn.module.MODULE_KEYS>` (cells x latent dims)."""
 
+    @scattn_dsp.dedent
     def get_latent_representation(
         self, adata: AnnData | None = None, indices=None, batch_size: int | None = None
     ) -> np.ndarray:
@@ -19,12 +21,9 @@ class LatentMixin:
 
         Parameters
         ----------
-        adata
-            AnnData (aligned by gene name); `None` for the training data.
-        indices
-            Cells to use; `None`: all.
-        batch_size
-            Minibatch size for inference.
+        %(adata)s
+        %(indices)s
+        %(batch_size)s
         """
         self._check_if_trained(warn=True)
         with self._aligned(adata) as internal:
