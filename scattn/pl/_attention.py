@@ -11,6 +11,7 @@ from matplotlib.patches import Rectangle
 from scipy import sparse
 
 from scattn._docs import scattn_dsp
+from scattn.tl._keys import find_key, model_results
 from scattn.tl._markers import get_markers
 
 from ._base import finish, new_axes
@@ -31,11 +32,39 @@ def _top_genes(markers: dict, n_genes: int) -> tuple[list[str], list[tuple[int, 
     return genes, spans, groups
 
 
+def _model_slots(adata: AnnData, *, groupby: str | None, layer: str | None,
+                 markers_key: str | None) -> tuple[str, str, str]:
+    """Fill in the prediction column, attention layer and markers one model wrote."""
+    given = {"prediction": groupby, "attention": layer, "markers": markers_key}
+    if all(v is not None for v in given.values()):
+        return groupby, layer, markers_key
+    # a given layer or markers name the model ("<key>_attention", "<key>_markers"); a given
+    # groupby only when it is a model's predictions (it may be any column of obs)
+    prefixes = [
+        v.removesuffix(f"_{slot}") for slot, v in (("attention", layer), ("markers", markers_key))
+        if v is not None and v.endswith(f"_{slot}") and len(v) > len(slot) + 1
+    ]
+    if groupby is not None and groupby.endswith("_prediction"):
+        if (prefix := groupby.removesuffix("_prediction")) in model_results(adata):
+            prefixes.append(prefix)
+    key = prefixes[0] if prefixes else None
+    if key is None:
+        needs = [slot for slot, v in given.items() if v is None]
+        first = next(s for s in ("attention", "markers", "prediction") if s in needs)
+        argument = {"prediction": "groupby", "attention": "layer", "markers": "markers_key"}[first]
+        key = find_key(adata, needs=needs, argument=argument, template=f"{{key}}_{first}")
+    return (
+        f"{key}_prediction" if groupby is None else groupby,
+        f"{key}_attention" if layer is None else layer,
+        f"{key}_markers" if markers_key is None else markers_key,
+    )
+
+
 @scattn_dsp.dedent
 def marker_dotplot(
     adata: AnnData,
     *,
-    key: str = "cgran_markers",
+    key: str | None = None,
     n_genes: int = 5,
     ax: Axes | None = None,
     show: bool | None = None,
@@ -55,7 +84,10 @@ def marker_dotplot(
         AnnData with markers from ``model.predict`` or
         :func:`~scattn.tl.marker_genes_from_attention`.
     key
-        Key of the markers in ``adata.uns``.
+        Key of the markers in ``adata.uns``. Default: the markers of the one model that
+        predicted into `adata` (``f"{model_key}_markers"`` for the ``key_added`` recorded in
+        ``adata.uns[model_key]["params"]``); a `ValueError` says when there is none or
+        several, then pass `key`.
     n_genes
         Genes per group.
     %(show)s
@@ -64,6 +96,9 @@ def marker_dotplot(
     """
     import scanpy as sc
 
+    if key is None:
+        model_key = find_key(adata, needs=("markers",), argument="key", template="{key}_markers")
+        key = f"{model_key}_markers"
     get_markers(adata, key)
     kwargs.setdefault("cmap", "Reds")
     dp = sc.pl.rank_genes_groups_dotplot(
@@ -79,7 +114,7 @@ def marker_dotplot(
 def gene_attention_heatmap(
     adata: AnnData,
     *,
-    key: str = "cgran_gene_sets",
+    key: str | None = None,
     cmap: str = "viridis",
     ax: Axes | None = None,
     show: bool | None = None,
@@ -95,11 +130,17 @@ def gene_attention_heatmap(
     adata
         AnnData with ``adata.uns[key]``.
     key
-        Key written by :func:`~scattn.tl.gene_sets_from_attention`.
+        Key written by :func:`~scattn.tl.gene_sets_from_attention`. Default: the gene sets of
+        the one model result that has them (``f"{model_key}_gene_sets"`` for the
+        ``key_added`` recorded in ``adata.uns[model_key]["params"]``); a `ValueError` says
+        when there is none or several, then pass `key`.
     cmap
         Colour map (sequential: attention is non-negative).
     %(show)s
     """
+    if key is None:
+        model_key = find_key(adata, needs=("gene_sets",), argument="key", template="{key}_gene_sets")
+        key = f"{model_key}_gene_sets"
     if key not in adata.uns or "attention" not in adata.uns[key]:
         raise KeyError(f"No gene sets at adata.uns[{key!r}]; run `sa.tl.gene_sets_from_attention`.")
     res = adata.uns[key]
@@ -137,9 +178,9 @@ def gene_attention_heatmap(
 def attention_heatmap(
     adata: AnnData,
     *,
-    groupby: str = "cgran_prediction",
-    layer: str = "cgran_attention",
-    markers_key: str = "cgran_markers",
+    groupby: str | None = None,
+    layer: str | None = None,
+    markers_key: str | None = None,
     n_genes: int = 5,
     standard_scale: bool = True,
     cmap: str = "Reds",
@@ -152,16 +193,23 @@ def attention_heatmap(
     Rows are classes, columns each class's top `n_genes` attention markers (grouped by the
     class they mark). A diagonal block structure means each class attends to its own markers.
 
+    `groupby`, `layer` and `markers_key` left `None` are those one model wrote:
+    ``f"{key}_prediction"``, ``f"{key}_attention"`` and ``f"{key}_markers"``, with `key` the
+    prefix of the given `layer` (``"<key>_attention"``), else of `markers_key`
+    (``"<key>_markers"``), else of `groupby` when it is a model's ``"<key>_prediction"``,
+    else the ``key_added`` of the one model that predicted into `adata` (from
+    ``adata.uns[key]["params"]``; a `ValueError` says when there is none or several).
+
     Parameters
     ----------
     adata
         AnnData with the attention layer and markers (after ``model.predict``).
     groupby
-        Column of ``adata.obs`` with the classes (rows).
+        Column of ``adata.obs`` with the classes (rows). Default: see above.
     layer
-        Attention layer.
+        Attention layer. Default: see above.
     markers_key
-        Markers in ``adata.uns`` choosing the columns.
+        Markers in ``adata.uns`` choosing the columns. Default: see above.
     n_genes
         Markers per class.
     standard_scale
@@ -170,6 +218,8 @@ def attention_heatmap(
         Colour map.
     %(show)s
     """
+    groupby, layer, markers_key = _model_slots(adata, groupby=groupby, layer=layer,
+                                               markers_key=markers_key)
     if layer not in adata.layers:
         raise KeyError(f"Layer {layer!r} not found; run `model.predict(adata)` first.")
     if groupby not in adata.obs:

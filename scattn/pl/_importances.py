@@ -8,8 +8,16 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 
 from scattn._docs import scattn_dsp
+from scattn.tl._keys import find_key
 
 from ._base import finish, new_axes
+
+
+def _sims_key(adata: AnnData, key: str | None, *fields: str) -> str:
+    """`key`, or the key of the one model result holding every one of `fields` (SIMS)."""
+    if key is not None:
+        return key
+    return find_key(adata, needs=fields, model="SIMS", argument="key")
 
 
 def _importances(adata: AnnData, key: str, field: str) -> pd.DataFrame:
@@ -26,7 +34,7 @@ def _importances(adata: AnnData, key: str, field: str) -> pd.DataFrame:
 def feature_importances(
     adata: AnnData,
     *,
-    key: str = "sims",
+    key: str | None = None,
     n_genes: int = 20,
     color: str = "#3a6ea5",
     ax: Axes | None = None,
@@ -43,7 +51,9 @@ def feature_importances(
     adata
         AnnData a SIMS model predicted (``adata.uns[key]["feature_importances"]``).
     key
-        The `key_added` of that prediction.
+        The `key_added` of that prediction. Default: the key of the one model result in
+        `adata` with these importances (from ``adata.uns[key]["params"]``); a `ValueError`
+        says when there is none or several.
     n_genes
         Number of genes shown, most important on top.
     color
@@ -52,6 +62,7 @@ def feature_importances(
     """
     if n_genes < 1:
         raise ValueError(f"n_genes must be >= 1, got {n_genes}.")
+    key = _sims_key(adata, key, "feature_importances")
     imp = _importances(adata, key, "feature_importances")["importance"]
     top = imp.sort_values(ascending=False).iloc[:n_genes][::-1]
     fig, axis = new_axes(ax, (4.5, 0.25 * len(top) + 1.2))
@@ -68,7 +79,7 @@ def feature_importances(
 def class_importances(
     adata: AnnData,
     *,
-    key: str = "sims",
+    key: str | None = None,
     n_genes: int = 50,
     cmap: str = "magma_r",
     ax: Axes | None = None,
@@ -88,7 +99,9 @@ def class_importances(
     adata
         AnnData a SIMS model predicted (``adata.uns[key]["class_importances"]``).
     key
-        The `key_added` of that prediction.
+        The `key_added` of that prediction. Default: the key of the one model result in
+        `adata` with these importances (from ``adata.uns[key]["params"]``); a `ValueError`
+        says when there is none or several.
     n_genes
         Number of genes (columns).
     cmap
@@ -97,6 +110,7 @@ def class_importances(
     """
     if n_genes < 1:
         raise ValueError(f"n_genes must be >= 1, got {n_genes}.")
+    key = _sims_key(adata, key, "class_importances", "feature_importances")
     table = _importances(adata, key, "class_importances").T  # classes x genes
     ranked = _importances(adata, key, "feature_importances")["importance"].sort_values(ascending=False)
     cols = [g for g in ranked.index[:n_genes] if g in table.columns]

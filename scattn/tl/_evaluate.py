@@ -15,6 +15,8 @@ from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 from scattn._docs import scattn_dsp
 from scattn.data._validate import label_strings
 
+from ._keys import find_key
+
 #: The label a scattn model gives cells predicted below its confidence threshold.
 UNKNOWN = "Unknown"
 
@@ -92,7 +94,7 @@ def classification_metrics(
 def evaluate(
     adata: AnnData,
     labels_key: str,
-    prediction_key: str,
+    prediction_key: str | None = None,
     *,
     unlabeled_category: str = "Unknown",
     key_added: str | None = None,
@@ -130,6 +132,9 @@ def evaluate(
         Column of ``adata.obs`` with the true labels.
     prediction_key
         Column of ``adata.obs`` with the predicted labels, e.g. ``"cgran_prediction"``.
+        `None`: the predictions of the one model that predicted into `adata`
+        (``f"{key}_prediction"`` for the ``key_added`` recorded in
+        ``adata.uns[key]["params"]``); a `ValueError` says when there is none or several.
     unlabeled_category
         True label of cells without a known type; they are left out, like NaN labels.
     key_added
@@ -163,12 +168,13 @@ def evaluate(
         DataFrame of cell counts: rows the true classes, columns the true classes followed by
         any other predicted label (``"Unknown"`` last).
     ``adata.uns[key_added]["params"]``
-        ``labels_key``, ``prediction_key``, ``unlabeled_category``, ``n_cells_unlabelled``.
+        ``labels_key``, ``prediction_key`` (the one used, also when found),
+        ``unlabeled_category``, ``n_cells_unlabelled``.
 
     Examples
     --------
     >>> model.predict(adata, key_added="cgran", unknown_threshold=0.5)
-    >>> sa.tl.evaluate(adata, "cell_type", "cgran_prediction")
+    >>> sa.tl.evaluate(adata, "cell_type")  # the one model's obs["cgran_prediction"]
     accuracy             0.93
     balanced_accuracy    0.88
     ...
@@ -183,6 +189,10 @@ def evaluate(
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
     key_added = "evaluation" if key_added is None else key_added
+    if prediction_key is None:
+        key = find_key(adata, needs=("prediction",), argument="prediction_key",
+                       template="{key}_prediction")
+        prediction_key = f"{key}_prediction"
     truth = _column(adata, labels_key, "labels_key")
     pred = _column(adata, prediction_key, "prediction_key")
 

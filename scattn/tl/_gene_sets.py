@@ -10,7 +10,25 @@ from scipy.spatial.distance import squareform
 
 from scattn._docs import scattn_dsp
 
+from ._keys import find_key
 from ._markers import get_markers
+
+
+def _check_model(model) -> None:
+    """A clear error unless `model` can give gene-to-gene attention."""
+    if model is None:
+        raise TypeError(
+            "gene_sets_from_attention needs the trained model that gives gene-to-gene "
+            "attention (a CGRAN): call `sa.tl.gene_sets_from_attention(adata, model)`, got "
+            "model=None."
+        )
+    if not callable(getattr(model, "get_gene_attention", None)):
+        raise TypeError(
+            f"{type(model).__name__} has no gene-to-gene attention (`get_gene_attention`), "
+            "which gene sets are built from; pass a trained CGRAN model. For "
+            f"{type(model).__name__}'s markers alone, use `adata.uns['<key>_markers']` or "
+            "`sa.tl.marker_genes_from_attention`."
+        )
 
 
 @scattn_dsp.dedent
@@ -18,14 +36,14 @@ def gene_sets_from_attention(
     adata: AnnData,
     model,
     *,
-    markers_key: str = "cgran_markers",
+    markers_key: str | None = None,
     n_genes: int = 5,
     n_sets: int | None = None,
     max_cells: int | None = 2000,
     key_added: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
-    """Group marker genes into gene sets by the attention they pay each other.
+    """Group marker genes into gene sets by the attention they pay each other (CGRAN).
 
     Takes the top `n_genes` markers of every group from ``adata.uns[markers_key]``, asks the
     model for the first block's gene-to-gene attention among them (averaged over cells, see
@@ -38,9 +56,14 @@ def gene_sets_from_attention(
     adata
         AnnData holding the markers (e.g. after ``model.predict(adata)``).
     model
-        Trained model with ``get_gene_attention`` (CGRAN).
+        Trained model with ``get_gene_attention`` (CGRAN); another model (e.g. CFAN, SIMS)
+        or `None` is a `TypeError`.
     markers_key
-        Key of the markers in ``adata.uns`` (``rank_genes_groups`` layout).
+        Key of the markers in ``adata.uns`` (``rank_genes_groups`` layout). Default: the
+        markers a model's ``predict`` wrote, ``f"{key}_markers"`` for the ``key_added``
+        recorded in ``adata.uns[key]["params"]``; when several models' markers are there,
+        those of `model`'s own class (e.g. CGRAN's beside a CFAN's). A `ValueError` says
+        when there is none or several, then pass `markers_key`.
     n_genes
         Markers taken per group.
     n_sets
@@ -66,8 +89,14 @@ def gene_sets_from_attention(
     ``gene_sets``
         Dict ``set name -> array of genes``.
     ``params``
-        ``markers_key``, ``n_genes``, ``n_sets``, ``max_cells``, ``linkage``.
+        ``markers_key`` (the one used, also when found), ``n_genes``, ``n_sets``,
+        ``max_cells``, ``linkage``.
     """
+    _check_model(model)
+    if markers_key is None:
+        key = find_key(adata, needs=("markers",), model=type(model).__name__,
+                       argument="markers_key", template="{key}_markers")
+        markers_key = f"{key}_markers"
     names = get_markers(adata, markers_key)["names"]
     if n_genes < 1:
         raise ValueError(f"n_genes must be >= 1, got {n_genes}.")

@@ -15,9 +15,10 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
+from scattn._attribution import _bh
 from scattn._docs import scattn_dsp
 
-from ._markers import _bh
+from ._keys import find_key
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,14 @@ def _check_threshold(threshold: float) -> float:
     return threshold
 
 
-def unknown_threshold(reference, *, p_ref: float = 0.05, key: str = "cgran") -> float:
+def _resolve_key(adata: AnnData, key: str | None) -> str:
+    """`key`, or the key of the one model that wrote confidences into `adata`."""
+    if key is not None:
+        return key
+    return find_key(adata, needs=("confidence",), argument="key")
+
+
+def unknown_threshold(reference, *, p_ref: float = 0.05, key: str | None = None) -> float:
     """The confidence threshold under which a fraction `p_ref` of reference cells falls.
 
     Use it for ``model.predict(..., unknown_threshold=t)`` and :func:`novelty`. Take the
@@ -69,7 +77,10 @@ def unknown_threshold(reference, *, p_ref: float = 0.05, key: str = "cgran") -> 
     p_ref
         Target fraction of ambiguous reference cells, in (0, 1).
     key
-        The ``key_added`` of the prediction.
+        The ``key_added`` of the prediction (reads ``obs[f"{key}_confidence"]``). `None`: the
+        key of the one model that predicted into `reference` (from
+        ``reference.uns[key]["params"]``); a `ValueError` says when there is none or several.
+        Not used when `reference` is an array.
 
     Returns
     -------
@@ -77,6 +88,8 @@ def unknown_threshold(reference, *, p_ref: float = 0.05, key: str = "cgran") -> 
     """
     if not 0 < p_ref < 1:
         raise ValueError(f"p_ref must be in (0, 1), got {p_ref}.")
+    if isinstance(reference, AnnData):
+        key = _resolve_key(reference, key)
     conf = _confidence(reference, key, what="reference")
     t = float(np.quantile(conf, p_ref))
     return float(np.clip(t, 1e-6, 1 - 1e-6))
@@ -89,7 +102,7 @@ def novelty(
     *,
     threshold: float | None = None,
     p_ref: float = 0.05,
-    key: str = "cgran",
+    key: str | None = None,
     groupby: str | None = None,
     alpha: float = 0.05,
     key_added: str = "novelty",
@@ -119,7 +132,10 @@ def novelty(
     p_ref
         Target ambiguous fraction of the reference when `threshold` is `None`.
     key
-        The ``key_added`` of the predictions.
+        The ``key_added`` of the predictions (reads ``obs[f"{key}_confidence"]`` of `adata`
+        and of an AnnData `reference`). `None`: the key of the one model that predicted into
+        `adata` (from ``adata.uns[key]["params"]``); a `ValueError` says when there is none
+        or several, then pass `key`.
     groupby
         Column of ``adata.obs`` naming samples or batches; one test per observed category.
         `None`: all cells are one sample.
@@ -139,7 +155,7 @@ def novelty(
         DataFrame, one row per sample: ``n_cells``, ``n_ambiguous``, ``p``, ``p_ref``,
         ``pval``, ``pval_adj``, ``novel`` (``pval_adj < alpha``).
     ``adata.uns[key_added]["params"]``
-        ``threshold``, ``test``, ``key``, ``groupby``, ``alpha``, ``n_reference`` (reference
+        ``threshold``, ``test``, ``key`` (the one used, also when found), ``groupby``, ``alpha``, ``n_reference`` (reference
         cells; -1 when the reference is given as a fraction).
     """
     if not isinstance(adata, AnnData):
@@ -148,6 +164,7 @@ def novelty(
         raise ValueError("adata has no cells: there is no sample to test.")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
+    key = _resolve_key(adata, key)
     conf = _confidence(adata, key, what="adata")
     if not isinstance(reference, AnnData | bool) and np.ndim(reference) == 0:
         ref_fraction = float(reference)

@@ -72,12 +72,14 @@ def test_tool_errors():
     adata = sc.AnnData(X=np.ones((len(groups), len(genes))), obs=pd.DataFrame({"ct": groups}))
     adata.var_names = genes
     with pytest.raises(KeyError, match="Layer 'cgran_attention' not found.*predict"):
-        sa.tl.marker_genes_from_attention(adata, groupby="ct")
+        sa.tl.marker_genes_from_attention(adata, groupby="ct", layer="cgran_attention")
+    with pytest.raises(ValueError, match=r"No scattn model results.*model.predict\(adata\).*`layer=`"):
+        sa.tl.marker_genes_from_attention(adata, groupby="ct")  # no layer, no model to take it from
     adata.layers["cgran_attention"] = att
     with pytest.raises(KeyError, match="groupby 'nope'"):
-        sa.tl.marker_genes_from_attention(adata, groupby="nope")
+        sa.tl.marker_genes_from_attention(adata, groupby="nope", layer="cgran_attention")
     with pytest.raises(ValueError, match="n_top must be"):
-        sa.tl.marker_genes_from_attention(adata, groupby="ct", n_top=0)
+        sa.tl.marker_genes_from_attention(adata, groupby="ct", layer="cgran_attention", n_top=0)
 
 
 def test_model_markers_find_planted_genes(trained):

@@ -11,11 +11,27 @@ from scipy import stats
 import scattn as sa
 
 
-def _predicted(conf, groups=None):
+def _predicted(conf, groups=None, *, record=True):
+    """Cells with confidences as a CGRAN's predict writes them (and its record in uns)."""
     obs = pd.DataFrame({"cgran_confidence": conf}, index=[f"c{i}" for i in range(len(conf))])
     if groups is not None:
         obs["sample"] = pd.Categorical(groups)
-    return ad.AnnData(obs=obs)
+    adata = ad.AnnData(obs=obs)
+    if record:
+        adata.uns["cgran"] = {"params": {"model": "CGRAN", "scattn_version": sa.__version__,
+                                         "key_added": "cgran"}}
+    return adata
+
+
+def test_explicit_key_needs_no_model_record():
+    """As before the key was found: a named key reads obs[f"{key}_confidence"] and nothing else."""
+    conf = np.linspace(0.3, 1.0, 101)
+    q = _predicted(conf, record=False)
+    assert np.isclose(sa.tl.unknown_threshold(q, p_ref=0.1, key="cgran"), np.quantile(conf, 0.1))
+    sa.tl.novelty(q, q, threshold=0.5, key="cgran")
+    assert q.uns["novelty"]["params"]["key"] == "cgran"
+    with pytest.raises(ValueError, match="No scattn model results.*`key=`"):
+        sa.tl.novelty(q, q, threshold=0.5)
 
 
 def test_threshold_is_the_reference_quantile():
