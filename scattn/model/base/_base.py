@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -11,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData, read_h5ad
+from lightning.pytorch.callbacks import Callback
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, LayerField
@@ -56,6 +60,38 @@ def validate_setup(adata: AnnData, labels_key: str | None, layer: str | None, ex
             raise KeyError(f"labels_key {labels_key!r} is not a column of adata.obs (columns: {cols}).")
         check_labels(adata.obs[labels_key], unlabeled_category, labels_key=labels_key, classes=classes)
     check_input(adata, layer, expression)
+
+
+class _LastEpochWeights(Callback):
+    """Keeps a CPU copy of the module's weights at the end of every training epoch (and at
+    the start), so that an interrupted run can fall back on the last finished epoch."""
+
+    def __init__(self) -> None:
+        self.initial: dict | None = None
+        self.state: dict | None = None
+        self.epochs = 0
+
+    @staticmethod
+    def _copy(pl_module) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in pl_module.module.state_dict().items()}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.initial = self._copy(pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.state = self._copy(pl_module)
+        self.epochs += 1
+
+
+def _sigint_handler():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.getsignal(signal.SIGINT)
+
+
+def _restore_sigint(handler) -> None:
+    if handler is not None and signal.getsignal(signal.SIGINT) is not handler:
+        signal.signal(signal.SIGINT, handler)
 
 
 class ScattnModel(AlignedDataMixin, BaseModelClass):
@@ -295,12 +331,45 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
             distributed_sampler=use_distributed_sampler(trainer_kwargs.get("strategy", None)),
             load_sparse_tensor=False, **(datasplitter_kwargs or {}),
         )
+        snapshot = _LastEpochWeights()
+        trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), snapshot]
         # inference leaves the module in eval mode and Lightning keeps modes as it finds them:
         # without this, dropout would stay off when training follows a prediction
         self.module.train()
         runner = TrainRunner(self, training_plan=plan, data_splitter=splitter, max_epochs=max_epochs,
                              accelerator=accelerator, devices=devices, **trainer_kwargs)
-        return runner()
+        sigint = _sigint_handler()
+        try:
+            return runner()
+        except (KeyboardInterrupt, SystemExit) as err:
+            # Lightning turns Ctrl+C into SystemExit(1) after marking the trainer interrupted
+            if isinstance(err, SystemExit) and not runner.trainer.interrupted:
+                raise
+            self._after_interrupt(snapshot, runner)
+        finally:
+            _restore_sigint(sigint)  # Lightning leaves Ctrl+C ignored after an interruption
+        return None
+
+    def _after_interrupt(self, snapshot: _LastEpochWeights, runner) -> None:
+        """Keep the weights of the last finished epoch and say so."""
+        self.module.eval()
+        if snapshot.state is None:
+            warnings.warn("Training was interrupted before its first epoch finished; the model is "
+                          "as it was before train().", UserWarning, stacklevel=4)
+            if snapshot.initial is not None:
+                self.module.load_state_dict(snapshot.initial)
+            return
+        self.module.load_state_dict(snapshot.state)
+        self.is_trained_ = True
+        self.trainer = runner.trainer
+        self.train_indices = getattr(runner.data_splitter, "train_idx", None)
+        self.validation_indices = getattr(runner.data_splitter, "val_idx", None)
+        self.test_indices = getattr(runner.data_splitter, "test_idx", None)
+        warnings.warn(
+            f"Training was interrupted; the model keeps the weights of epoch {snapshot.epochs} (the "
+            "last one that finished) and counts as trained. Call train() again to continue.",
+            UserWarning, stacklevel=4,
+        )
 
     # -- starting from another model ------------------------------------------------------------
     @classmethod

@@ -1,0 +1,58 @@
+"""Ctrl+C during train(): the weights of the last finished epoch stay, and training can go on."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+import scattn as sa
+from tests.conftest import TINY_CFAN, make_counts
+
+
+class _CtrlC(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.weights = None
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch - 1:  # the last epoch that will finish
+            self.weights = {k: v.detach().clone() for k, v in pl_module.module.state_dict().items()}
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def _model():
+    sa.settings.seed = 0
+    data = make_counts()
+    sa.model.CFAN.setup_anndata(data, labels_key="cell_type", layer="counts")
+    return sa.model.CFAN(data, **TINY_CFAN)
+
+
+def test_interrupt_keeps_last_finished_epoch():
+    model = _model()
+    handler = signal.getsignal(signal.SIGINT)
+    ctrl_c = _CtrlC(epoch=2)
+    with pytest.warns(UserWarning, match="interrupted; the model keeps the weights of epoch 2"):
+        model.train(max_epochs=5, batch_size=32, callbacks=[ctrl_c], enable_progress_bar=False)
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl+C works again afterwards
+    assert model.is_trained_ and len(model.history["train_loss"]) == 2
+    for k, v in model.module.state_dict().items():
+        torch.testing.assert_close(v, ctrl_c.weights[k])
+    model.predict()
+    model.train(max_epochs=1, batch_size=32, enable_progress_bar=False)  # continues
+    assert len(model.history["train_loss"]) == 3
+
+
+def test_interrupt_before_first_epoch_restores_the_model():
+    model = _model()
+    before = {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+    with pytest.warns(UserWarning, match="before its first epoch finished"):
+        model.train(max_epochs=3, batch_size=32, callbacks=[_CtrlC(epoch=0)], enable_progress_bar=False)
+    assert not model.is_trained_
+    for k, v in model.module.state_dict().items():
+        torch.testing.assert_close(v, before[k])
