@@ -418,6 +418,50 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         module.load_state_dict(state)
 
     # -- persistence ----------------------------------------------------------------------
+    def save(self, dir_path: str, prefix: str | None = None, overwrite: bool = False,
+             save_anndata: bool = False, **kwargs) -> None:
+        """Save the model (and with `save_anndata` its AnnData) into `dir_path`.
+
+        Files are written into a temporary folder beside `dir_path` and moved in when complete,
+        the model file last: a crash while saving leaves the previous save (or nothing) in
+        place, never a half-written model that :meth:`load` would read.
+
+        Parameters
+        ----------
+        dir_path
+            Directory to write (created if missing).
+        prefix
+            Prefix of the file names.
+        overwrite
+            Replace a model saved there before. Without it, an existing `dir_path` is an error.
+        save_anndata
+            Also write the AnnData (``adata.h5ad``), so that ``load(dir_path)`` needs none.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.save`.
+        """
+        import shutil
+        import tempfile
+
+        dir_path = os.fspath(dir_path)
+        if os.path.exists(dir_path) and not os.path.isdir(dir_path):
+            raise ValueError(f"{dir_path!r} is a file, not a directory; save into a directory.")
+        if os.path.isdir(dir_path) and not overwrite:
+            raise ValueError(f"{dir_path!r} already exists; pass `overwrite=True` to replace the "
+                             "model saved there, or choose another directory.")
+        parent = os.path.dirname(os.path.abspath(dir_path))
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dir_path)}.saving-", dir=parent)
+        try:
+            super().save(tmp, prefix=prefix, overwrite=True, save_anndata=save_anndata, **kwargs)
+            os.makedirs(dir_path, exist_ok=True)
+            model_file = f"{prefix or ''}model.pt"
+            if os.path.exists(os.path.join(dir_path, model_file)):
+                os.remove(os.path.join(dir_path, model_file))  # never an old model beside new data
+            for name in sorted(os.listdir(tmp), key=lambda n: n == model_file):
+                os.replace(os.path.join(tmp, name), os.path.join(dir_path, name))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, *, accelerator: str = "auto",
              device: int | str = "auto", prefix: str | None = None):

@@ -64,7 +64,9 @@ def read_checkpoint(path: str, *, expected: str) -> dict:
         ) from err
     attrs = saved.get("attr_dict") if isinstance(saved, dict) else None
     if not isinstance(attrs, dict) or "var_names" not in saved or "model_state_dict" not in saved:
-        raise ValueError(f"{path} is not a saved scattn/scvi-tools model.")
+        raise ValueError(f"{path} is not a scattn model file (it lacks the saved model's "
+                         f"weights, genes or attributes); save the {expected} again with "
+                         "`model.save(dir, overwrite=True)`.")
     name = attrs.get("registry_", {}).get("model_name")
     if name is not None and name != expected:
         raise ValueError(
