@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Literal
 
@@ -88,36 +89,43 @@ def check_expression(matrix, expression: Expression, *, where: str = "adata.X") 
     if is_backed(matrix):  # every value is read, a block of rows at a time
         if not np.issubdtype(matrix.dtype, np.number):
             raise TypeError(f"{where} has non-numeric dtype {matrix.dtype}.")
-        n_bad, minimum, integral = 0, np.inf, True
+        n_bad, minimum, integral, maximum = 0, np.inf, True, -np.inf
         for _, _, block in iter_row_blocks(matrix):
-            b_bad, b_min, b_integral = _value_summary(_values(block), expression, skip=n_bad > 0)
+            b_bad, b_min, b_integral, b_max = _value_summary(_values(block), expression, skip=n_bad > 0)
             n_bad, minimum, integral = n_bad + b_bad, min(minimum, b_min), integral and b_integral
-        _raise_on_values(n_bad, minimum, integral, expression, where)
+            maximum = max(maximum, b_max)
+        _raise_on_values(n_bad, minimum, integral, expression, where, maximum)
         return
     values = _values(matrix)
     if not np.issubdtype(values.dtype, np.number):
         raise TypeError(f"{where} has non-numeric dtype {values.dtype}.")
-    _raise_on_values(*_value_summary(values, expression), expression, where)
+    n_bad, minimum, integral, maximum = _value_summary(values, expression)
+    _raise_on_values(n_bad, minimum, integral, expression, where, maximum)
+
+
+#: log-normalised values above this that are all integers are taken for raw counts
+LOG1P_COUNTS_MAX = 30
 
 
 def _value_summary(values: np.ndarray, expression: Expression, *, skip: bool = False):
-    """``(number of NaN/inf, minimum, all integral)`` of stored values, computed as needed.
+    """``(number of NaN/inf, minimum, all integral, maximum)`` of stored values, as needed.
 
-    The minimum is only looked at without NaN, integrality only for counts without negatives
-    (the order in which :func:`_raise_on_values` reports); `skip` (a NaN was already found
-    elsewhere) computes only the NaN count.
+    The minimum is only looked at without NaN, integrality only without negatives (the order
+    in which :func:`_raise_on_values` reports); `skip` (a NaN was already found elsewhere)
+    computes only the NaN count.
     """
     if values.size == 0:
-        return 0, np.inf, True
+        return 0, np.inf, True, -np.inf
     n_bad = 0 if np.all(np.isfinite(values)) else int(np.size(values) - np.isfinite(values).sum())
     if n_bad or skip:
-        return n_bad, np.inf, True
-    minimum = values.min()
-    integral = minimum < 0 or expression != "counts" or bool(np.all(np.equal(np.mod(values, 1), 0)))
-    return n_bad, minimum, integral
+        return n_bad, np.inf, True, -np.inf
+    minimum, maximum = values.min(), values.max()
+    integral = bool(minimum < 0 or np.all(np.equal(np.mod(values, 1), 0)))
+    return n_bad, minimum, integral, maximum
 
 
-def _raise_on_values(n_bad: int, minimum, integral: bool, expression: Expression, where: str) -> None:
+def _raise_on_values(n_bad: int, minimum, integral: bool, expression: Expression, where: str,
+                     maximum=-np.inf) -> None:
     """The value errors of :func:`check_expression`, in the order it reports them."""
     if n_bad:
         raise ValueError(f"{where} contains {n_bad} NaN or infinite values; remove or fix them.")
@@ -131,6 +139,12 @@ def _raise_on_values(n_bad: int, minimum, integral: bool, expression: Expression
         raise ValueError(
             f"{where} is declared as counts but holds non-integer values. Pass the layer with raw "
             "counts, or declare log-normalised data with `expression='log1p'`."
+        )
+    if expression == "log1p" and integral and maximum > LOG1P_COUNTS_MAX:
+        raise ValueError(
+            f"{where} is declared log-normalised (`expression='log1p'`) but holds only integers, up "
+            f"to {maximum:.0f}: these look like raw counts. Declare them with "
+            "`expression='counts'` (the model normalises them), or pass log-normalised values."
         )
 
 
@@ -167,6 +181,9 @@ def check_input(adata: AnnData, layer: str | None, expression: Expression):
     matrix (e.g. from :func:`scattn.data.read_h5ads`) is read in blocks of rows: every value
     is checked and the errors are the same, but it never loads whole.
     """
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"adata has {adata.n_obs} cells and {adata.n_vars} genes; a model needs "
+                         "at least one of each (check the subsetting that made it).")
     check_var_names(adata.var_names)
     matrix = get_matrix(adata, layer)
     where = f"adata.layers[{layer!r}]" if layer else "adata.X"
@@ -199,6 +216,11 @@ def check_labels(
     label set, e.g. a reference model's), every label must be one of them and a single
     labelled class is enough.
     """
+    if unlabeled_category is None or (isinstance(unlabeled_category, float) and np.isnan(unlabeled_category)):
+        raise ValueError(
+            "unlabeled_category must be a label value such as 'Unknown' (NaN labels always count "
+            "as unlabelled); got None."
+        )
     labelled = labels.notna().to_numpy() & (labels.astype(object) != unlabeled_category).to_numpy()
     if classes is not None:
         classes = [str(c) for c in classes]
@@ -228,5 +250,12 @@ def check_labels(
         raise ValueError(
             f"adata.obs[{labels_key!r}] has a single labelled class ({classes[0]!r}); a "
             "classifier needs at least two."
+        )
+    n_labelled = int(labelled.sum())
+    if n_labelled >= 20 and len(classes) > n_labelled / 2:
+        warnings.warn(
+            f"adata.obs[{labels_key!r}] has {len(classes)} classes for {n_labelled} labelled cells "
+            "(most cells are a class of their own): is it a continuous or ID column rather than "
+            "cell types?", UserWarning, stacklevel=4,
         )
     return np.sort(classes), labelled

@@ -13,6 +13,7 @@ from anndata import AnnData
 from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 
 from scattn._docs import scattn_dsp
+from scattn._write import write_results
 from scattn.data._validate import label_strings
 
 from ._keys import find_key
@@ -213,6 +214,14 @@ def evaluate(
         )
     y_true = truth_str.to_numpy()[labelled]
     y_pred = label_strings(pred).to_numpy()[labelled]
+    if not set(y_true) & (set(y_pred) - {UNKNOWN}):
+        shown = ", ".join(map(repr, sorted(set(y_true))[:3]))
+        raise ValueError(
+            f"The labels in adata.obs[{labels_key!r}] ({shown}, ...) and the predictions in "
+            f"adata.obs[{prediction_key!r}] ({', '.join(map(repr, sorted(set(y_pred))[:3]))}, ...) "
+            "share no class name: are the labels codes rather than names? Compare the same kind "
+            "of labels."
+        )
     metrics, per_class, cm = classification_metrics(y_true, y_pred)
     params = {
         "labels_key": labels_key,
@@ -222,12 +231,12 @@ def evaluate(
     }
 
     adata = adata.copy() if copy else adata
-    adata.uns[key_added] = {
+    write_results(adata, [("uns", key_added, {
         "metrics": metrics,
         "per_class": per_class,
         "confusion_matrix": cm,
         "params": params,
-    }
+    })], by="sa.tl.evaluate")
     if copy:
         return adata
     return pd.Series(metrics, dtype=float, name=key_added)

@@ -9,6 +9,7 @@ from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
 from scattn._docs import scattn_dsp
+from scattn._write import write_results
 
 from ._keys import find_key
 from ._markers import get_markers
@@ -152,5 +153,5 @@ def gene_sets_from_attention(
     if key_added is None:
         key_added = markers_key.replace("_markers", "") + "_gene_sets"
     adata = adata.copy() if copy else adata
-    adata.uns[key_added] = result
+    write_results(adata, [("uns", key_added, result)], by="sa.tl.gene_sets_from_attention")
     return adata if copy else None

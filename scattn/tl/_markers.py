@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from anndata import AnnData
+from scipy import sparse
 
 from scattn._attribution import attention_markers
 from scattn._docs import scattn_dsp
+from scattn._write import write_results
 
 from ._keys import find_key
 
@@ -128,10 +131,17 @@ def marker_genes_from_attention(
     labelled = groups.notna().to_numpy()
     if not labelled.any():
         raise ValueError(f"adata.obs[{groupby!r}] has no non-missing value.")
+    weights = adata.layers[layer]
+    values = weights.data if sparse.issparse(weights) else np.asarray(weights)
+    if values.size and not (values > 0).any():
+        raise ValueError(
+            f"adata.layers[{layer!r}] has no positive weight; markers rank genes by positive "
+            "attribution. Is it an attention layer written by a scattn model?"
+        )
     result = attention_markers(
-        adata.layers[layer], groups.astype("category"), adata.var_names,
+        weights, groups.astype("category"), adata.var_names,
         n_top=n_top, n_genes=n_genes, groupby=groupby, layer=layer, contrast=contrast,
     )
     adata = adata.copy() if copy else adata
-    adata.uns[key_added] = result
+    write_results(adata, [("uns", key_added, result)], by="sa.tl.marker_genes_from_attention")
     return adata if copy else None

@@ -17,6 +17,7 @@ from scipy import stats
 
 from scattn._attribution import _bh
 from scattn._docs import scattn_dsp
+from scattn._write import write_results
 
 from ._keys import find_key
 
@@ -210,8 +211,9 @@ def novelty(
               "n_reference": -1 if n_ref is None else n_ref}
 
     adata = adata.copy() if copy else adata
-    adata.obs[f"{key_added}_ambiguous"] = ambiguous
-    adata.uns[key_added] = {"table": table, "params": params}
+    write_results(adata, [("obs", f"{key_added}_ambiguous", ambiguous),
+                          ("uns", key_added, {"table": table, "params": params})],
+                  by="sa.tl.novelty")
     logger.info("novelty: threshold %.3f, p_ref %.3f; %d of %d samples novel", threshold,
                 ref_fraction, int(table["novel"].sum()), len(table))
     return adata if copy else None

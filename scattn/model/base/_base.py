@@ -418,6 +418,23 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         module.load_state_dict(state)
 
     # -- persistence ----------------------------------------------------------------------
+    @staticmethod
+    def _validate_for_load(adata: AnnData, args: dict, classes: list[str]) -> None:
+        """The checks of `setup_anndata` for an AnnData a saved model is loaded with.
+
+        Its labels may be missing or all unlabelled (to predict), but a label the model does
+        not know is an error, not silently "unlabelled".
+        """
+        labels_key = args.get("labels_key")
+        unlabeled = args.get("unlabeled_category", "Unknown")
+        validate_setup(adata, None, args.get("layer"), args.get("expression", "counts"), unlabeled,
+                       obs_keys=[k for k in [args.get("batch_key"),
+                                             *(args.get("categorical_covariate_keys") or [])] if k])
+        if labels_key is not None and labels_key in adata.obs:
+            labels = adata.obs[labels_key]
+            if (labels.notna() & (labels.astype(object) != unlabeled)).any():
+                check_labels(labels, unlabeled, labels_key=labels_key, classes=classes)
+
     def save(self, dir_path: str, prefix: str | None = None, overwrite: bool = False,
              save_anndata: bool = False, **kwargs) -> None:
         """Save the model (and with `save_anndata` its AnnData) into `dir_path`.
@@ -509,6 +526,7 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         registry = attrs.pop("registry_")
         fitted = FittedState.from_dict(attrs.pop(FITTED_ATTR))
         init = attrs.pop("init_params_")
+        cls._validate_for_load(adata, registry["setup_args"], attrs.get("classes_") or [])
         cls.setup_anndata(adata, source_registry=registry, **registry["setup_args"])
         model = cls(adata, **init["non_kwargs"], **init["kwargs"], fitted=fitted)
         for attr, val in attrs.items():

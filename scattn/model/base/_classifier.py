@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from scvi import REGISTRY_KEYS
 
 from scattn._docs import scattn_dsp
 from scattn._settings import settings
 from scattn._version import __version__
+from scattn._write import write_results
 from scattn.module import MODULE_KEYS
 from scattn.train import ClassificationPlan
 
@@ -44,6 +47,16 @@ class ClassifierMixin:
                 f"This {type(self).__name__} has no classifier: it was set up without labels_key. "
                 f"Set up labelled data and start a classifier from it with "
                 f"`sa.model.{type(self).__name__}.from_pretrained(model, labelled_adata)`."
+            )
+
+    def _require_labelled_cells(self) -> None:
+        """A clear error when no registered cell has a label (e.g. loaded without labels)."""
+        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
+        if not (codes < len(self.classes_)).any():
+            key = self._setup_args.get("labels_key")
+            raise ValueError(
+                f"No cell of the model's AnnData has a label in adata.obs[{key!r}] (the column is "
+                "missing or every cell is unlabelled); training needs labelled cells."
             )
 
     # -- training --------------------------------------------------------------------------
@@ -100,6 +113,7 @@ class ClassifierMixin:
         ``accuracy_validation``) is in ``model.history``.
         """
         self._require_classifier()
+        self._require_labelled_cells()
         self._prepare_training(
             max_epochs, train_size, validation_size, early_stopping, early_stopping_patience, trainer_kwargs
         )
@@ -243,6 +257,7 @@ class ClassifierMixin:
             out = self._run_inference(internal, batch_size=batch_size,
                                       attention_top_k=attention_top_k if attribution else None,
                                       accumulate=summary)
+            empty = self._empty_on_model_genes(internal)
         probs = torch.softmax(torch.from_numpy(out[MODULE_KEYS.LOGITS]), -1).numpy()
         classes = self.classes_
         best = probs.argmax(1)
@@ -251,8 +266,17 @@ class ClassifierMixin:
         categories = list(classes)
         if unknown_threshold is not None:
             labels = np.where(confidence < unknown_threshold, UNKNOWN, labels)
-            if UNKNOWN not in categories:
-                categories.append(UNKNOWN)
+        if empty.any():
+            warnings.warn(
+                f"{int(empty.sum())} cells have no counts on any of the model's "
+                f"{len(self._read_genes)} genes; they are labelled {UNKNOWN!r} with confidence "
+                "and probabilities NaN.", UserWarning, stacklevel=3,
+            )
+            labels = np.where(empty, UNKNOWN, labels)
+            confidence = np.where(empty, np.nan, confidence)
+            probs = np.where(empty[:, None], np.nan, probs)
+        if (labels == UNKNOWN).any() and UNKNOWN not in categories:
+            categories.append(UNKNOWN)
         index = target.obs_names
         # unused categories dropped, as scanpy's own tools write them (its plots expect it)
         prediction = pd.Series(
@@ -285,22 +309,18 @@ class ClassifierMixin:
             params=params,
         )
 
-    @staticmethod
-    def _write_predictions(adata: AnnData, result: PredictionResult, key: str) -> None:
+    def _write_predictions(self, adata: AnnData, result: PredictionResult, key: str) -> None:
         """Write a PredictionResult into `adata` under `key` (all-or-nothing)."""
-        obs_updates = {
-            f"{key}_prediction": pd.Categorical(result.prediction),
-            f"{key}_confidence": result.confidence.to_numpy(dtype=np.float32),
-        }
         proba = result.probabilities.copy()
         proba.index = adata.obs_names
-        embedding = np.asarray(result.embedding, dtype=np.float32)
-        # everything is computed above; only assignments below, so a failure leaves no trace
-        for k, v in obs_updates.items():
-            adata.obs[k] = v
-        adata.obsm[f"{key}_probabilities"] = proba
-        adata.obsm[f"X_{key}"] = embedding
+        items = [
+            ("obs", f"{key}_prediction", pd.Categorical(result.prediction)),
+            ("obs", f"{key}_confidence", result.confidence.to_numpy(dtype=np.float32)),
+            ("obsm", f"{key}_probabilities", proba),
+            ("obsm", f"X_{key}", np.asarray(result.embedding, dtype=np.float32)),
+        ]
         if result.attention is not None:
-            adata.layers[f"{key}_attention"] = result.attention
-            adata.uns[f"{key}_markers"] = result.markers
-        adata.uns[key] = {"params": result.params, **result.uns}
+            items += [("layers", f"{key}_attention", result.attention),
+                      ("uns", f"{key}_markers", result.markers)]
+        items.append(("uns", key, {"params": result.params, **result.uns}))
+        write_results(adata, items, by=f"{type(self).__name__}.predict")

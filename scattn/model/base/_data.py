@@ -15,7 +15,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 
 from scattn._settings import settings
-from scattn.data import align_to_genes, check_input
+from scattn.data import align_to_genes, check_input, iter_row_blocks
 from scattn.module import MODULE_KEYS
 
 #: column of a private aligned AnnData's ``var``: whether the user's data held the gene
@@ -66,6 +66,7 @@ class AlignedDataMixin:
         written to.
         """
         if adata is None or adata is self.adata:
+            self._check_own_data()
             yield self.adata
             return
         internal = self._align(adata, min_gene_overlap=min_gene_overlap)
@@ -78,6 +79,28 @@ class AlignedDataMixin:
             uuid = internal.uns.get("_scvi_uuid")
             self._per_instance_manager_store.get(self.id, {}).pop(uuid, None)
             self._setup_adata_manager_store.pop(uuid, None)
+
+    def _check_own_data(self) -> None:
+        """The model's own AnnData still fits its registration: same shape, same kind of values."""
+        adata, stats = self.adata, self.summary_stats
+        if (adata.n_obs, adata.n_vars) != (stats.n_cells, stats.n_vars):
+            raise ValueError(
+                f"The model's AnnData changed shape since set-up ({stats.n_cells} x {stats.n_vars} "
+                f"-> {adata.n_obs} x {adata.n_vars}), e.g. subset in place. Pass the data "
+                "explicitly (`model.predict(adata)` aligns any AnnData by gene name)."
+            )
+        check_input(adata, self._setup_args.get("layer"), self._setup_args.get("expression", "counts"))
+
+    def _empty_on_model_genes(self, internal: AnnData) -> np.ndarray:
+        """Cells of `internal` (registered) with no expression on any gene the model reads."""
+        matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY) if internal is self.adata \
+            else self.get_anndata_manager(internal).get_from_registry(REGISTRY_KEYS.X_KEY)
+        pos = self._registered_var_names.get_indexer(self._read_genes)
+        pos = np.sort(pos[pos >= 0])
+        sums = np.zeros(internal.n_obs)
+        for start, stop, block in iter_row_blocks(matrix):
+            sums[start:stop] = np.asarray(block[:, pos].sum(axis=1)).ravel()
+        return sums <= 0
 
     def _align(self, adata: AnnData, *, min_gene_overlap: float) -> AnnData:
         """Check `adata` and copy its cells, aligned to the registered genes, into a new AnnData."""
