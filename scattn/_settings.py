@@ -69,7 +69,16 @@ class ScattnConfig:
 
     @property
     def verbosity(self) -> int:
-        """Logging level of the ``scattn`` logger (e.g. ``logging.INFO`` or ``"info"``)."""
+        """Logging level of the ``scattn`` logger (e.g. ``logging.INFO`` or ``"info"``).
+
+        At the default, ``WARNING``, scattn shows a progress bar and what needs acting on,
+        nothing else: while a model trains, predicts or loads, Lightning's and scvi-tools'
+        informational lines ("GPU available", tips, "Input AnnData not setup with
+        scvi-tools...", "Seed set to N", why early stopping stopped) and their chatter warnings
+        (torch's ``LeafSpec`` deprecation, ``log_every_n_steps``, dataloader ``num_workers``) are
+        silenced (see :func:`scattn._quiet.quiet`). ``"info"`` (or ``"debug"``) shows all of
+        them again, and scattn's own INFO messages.
+        """
         return self._verbosity
 
     @verbosity.setter
@@ -100,7 +109,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 -- seeding the legacy global RNG is the point here
     torch.manual_seed(seed)
-    scvi.settings.seed = seed
+    # Lightning logs "Seed set to N"; silenced like the rest of scattn._quiet.CHATTY_LOGGERS
+    # (that module imports this one, so not through it)
+    seed_logger = logging.getLogger("lightning.fabric.utilities.seed")
+    old_level = seed_logger.level
+    if settings.verbosity > logging.INFO and old_level < logging.WARNING:
+        seed_logger.setLevel(logging.WARNING)
+    try:
+        scvi.settings.seed = seed
+    finally:
+        seed_logger.setLevel(old_level)
 
 
 settings = ScattnConfig()

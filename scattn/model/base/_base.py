@@ -23,6 +23,7 @@ from scvi.model._utils import parse_device_args
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
+from scattn._quiet import quiet
 from scattn._settings import settings
 from scattn.data import (
     LabelsField,
@@ -313,7 +314,8 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         if settings.seed is not None:
             import scvi
 
-            scvi.settings.seed = settings.seed
+            with quiet():
+                scvi.settings.seed = settings.seed
         return has_validation
 
     def _run_plan(self, plan, *, adata: AnnData | None = None, max_epochs: int, batch_size: int,
@@ -336,11 +338,14 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         # inference leaves the module in eval mode and Lightning keeps modes as it finds them:
         # without this, dropout would stay off when training follows a prediction
         self.module.train()
-        runner = TrainRunner(self, training_plan=plan, data_splitter=splitter, max_epochs=max_epochs,
-                             accelerator=accelerator, devices=devices, **trainer_kwargs)
+        with quiet():  # Lightning's banners come when the trainer is made
+            runner = TrainRunner(self, training_plan=plan, data_splitter=splitter,
+                                 max_epochs=max_epochs, accelerator=accelerator, devices=devices,
+                                 **trainer_kwargs)
         sigint = _sigint_handler()
         try:
-            return runner()
+            with quiet():
+                return runner()
         except (KeyboardInterrupt, SystemExit) as err:
             # Lightning turns Ctrl+C into SystemExit(1) after marking the trainer interrupted
             if isinstance(err, SystemExit) and not runner.trainer.interrupted:

@@ -14,6 +14,7 @@ from anndata import AnnData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 
+from scattn._quiet import quiet
 from scattn._settings import settings
 from scattn.data import align_to_genes, check_input, iter_row_blocks
 from scattn.module import MODULE_KEYS
@@ -70,7 +71,8 @@ class AlignedDataMixin:
             yield self.adata
             return
         internal = self._align(adata, min_gene_overlap=min_gene_overlap)
-        self._validate_anndata(internal)
+        with quiet():  # scvi announces the set-up transfer on every new AnnData
+            self._validate_anndata(internal)
         try:
             yield internal
         finally:
