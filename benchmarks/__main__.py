@@ -1,5 +1,5 @@
-"""``python -m benchmarks``: see :mod:`benchmarks.run`."""
+"""``python -m benchmarks``: the one-command suite, see :mod:`benchmarks.suite.run`."""
 
-from .run import main
+from .suite.run import main
 
 main()

@@ -1,4 +1,6 @@
-"""Datasets and splits shared by the benchmark scripts."""
+"""Helpers shared by the suite (:mod:`benchmarks.suite`) and the studies
+(:mod:`benchmarks.studies`): where results go, the labelled datasets and cross-study pairs,
+stratified splits, the classification metrics, and the CSV/markdown writers."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
-RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).parent  # benchmarks/
+RESULTS = ROOT / "results"  # committed result files, the default output of every script
 MIN_CELLS_PER_CLASS = 5
 
 
@@ -80,6 +83,41 @@ def load_tasks(names: list[str] | None = None) -> list[Task]:
     return tasks
 
 
+def load_transfer_tasks(names) -> dict[str, tuple[AnnData, AnnData, str, str]]:
+    """Cross-study pairs, ``{name: (reference, query, expression, note)}``, for `names` among
+    ``panc8`` (inDrop -> CEL-seq/CEL-seq2/Smart-seq2, library-size normalised + log1p) and
+    ``cellbench`` (CEL-seq2 -> Drop-seq, counts); only cell types with >= 5 cells on both sides.
+    Used by :mod:`benchmarks.studies.transfer` and the suite's cross-study annotation tasks."""
+    import anndata as ad
+    import scanpy as sc
+
+    base = data_dir()
+    if base is None:
+        raise SystemExit("The shared data folder is needed (../shared/data or $SCATTN_DATA_DIR).")
+    tasks = {}
+    if "panc8" in names:
+        panc = ad.read_h5ad(base / "panc8_subset.h5ad")
+        sc.pp.normalize_total(panc, target_sum=1e4)
+        sc.pp.log1p(panc)
+        ref = panc[panc.obs["tech"] == "indrop"].copy()
+        query = panc[panc.obs["tech"].isin(["celseq", "celseq2", "smartseq2"])].copy()
+        tasks["panc8"] = (ref, query, "log1p", "inDrop -> CEL-seq/CEL-seq2/Smart-seq2")
+    if "cellbench" in names:
+        ref = ad.read_h5ad(base / "cellbench_3cl_celseq2.h5ad")
+        query = ad.read_h5ad(base / "cellbench_3cl_dropseq.h5ad")
+        sc.pp.filter_genes(ref, min_cells=1)
+        tasks["cellbench"] = (ref, query, "counts", "CEL-seq2 -> Drop-seq")
+    out = {}
+    for name, (ref, query, expression, note) in tasks.items():
+        r, q = ref.obs["cell_type"].astype(str), query.obs["cell_type"].astype(str)
+        keep = sorted(c for c in set(r) & set(q) if (r == c).sum() >= 5 and (q == c).sum() >= 5)
+        ref, query = ref[r.isin(keep).to_numpy()].copy(), query[q.isin(keep).to_numpy()].copy()
+        for a in (ref, query):
+            a.obs["cell_type"] = a.obs["cell_type"].astype(str)
+        out[name] = (ref, query, expression, f"{note}; types: {', '.join(keep)}")
+    return out
+
+
 def pin_threads() -> None:
     """Hold torch to ``$OMP_NUM_THREADS`` threads, if set.
 
@@ -112,6 +150,20 @@ def lognorm_matrix(adata: AnnData, expression: str):
     from scattn.data import log_normalize
 
     return log_normalize(adata.X, expression)
+
+
+def metrics(y_true, y_pred) -> dict:
+    """Accuracy, balanced accuracy, macro and median F1 from :func:`scattn.tl.evaluate`."""
+    import anndata as ad
+    import pandas as pd
+
+    import scattn as sa
+
+    obs = pd.DataFrame({"truth": pd.Categorical(np.asarray(y_true, dtype=str)),
+                        "pred": np.asarray(y_pred, dtype=str)})
+    obs.index = obs.index.astype(str)
+    m = sa.tl.evaluate(ad.AnnData(obs=obs), "truth", "pred")
+    return {k: float(m[k]) for k in ("accuracy", "balanced_accuracy", "macro_f1", "median_f1")}
 
 
 def write_results(table, out, title: str) -> None:

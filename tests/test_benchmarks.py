@@ -7,7 +7,7 @@ import pandas as pd
 
 
 def test_accuracy_benchmark_runs(tmp_path):
-    from benchmarks.cgran_accuracy import main
+    from benchmarks.studies.cgran_accuracy import main
 
     out = tmp_path / "acc"
     summary = main(["--datasets", "pbmc68k_reduced", "--seeds", "0", "--max-epochs", "1",
@@ -19,7 +19,7 @@ def test_accuracy_benchmark_runs(tmp_path):
 
 
 def test_novelty_benchmark_runs(tmp_path):
-    from benchmarks.novelty import main
+    from benchmarks.studies.novelty import main
 
     out = tmp_path / "nov"
     summary = main(["--masked", "Dendritic", "--max-epochs", "1", "--out", str(out)])
@@ -29,7 +29,7 @@ def test_novelty_benchmark_runs(tmp_path):
 
 
 def test_transfer_benchmark_runs(tmp_path):
-    from benchmarks.transfer import main
+    from benchmarks.studies.transfer import main
     from tests.conftest import shared_path
 
     shared_path("cellbench_3cl_dropseq.h5ad")  # skips without the shared data
@@ -41,7 +41,7 @@ def test_transfer_benchmark_runs(tmp_path):
 
 
 def test_accuracy_benchmark_runs_cfan(tmp_path):
-    from benchmarks.cgran_accuracy import main
+    from benchmarks.studies.cgran_accuracy import main
 
     out = tmp_path / "cfan"
     summary = main(["--model", "CFAN", "--datasets", "pbmc68k_reduced", "--seeds", "0",
@@ -52,8 +52,8 @@ def test_accuracy_benchmark_runs_cfan(tmp_path):
 def test_sims_benchmarks_run(tmp_path):
     import importlib.util
 
-    from benchmarks.sims_accuracy import main
-    from benchmarks.sims_pretraining import main as pretraining
+    from benchmarks.studies.sims_accuracy import main
+    from benchmarks.studies.sims_pretraining import main as pretraining
 
     methods = ["SIMS", "LogisticRegression"]
     if importlib.util.find_spec("pytorch_tabnet") is not None:  # the `bench` extra
@@ -72,7 +72,7 @@ def test_benchmark_quick_runs(tmp_path):
     """``python -m benchmarks --quick`` on tiny data: every method, every output."""
     import pytest
 
-    from benchmarks.run import main
+    from benchmarks.suite.run import main
 
     for module in ("celltypist", "pytorch_tabnet", "skmisc"):  # the `bench` extra
         pytest.importorskip(module)

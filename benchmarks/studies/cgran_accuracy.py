@@ -7,7 +7,7 @@ same genes (the model's variable genes), log-normalised. As a diagnostic, logist
 is also fitted on CGRAN's own input, the m-dimensional SVD fold-in of each cell: it shows how
 much the paper's embedding keeps of what a linear model on all genes uses.
 
-    python -m benchmarks.cgran_accuracy [--model CFAN] [--datasets pbmc68k_reduced] [--max-epochs 100]
+    python -m benchmarks.studies.cgran_accuracy [--model CFAN] [--datasets pbmc68k_reduced] [--max-epochs 100]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from ._common import RESULTS, load_tasks, lognorm_matrix, splits, write_results
+from .._common import RESULTS, load_tasks, lognorm_matrix, splits, write_results
 
 
 def run_one(task, train, test, seed: int, *, max_epochs: int, accelerator: str,

@@ -10,7 +10,7 @@ measurement runs in a fresh process: time is the median of 3 repeats after a war
 memory the growth of the process' peak RSS (CPU) or ``torch.cuda.max_memory_allocated``
 (GPU) over the inputs alone.
 
-    python -m benchmarks.cgran_attention_cost [--batch 4] [--device cpu]
+    python -m benchmarks.studies.cgran_attention_cost [--batch 4] [--device cpu]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sys
 
 import pandas as pd
 
-from ._common import RESULTS, write_results
+from .._common import RESULTS, write_results
 
 WORKER = r"""
 import json, resource, sys, time

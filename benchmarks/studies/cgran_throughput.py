@@ -7,7 +7,7 @@ cells: the first 10,000 of control + stimulated concatenated (cells the model di
 on are folded in). Reported: ``predict`` end to end (gene alignment, inference, top-50
 attention, markers) and the bare forward pass (``get_latent_representation``).
 
-    python -m benchmarks.cgran_throughput [--n-cells 10000] [--accelerator cpu]
+    python -m benchmarks.studies.cgran_throughput [--n-cells 10000] [--accelerator cpu]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 import pandas as pd
 
-from ._common import RESULTS, data_dir, write_results
+from .._common import RESULTS, data_dir, write_results
 
 
 def main(argv=None) -> pd.DataFrame:

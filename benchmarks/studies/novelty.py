@@ -15,7 +15,7 @@ Rows with the paper's fixed thresholds (CGRAN 0.7, CFAN 0.995) are reported too.
 embedding view of Figure 7 (UMAP of each model's embedding, masked type highlighted) is
 written as a PNG for the first masked type.
 
-    python -m benchmarks.novelty [--dataset pbmc68k_reduced] [--masked "CD19+ B" ...]
+    python -m benchmarks.studies.novelty [--dataset pbmc68k_reduced] [--masked "CD19+ B" ...]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from ._common import RESULTS, load_tasks, write_results
+from .._common import RESULTS, load_tasks, write_results
 
 PAPER_T = {"CGRAN": 0.7, "CFAN": 0.995}
 DEFAULT_MASKED = {

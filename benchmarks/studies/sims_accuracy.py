@@ -19,7 +19,7 @@ and predicts the held-out cells as new data; metrics come from :func:`scattn.tl.
   the one method not on the same genes.
 * **Logistic regression** (scikit-learn, L2, C=1) on the same log-normalised genes.
 
-    python -m benchmarks.sims_accuracy [--datasets paul15] [--seeds 0 1 2] [--no-scanvi]
+    python -m benchmarks.studies.sims_accuracy [--datasets paul15] [--seeds 0 1 2] [--no-scanvi]
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from ._common import RESULTS, load_tasks, lognorm_matrix, splits, write_results
-from ._methods import PATIENCE, fit_scanvi_model, fit_tabnet_model
-from ._methods import metrics as _metrics
+from .._common import RESULTS, load_tasks, lognorm_matrix, splits, write_results
+from .._common import metrics as _metrics
+from .._peers import PATIENCE, fit_scanvi_model, fit_tabnet_model
 
 
 def run_sims(task, a_train, a_test, seed, max_epochs):

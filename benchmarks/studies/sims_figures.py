@@ -4,7 +4,7 @@ Trains SIMS on 80% of a dataset (stratified, seed 0), predicts the held-out 20% 
 ``sims_<dataset>_{feature_importances,class_importances,confusion}.png`` to
 ``benchmarks/results``.
 
-    python -m benchmarks.sims_figures [--dataset pbmc68k_reduced]
+    python -m benchmarks.studies.sims_figures [--dataset pbmc68k_reduced]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from ._common import RESULTS, load_tasks, splits
+from .._common import RESULTS, load_tasks, splits
 
 
 def main(argv=None) -> None:

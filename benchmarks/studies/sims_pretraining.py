@@ -8,7 +8,7 @@ per class); SIMS is trained on that subset from scratch, and from the pretrained
 decoder (the classifier head starts fresh); logistic regression on the same subset is the
 baseline. All predict the same held-out 20%.
 
-    python -m benchmarks.sims_pretraining [--dataset paul15] [--seeds 0 1 2]
+    python -m benchmarks.studies.sims_pretraining [--dataset paul15] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from ._common import RESULTS, load_tasks, splits, write_results
-from ._methods import metrics as _metrics
+from .._common import RESULTS, load_tasks, splits, write_results
+from .._common import metrics as _metrics
 
 FRACTIONS = (0.01, 0.05, 0.1, 1.0)
 
@@ -38,7 +38,7 @@ def run_baseline(task, train, test, seed, *, fractions) -> list[dict]:
     """Logistic regression on the same labelled subsets (log-normalised, all genes)."""
     from sklearn.linear_model import LogisticRegression
 
-    from ._common import lognorm_matrix
+    from .._common import lognorm_matrix
 
     a_all, a_test = task.adata[train].copy(), task.adata[test].copy()
     labels = a_all.obs[task.labels_key].astype(str)

@@ -7,7 +7,7 @@ implementations (``--repeats`` each) and the median epoch time is reported, with
 SIMS / pytorch-tabnet. Peak resident memory of the process is not separable per method here;
 see the accuracy benchmark for end-to-end times.
 
-    python -m benchmarks.sims_speed [--datasets pbmc68k_reduced paul15] [--epochs 10]
+    python -m benchmarks.studies.sims_speed [--datasets pbmc68k_reduced paul15] [--epochs 10]
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from ._common import RESULTS, load_tasks, lognorm_matrix, write_results
-from ._methods import tabnet_classifier
+from .._common import RESULTS, load_tasks, lognorm_matrix, write_results
+from .._peers import tabnet_classifier
 
 
 def time_sims(task, epochs: int, batch_size: int) -> float:

@@ -17,8 +17,8 @@ The reference model is trained on all reference cells. Methods, scored on the qu
 * logistic regression trained on the reference (the reference model's genes, log-normalised),
   and, as a within-query yardstick, on the query's 80%.
 
-    python -m benchmarks.transfer [--tasks panc8 cellbench] [--seeds 0 1 2]
-    python -m benchmarks.transfer --summarize results/transfer_*_runs.csv   # merge runs
+    python -m benchmarks.studies.transfer [--tasks panc8 cellbench] [--seeds 0 1 2]
+    python -m benchmarks.studies.transfer --summarize results/transfer_*_runs.csv   # merge runs
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ._common import RESULTS, data_dir, lognorm_matrix, write_results
+from .._common import RESULTS, load_transfer_tasks, lognorm_matrix, write_results
 
 SETTINGS = {
     "CGRAN": {"A": {"embedding": "query", "fine_tune": "classifier"},
@@ -38,37 +38,6 @@ SETTINGS = {
               "C": {"embedding": "reference", "fine_tune": "all"}},
     "CFAN": {"A": {"fine_tune": "classifier"}, "B": {"fine_tune": "all"}},
 }
-
-
-def load_transfer_tasks(names):
-    import anndata as ad
-    import scanpy as sc
-
-    base = data_dir()
-    if base is None:
-        raise SystemExit("The shared data folder is needed (../shared/data or $SCATTN_DATA_DIR).")
-    tasks = {}
-    if "panc8" in names:
-        panc = ad.read_h5ad(base / "panc8_subset.h5ad")
-        sc.pp.normalize_total(panc, target_sum=1e4)
-        sc.pp.log1p(panc)
-        ref = panc[panc.obs["tech"] == "indrop"].copy()
-        query = panc[panc.obs["tech"].isin(["celseq", "celseq2", "smartseq2"])].copy()
-        tasks["panc8"] = (ref, query, "log1p", "inDrop -> CEL-seq/CEL-seq2/Smart-seq2")
-    if "cellbench" in names:
-        ref = ad.read_h5ad(base / "cellbench_3cl_celseq2.h5ad")
-        query = ad.read_h5ad(base / "cellbench_3cl_dropseq.h5ad")
-        sc.pp.filter_genes(ref, min_cells=1)
-        tasks["cellbench"] = (ref, query, "counts", "CEL-seq2 -> Drop-seq")
-    out = {}
-    for name, (ref, query, expression, note) in tasks.items():
-        r, q = ref.obs["cell_type"].astype(str), query.obs["cell_type"].astype(str)
-        keep = sorted(c for c in set(r) & set(q) if (r == c).sum() >= 5 and (q == c).sum() >= 5)
-        ref, query = ref[r.isin(keep).to_numpy()].copy(), query[q.isin(keep).to_numpy()].copy()
-        for a in (ref, query):
-            a.obs["cell_type"] = a.obs["cell_type"].astype(str)
-        out[name] = (ref, query, expression, f"{note}; types: {', '.join(keep)}")
-    return out
 
 
 def _scores(y, pred) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._methods import PEERS, SCATTN_MODELS
+from .methods import PEERS, SCATTN_MODELS
 
 COSTS = ("train_s", "predict_s", "peak_mb")
 FLOORS = {"train_s": 0.01, "predict_s": 0.01, "peak_mb": 1.0}  # 10 ms, 1 MiB

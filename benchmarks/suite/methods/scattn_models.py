@@ -1,0 +1,50 @@
+"""CGRAN, CFAN and SIMS (scattn): the task's matrix as is; markers from the attribution layer."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+
+from ..._peers import PATIENCE
+from ._base import Fitted, Split, markers_from_layer
+
+
+def _fit_scattn(name: str, split: Split, seed: int, budget: dict) -> Fitted:
+    import scattn as sa
+
+    sa.settings.seed = seed
+    sa.settings.progress_bar = False
+    train = split.train.copy()
+    model_cls = getattr(sa.model, name)
+    model_cls.setup_anndata(train, labels_key=split.labels_key, expression=split.expression)
+    model = model_cls(train)
+    kwargs = dict(budget)
+    if name == "SIMS":
+        kwargs["early_stopping_patience"] = PATIENCE
+    model.train(**kwargs)
+
+    def predict(test: AnnData) -> np.ndarray:
+        return model.predict(test, inplace=False).prediction.astype(str).to_numpy()
+
+    cache = {}
+
+    def markers(k: int, contrast: str = "max_other") -> dict[str, list[str]]:
+        if "data" not in cache:
+            cache["data"] = split.train.copy()
+            model.predict(cache["data"])  # writes the attribution layer of the training cells
+        return markers_from_layer(cache["data"], f"{model._key}_attention", split.labels_key, k, contrast)
+
+    return Fitted(predict, epochs=len(model.history["train_loss"]), markers=markers,
+                  extra_markers={"(vs rest)": lambda k: markers(k, "rest")})
+
+
+def fit_cgran(split, seed, budget):
+    return _fit_scattn("CGRAN", split, seed, budget)
+
+
+def fit_cfan(split, seed, budget):
+    return _fit_scattn("CFAN", split, seed, budget)
+
+
+def fit_sims(split, seed, budget):
+    return _fit_scattn("SIMS", split, seed, budget)
