@@ -2,6 +2,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from scipy import sparse
 
 import scattn.data._validate as validate_module
@@ -130,3 +133,47 @@ def test_backed_good_data_passes(tmp_path, monkeypatch, adata):
     backed = _backed(tmp_path, adata.X)
     assert is_backed(check_input(backed, None, "counts"))
     check_expression(backed.X, "log1p")
+
+
+# -- property tests: classes of matrices rather than listed cases -----------------------------------
+
+_counts = arrays(np.float32, st.tuples(st.integers(1, 8), st.integers(1, 8)),
+                 elements=st.integers(0, 50).map(float))
+
+
+def _nonempty(x: np.ndarray) -> np.ndarray:
+    x = x.copy()
+    x[x.sum(1) == 0, 0] = 1
+    return x
+
+
+@settings(max_examples=40, deadline=None)
+@given(_counts, st.booleans())
+def test_valid_counts_pass(x, as_sparse):
+    x = _nonempty(x)
+    check_expression(sparse.csr_matrix(x) if as_sparse else x, "counts")
+
+
+@settings(max_examples=60, deadline=None)
+@given(_counts, st.sampled_from(["nan", "inf", "negative", "fraction"]), st.data(), st.booleans())
+def test_one_bad_value_is_always_named(x, kind, data, as_sparse):
+    x = _nonempty(x)
+    i = data.draw(st.integers(0, x.shape[0] - 1))
+    j = data.draw(st.integers(0, x.shape[1] - 1))
+    x[i, j] = {"nan": np.nan, "inf": np.inf, "negative": -1.0, "fraction": 0.5}[kind]
+    expected = {"nan": "NaN or infinite", "inf": "NaN or infinite", "negative": "negative values",
+                "fraction": "non-integer"}[kind]
+    with pytest.raises(ValueError, match=expected):
+        check_expression(sparse.csr_matrix(x) if as_sparse else x, "counts")
+
+
+@settings(max_examples=40, deadline=None)
+@given(_counts)
+def test_integer_data_declared_log1p(x):
+    x = _nonempty(x)
+    if x.max() > 30:
+        with pytest.raises(ValueError, match="look like raw counts"):
+            check_expression(x, "log1p")
+    else:
+        check_expression(x, "log1p")  # small integers can be log-normalised values; accepted
+    check_expression(np.log1p(x), "log1p")  # real log1p data always passes

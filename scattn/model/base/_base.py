@@ -50,6 +50,9 @@ def validate_setup(adata: AnnData, labels_key: str | None, layer: str | None, ex
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
     if adata.is_view:
         raise ValueError("adata is a view; call `adata = adata.copy()` first.")
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"adata has {adata.n_obs} cells and {adata.n_vars} genes; a model needs "
+                         "at least one of each (check the subsetting that made it).")
     cols = ", ".join(map(repr, adata.obs.columns[:10])) or "none"
     for key in obs_keys:
         if key not in adata.obs:

@@ -113,6 +113,7 @@ class ClassifierMixin:
         ``accuracy_validation``) is in ``model.history``.
         """
         self._require_classifier()
+        self._check_own_data()
         self._require_labelled_cells()
         self._prepare_training(
             max_epochs, train_size, validation_size, early_stopping, early_stopping_patience, trainer_kwargs
