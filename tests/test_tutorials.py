@@ -6,6 +6,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+CHATTER = ("GPU available", "TPU available", "litlogger", "attempting to transfer AnnData",
+           "LeafSpec", "log_every_n_steps", "Seed set to")
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "tutorials").glob("*.ipynb"))
 
 
@@ -23,3 +25,8 @@ def test_tutorial_runs(path, tmp_path):
     errors = [o for cell in nb.cells if cell.cell_type == "code"
               for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    # quiet by default: a notebook shows what the user must act on, not library banners
+    text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+                     for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", []))
+    chatter = [c for c in CHATTER if c in text]
+    assert not chatter, f"library chatter in {path.name}: {chatter}"
