@@ -89,6 +89,24 @@ def trained_sims():
     return _train_tiny("SIMS", TINY_SIMS)
 
 
+@pytest.fixture(params=["cfan", "sims"])
+def predicted_other(request, trained_cfan, trained_sims):
+    """(key, model, adata): a CFAN or SIMS predicted into a fresh copy of its data."""
+    model, adata = trained_cfan if request.param == "cfan" else trained_sims
+    adata = adata.copy()
+    model.predict(adata)
+    return request.param, model, adata
+
+
+@pytest.fixture
+def both_predicted(trained_cfan, trained_sims):
+    """A copy of the tiny data with a CFAN's and a SIMS' predictions in it."""
+    adata = trained_cfan[1].copy()
+    trained_cfan[0].predict(adata)
+    trained_sims[0].predict(adata)
+    return adata
+
+
 def shared_path(name: str) -> Path:
     path = SHARED / name
     if not path.exists():

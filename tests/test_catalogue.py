@@ -108,6 +108,14 @@ def _(ctx):
     _set(_data(), layer="nope")
 
 
+def _emptied(d, row: int):
+    """`d` with cell `row` holding no counts."""
+    x = d.layers["counts"].toarray()
+    x[row] = 0
+    d.layers["counts"] = sparse.csr_matrix(x)
+    return d
+
+
 def _with(values_fn, layer="counts"):
     d = _data()
     x = d.layers[layer].toarray()
@@ -156,11 +164,7 @@ def _(ctx):
 
 @case("setup-empty-cell", "set-up", "a cell with no expression", "raises", "cells with no expression")
 def _(ctx):
-    d = _data()
-    x = d.layers["counts"].toarray()
-    x[3] = 0
-    d.layers["counts"] = sparse.csr_matrix(x)
-    _set(d)
+    _set(_emptied(_data(), 3))
 
 
 @case("setup-duplicated-genes", "set-up", "duplicated gene names", "raises", "duplicated gene names")
@@ -368,11 +372,7 @@ def _(ctx):
 
 @case("predict-empty-cell", "predict", "a new cell with no expression at all", "raises", "cells with no expression")
 def _(ctx):
-    q = _query()
-    x = q.layers["counts"].toarray()
-    x[0] = 0
-    q.layers["counts"] = sparse.csr_matrix(x)
-    _predict(ctx, q)
+    _predict(ctx, _emptied(_query(), 0))
 
 
 @case("predict-empty-on-model-genes", "predict", "a cell with counts only outside the model's genes", "warns", "no counts on any of the model's")
@@ -519,11 +519,7 @@ def _(ctx):
 @case("load-empty-cell", "save/load", "loading onto data with an empty cell", "raises", "cells with no expression")
 def _(ctx):
     path, _ = _saved(ctx)
-    d = _data()
-    x = d.layers["counts"].toarray()
-    x[2] = 0
-    d.layers["counts"] = sparse.csr_matrix(x)
-    sa.model.CFAN.load(path, adata=d)
+    sa.model.CFAN.load(path, adata=_emptied(_data(), 2))
 
 
 @case("load-unknown-label", "save/load", "loading onto data with a label the model does not know", "raises", "labels outside the model's classes")

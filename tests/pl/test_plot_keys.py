@@ -10,15 +10,6 @@ import scattn as sa
 from tests.conftest import make_counts
 
 
-@pytest.fixture(params=["cfan", "sims"])
-def predicted_other(request, trained_cfan, trained_sims):
-    """(key, model, adata): a CFAN or SIMS predicted into a fresh copy of its data."""
-    model, adata = trained_cfan if request.param == "cfan" else trained_sims
-    adata = adata.copy()
-    model.predict(adata)
-    return request.param, model, adata
-
-
 def _ticks(ax) -> list[str]:
     return [t.get_text() for t in ax.get_xticklabels()]
 
@@ -40,24 +31,16 @@ def test_marker_plots_with_no_key(predicted_other, tmp_path):
     plt.close("all")
 
 
-def test_sims_importances_with_a_cfan_beside(trained_sims, trained_cfan):
+def test_sims_importances_with_a_cfan_beside(both_predicted):
     """SIMS' importance plots take the SIMS result when a CFAN's is in the same AnnData."""
-    sims, adata = trained_sims
-    cfan, _ = trained_cfan
-    adata = adata.copy()
-    sims.predict(adata)
-    cfan.predict(adata)
+    adata = both_predicted
     assert isinstance(sa.pl.feature_importances(adata, n_genes=5, show=False, return_fig=True), Figure)
     assert isinstance(sa.pl.class_importances(adata, n_genes=5, show=False, return_fig=True), Figure)
     plt.close("all")
 
 
-def test_plots_ambiguous_until_named(trained_cfan, trained_sims):
-    cfan, adata = trained_cfan
-    sims, _ = trained_sims
-    adata = adata.copy()
-    cfan.predict(adata)
-    sims.predict(adata)
+def test_plots_ambiguous_until_named(both_predicted):
+    adata = both_predicted
     listing = r"'cfan' \(CFAN\), 'sims' \(SIMS\)"
     with pytest.raises(ValueError, match=listing + ".*key='cfan_markers' or key='sims_markers'"):
         sa.pl.marker_dotplot(adata, show=False)

@@ -83,15 +83,6 @@ def test_find_key_after_h5ad_round_trip(trained_cfan, tmp_path):
 
 
 # -- tools with no key, on models other than CGRAN ----------------------------------------------
-@pytest.fixture(params=["cfan", "sims"])
-def predicted_other(request, trained_cfan, trained_sims):
-    """(key, model, adata): a CFAN or SIMS predicted into a fresh copy of its data."""
-    model, adata = trained_cfan if request.param == "cfan" else trained_sims
-    adata = adata.copy()
-    model.predict(adata)
-    return request.param, model, adata
-
-
 def test_markers_with_no_key(predicted_other):
     key, _, adata = predicted_other
     written = adata.uns[f"{key}_markers"]
@@ -121,12 +112,8 @@ def test_evaluate_with_no_prediction_key(predicted_other):
     assert res["n_cells"] == adata.n_obs
 
 
-def test_two_models_are_ambiguous_until_named(trained_cfan, trained_sims):
-    cfan, adata = trained_cfan
-    sims, _ = trained_sims
-    adata = adata.copy()
-    cfan.predict(adata)
-    sims.predict(adata)
+def test_two_models_are_ambiguous_until_named(both_predicted):
+    adata = both_predicted
     listing = r"'cfan' \(CFAN\), 'sims' \(SIMS\)"
     with pytest.raises(ValueError, match=listing + r".*layer='cfan_attention' or layer='sims_attention'"):
         sa.tl.marker_genes_from_attention(adata)
