@@ -1,6 +1,6 @@
 """Pure-torch modules, one file per architecture (scvi-tools ``BaseModuleClass``)."""
 
-from ._base import ClassifierModule, PanelModule, ScattnModule, classification_loss
+from ._base import PanelModule, ScattnModule, classification_loss
 from ._cfan import CFANModule
 from ._cgran import CGRANModule
 from ._constants import MODULE_KEYS, OBJECTIVES
@@ -11,7 +11,6 @@ __all__ = [
     "OBJECTIVES",
     "CFANModule",
     "CGRANModule",
-    "ClassifierModule",
     "PanelModule",
     "SIMSModule",
     "ScattnModule",

@@ -128,7 +128,12 @@ class PanelModule(ScattnModule):
         return self.n_labels is not None
 
     def add_head(self, n_labels: int) -> None:
-        """Add a fresh classifier head for `n_labels` classes (replacing any)."""
+        """Add a fresh classifier head for `n_labels` classes (replacing any).
+
+        Models call it when built with labels; a model built without them (to pretrain) gets
+        its head in the model that :meth:`~scattn.model.base.PretrainingMixin.from_pretrained`
+        starts from it.
+        """
         if n_labels < 2:
             raise ValueError(f"{type(self).__name__.removesuffix('Module')} needs at least two "
                              f"classes, got {n_labels}.")
@@ -155,6 +160,3 @@ class PanelModule(ScattnModule):
         return classification_loss(inference_outputs[MODULE_KEYS.LOGITS],
                                    tensors[REGISTRY_KEYS.LABELS_KEY], self.n_labels)
 
-
-#: the classifier modules' base under its earlier name
-ClassifierModule = PanelModule

@@ -24,8 +24,13 @@ from ._keys import find_key
 logger = logging.getLogger(__name__)
 
 
-def _confidence(source, key: str, *, what: str) -> np.ndarray:
-    """Confidences from an AnnData (``obs[f"{key}_confidence"]``) or an array-like."""
+def _confidence(source, key: str, *, what: str, unread: str = "drop") -> np.ndarray:
+    """Confidences from an AnnData (``obs[f"{key}_confidence"]``) or an array-like.
+
+    NaN marks a cell the model could not read (no counts on its genes; ``predict`` labels it
+    "Unknown"): with ``unread="drop"`` it is left out (a reference), with ``"ambiguous"`` it
+    counts as confidence 0, below any threshold (a sample tested for novelty).
+    """
     if isinstance(source, AnnData):
         col = f"{key}_confidence"
         if col not in source.obs:
@@ -41,8 +46,10 @@ def _confidence(source, key: str, *, what: str) -> np.ndarray:
                 f"{what}'s confidences must be one value per cell (1-D), got shape {values.shape}; "
                 "for class probabilities, pass their row maximum (e.g. `proba.max(1)`)."
             )
+    nan = np.isnan(values)
+    values = values[~nan] if unread == "drop" else np.where(nan, 0.0, values)
     if values.size == 0:
-        raise ValueError(f"{what} has no cells.")
+        raise ValueError(f"{what} has no cells{' with a confidence' if nan.any() else ''}.")
     if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
         raise ValueError(f"{what}'s confidences must be finite probabilities in [0, 1].")
     return values
@@ -121,7 +128,9 @@ def novelty(
     Parameters
     ----------
     adata
-        Query cells predicted by the model (``obs[f"{key}_confidence"]``).
+        Query cells predicted by the model (``obs[f"{key}_confidence"]``). Cells with confidence
+        NaN (no counts on the model's genes, predicted "Unknown") count as ambiguous; in a
+        reference they are left out.
     reference
         Reference cells of known types predicted by the same model: an AnnData (reads
         ``obs[f"{key}_confidence"]``), an array of their confidences, or a float, the
@@ -166,7 +175,7 @@ def novelty(
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
     key = _resolve_key(adata, key)
-    conf = _confidence(adata, key, what="adata")
+    conf = _confidence(adata, key, what="adata", unread="ambiguous")
     if not isinstance(reference, AnnData | bool) and np.ndim(reference) == 0:
         ref_fraction = float(reference)
         if not 0 <= ref_fraction < 1:

@@ -56,3 +56,38 @@ def test_interrupt_before_first_epoch_restores_the_model():
     assert not model.is_trained_
     for k, v in model.module.state_dict().items():
         torch.testing.assert_close(v, before[k])
+
+
+class _Exit(Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise SystemExit(3)
+
+
+def test_other_system_exit_is_not_taken_for_ctrl_c():
+    model = _model()
+    with pytest.raises(SystemExit):
+        model.train(max_epochs=3, batch_size=32, callbacks=[_Exit()], enable_progress_bar=False)
+    assert not model.is_trained_
+
+
+def test_pretraining_interrupted_or_failed_leaves_the_model_as_it_was():
+    from tests.conftest import TINY_SIMS
+
+    sa.settings.seed = 0
+    data = make_counts()
+    sa.model.SIMS.setup_anndata(data, labels_key="cell_type", layer="counts")
+    model = sa.model.SIMS(data, **TINY_SIMS)
+    model.train(max_epochs=1, batch_size=32, enable_progress_bar=False)
+    history = model.history
+    with pytest.warns(UserWarning, match="pretrain\\(\\) was interrupted before its first epoch"):
+        model.pretrain(max_epochs=2, batch_size=32, callbacks=[_CtrlC(epoch=0)])
+    assert not model.is_pretrained_ and model.pretrain_history_ is None
+    assert model.is_trained_ and model.history is history
+    with pytest.raises(TypeError):
+        model.pretrain(max_epochs=1, batch_size=32, not_a_trainer_argument=1)
+    assert model.is_trained_ and model.pretrain_history_ is None and model.history is history
+    with pytest.warns(UserWarning, match="pretrain\\(\\) was interrupted; the model keeps"):
+        model.pretrain(max_epochs=3, batch_size=32, callbacks=[_CtrlC(epoch=1)])
+    assert model.is_pretrained_ and len(model.pretrain_history_["train_loss"]) == 1
+    assert not model.is_trained_ and model.history is history

@@ -70,3 +70,25 @@ def test_load_other_class_and_missing(trained_cfan, tmp_path):
         sa.model.CGRAN.load(tmp_path / "m", adata=adata)
     with pytest.raises(FileNotFoundError, match="No saved model"):
         sa.model.CFAN.load(tmp_path / "nothing", adata=adata)
+
+
+def test_overwrite_removes_an_older_saved_anndata(trained_cfan, trained, tmp_path):
+    cgran, cgran_data = trained
+    cfan, _ = trained_cfan
+    cgran.save(tmp_path / "m", save_anndata=True)
+    cfan.save(tmp_path / "m", overwrite=True)  # no AnnData this time
+    assert not (tmp_path / "m" / "adata.h5ad").exists()
+    with pytest.raises(ValueError, match="holds no AnnData"):
+        sa.model.CFAN.load(tmp_path / "m")
+
+
+def test_user_var_column_named_like_internal_marks_is_ignored(tmp_path):
+    from tests.conftest import TINY_SIMS, make_counts
+
+    data = make_counts()
+    data.var["present"] = False
+    data.var["_scattn_present"] = False
+    sa.model.SIMS.setup_anndata(data, labels_key="cell_type", layer="counts")
+    model = sa.model.SIMS(data, **TINY_SIMS)
+    model.pretrain(max_epochs=1, batch_size=32, enable_progress_bar=False)
+    assert model.pretrain_history_["train_loss"].iloc[-1, 0] > 0  # genes were scored

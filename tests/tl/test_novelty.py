@@ -109,3 +109,17 @@ def test_novelty_scalar_and_2d_input():
     assert a.uns["novelty"]["params"]["test"] == "binomial"
     with pytest.raises(ValueError, match="1-D"):
         sa.tl.unknown_threshold(np.full((4, 3), 0.3))
+
+
+def test_unread_cells_count_as_ambiguous_and_leave_the_reference(trained_cfan):
+    model, adata = trained_cfan
+    reference = adata.copy()
+    model.predict(reference)
+    query = reference.copy()
+    query.obs["cfan_confidence"] = query.obs["cfan_confidence"].astype(float)
+    query.obs.loc[query.obs_names[:30], "cfan_confidence"] = np.nan  # unread by the model
+    reference.obs["cfan_confidence"] = query.obs["cfan_confidence"].to_numpy()
+    t = sa.tl.unknown_threshold(reference, p_ref=0.1)  # NaN cells left out
+    assert np.isfinite(t)
+    sa.tl.novelty(query, reference, threshold=t)
+    assert query.obs["novelty_ambiguous"].iloc[:30].all()

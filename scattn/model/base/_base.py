@@ -34,7 +34,7 @@ from scattn.data import (
     select_variable_genes,
 )
 
-from ._data import AlignedDataMixin
+from ._data import AlignedDataMixin, covariate_keys
 from ._fitted import FITTED_ATTR, FittedState, Source, read_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -181,7 +181,8 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         cls._check_setup_keys(labels_key, batch_key, categorical_covariate_keys)
         if "source_registry" not in kwargs:
             validate_setup(adata, labels_key, layer, expression, unlabeled_category, classes=classes,
-                           obs_keys=[k for k in [batch_key, *(categorical_covariate_keys or [])] if k])
+                           obs_keys=covariate_keys({"batch_key": batch_key, "categorical_covariate_keys":
+                                                    categorical_covariate_keys}))
         fields = cls._anndata_fields(layer=layer, expression=expression, labels_key=labels_key,
                                      unlabeled_category=unlabeled_category, classes=classes,
                                      batch_key=batch_key,
@@ -323,10 +324,15 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
 
     def _run_plan(self, plan, *, adata: AnnData | None = None, max_epochs: int, batch_size: int,
                   train_size: float, validation_size: float | None, accelerator: str = "auto",
-                  devices="auto", datasplitter_kwargs: dict | None = None, **trainer_kwargs):
+                  devices="auto", datasplitter_kwargs: dict | None = None,
+                  what: str = "train()", **trainer_kwargs) -> int:
         """Train `plan` (any objective) on `adata` (registered with this model; `None`: its
-        own) with scvi-tools' data splitter and runner. `trainer_kwargs` must have been through
-        :meth:`_prepare_training`."""
+        own) with scvi-tools' data splitter and runner; return the number of epochs that
+        finished. `trainer_kwargs` must have been through :meth:`_prepare_training`.
+
+        Ctrl+C keeps the weights of the last finished epoch (with a warning; `what` names the
+        call in it) and marks the model trained; before the first epoch ends it restores the
+        weights it started from."""
         from scvi.model._utils import use_distributed_sampler
 
         manager = self.adata_manager if adata is None else self.get_anndata_manager(adata)
@@ -348,22 +354,22 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         sigint = _sigint_handler()
         try:
             with quiet():
-                return runner()
+                runner()
         except (KeyboardInterrupt, SystemExit) as err:
-            # Lightning turns Ctrl+C into SystemExit(1) after marking the trainer interrupted
-            if isinstance(err, SystemExit) and not runner.trainer.interrupted:
+            # Lightning turns Ctrl+C into SystemExit(1) raised while handling the KeyboardInterrupt
+            if not isinstance(err, KeyboardInterrupt) and not isinstance(err.__context__, KeyboardInterrupt):
                 raise
-            self._after_interrupt(snapshot, runner)
+            self._after_interrupt(snapshot, runner, what)
         finally:
             _restore_sigint(sigint)  # Lightning leaves Ctrl+C ignored after an interruption
-        return None
+        return snapshot.epochs
 
-    def _after_interrupt(self, snapshot: _LastEpochWeights, runner) -> None:
+    def _after_interrupt(self, snapshot: _LastEpochWeights, runner, what: str) -> None:
         """Keep the weights of the last finished epoch and say so."""
         self.module.eval()
         if snapshot.state is None:
-            warnings.warn("Training was interrupted before its first epoch finished; the model is "
-                          "as it was before train().", UserWarning, stacklevel=4)
+            warnings.warn(f"{what} was interrupted before its first epoch finished; the model is "
+                          f"as it was before {what}.", UserWarning, stacklevel=5)
             if snapshot.initial is not None:
                 self.module.load_state_dict(snapshot.initial)
             return
@@ -374,9 +380,8 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         self.validation_indices = getattr(runner.data_splitter, "val_idx", None)
         self.test_indices = getattr(runner.data_splitter, "test_idx", None)
         warnings.warn(
-            f"Training was interrupted; the model keeps the weights of epoch {snapshot.epochs} (the "
-            "last one that finished) and counts as trained. Call train() again to continue.",
-            UserWarning, stacklevel=4,
+            f"{what} was interrupted; the model keeps the weights of epoch {snapshot.epochs} (the "
+            f"last one that finished). Call {what} again to continue.", UserWarning, stacklevel=5,
         )
 
     # -- starting from another model ------------------------------------------------------------
@@ -436,8 +441,7 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         labels_key = args.get("labels_key")
         unlabeled = args.get("unlabeled_category", "Unknown")
         validate_setup(adata, None, args.get("layer"), args.get("expression", "counts"), unlabeled,
-                       obs_keys=[k for k in [args.get("batch_key"),
-                                             *(args.get("categorical_covariate_keys") or [])] if k])
+                       obs_keys=covariate_keys(args))
         if labels_key is not None and labels_key in adata.obs:
             labels = adata.obs[labels_key]
             if (labels.notna() & (labels.astype(object) != unlabeled)).any():
@@ -480,8 +484,10 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
             super().save(tmp, prefix=prefix, overwrite=True, save_anndata=save_anndata, **kwargs)
             os.makedirs(dir_path, exist_ok=True)
             model_file = f"{prefix or ''}model.pt"
-            if os.path.exists(os.path.join(dir_path, model_file)):
-                os.remove(os.path.join(dir_path, model_file))  # never an old model beside new data
+            # never an old model beside new data, nor an old AnnData beside a new model
+            for name in (model_file, f"{prefix or ''}adata.h5ad"):
+                if os.path.exists(os.path.join(dir_path, name)):
+                    os.remove(os.path.join(dir_path, name))
             for name in sorted(os.listdir(tmp), key=lambda n: n == model_file):
                 os.replace(os.path.join(tmp, name), os.path.join(dir_path, name))
         finally:
@@ -521,7 +527,7 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
                     "the model with `model.save(dir, save_anndata=True)`."
                 )
             adata = read_h5ad(adata_path)
-        elif not source.equals(adata.var_names):
+        if not source.equals(adata.var_names):
             shared = int(source.isin(adata.var_names).sum())
             order = ", in another order" if shared == len(source) == adata.n_vars else ""
             raise ValueError(

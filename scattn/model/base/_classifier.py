@@ -120,7 +120,7 @@ class ClassifierMixin:
         )
         plan = {"lr": self._default_lr if lr is None else lr, "eps": 1e-8, "weight_decay": 0.0}
         plan.update(plan_kwargs or {})
-        return self._run_plan(
+        self._run_plan(
             self._training_plan_cls(self.module, **plan),
             max_epochs=max_epochs,
             batch_size=batch_size or self._default_train_batch_size or settings.batch_size,

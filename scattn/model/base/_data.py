@@ -20,9 +20,15 @@ from scattn.data import align_to_genes, check_input, iter_row_blocks
 from scattn.module import MODULE_KEYS
 
 #: column of a private aligned AnnData's ``var``: whether the user's data held the gene
-PRESENT = "present"
+PRESENT = "_scattn_present"
 
 logger = logging.getLogger(__name__)
+
+
+def covariate_keys(setup_args: dict) -> list[str]:
+    """obs columns besides labels in set-up arguments: the batch key, categorical covariates."""
+    keys = [setup_args.get("batch_key"), *(setup_args.get("categorical_covariate_keys") or [])]
+    return [k for k in keys if k]
 
 
 class AlignedDataMixin:
@@ -148,12 +154,11 @@ class AlignedDataMixin:
 
     def _covariate_columns(self) -> list[str]:
         """obs columns besides labels that the model was set up with (batch, covariates)."""
-        args = self._setup_args
-        return [k for k in [args.get("batch_key"), *(args.get("categorical_covariate_keys") or [])] if k]
+        return covariate_keys(self._setup_args)
 
     def _unobserved_model_genes(self, internal: AnnData) -> np.ndarray:
         """Model genes that `internal` (from :meth:`_aligned`) zero-filled: not observed."""
-        if PRESENT not in internal.var:
+        if internal is self.adata or PRESENT not in internal.var:
             return np.zeros(len(self.var_names_), dtype=bool)
         pos = pd.Index(internal.var_names).get_indexer(pd.Index(self.var_names_))
         present = internal.var[PRESENT].to_numpy(dtype=bool)

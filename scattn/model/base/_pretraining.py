@@ -58,24 +58,29 @@ class PretrainingMixin:
             )
         # the runner overwrites these; pretraining is not the model's training
         kept = {k: getattr(self, k, None) for k in
-                ("history_", "train_indices", "validation_indices", "test_indices", "trainer")}
+                ("history_", "train_indices", "validation_indices", "test_indices", "trainer",
+                 "is_trained_")}
         panel = self.module.genes
         with self._aligned(adata, min_gene_overlap=min_gene_overlap) as internal:
             panel.set_unobserved(self._unobserved_model_genes(internal))
             self.is_trained_ = False  # a fresh history, not appended to the classifier's
+            self.history_ = None
             try:
-                self._run_plan(plan, adata=internal, max_epochs=max_epochs, batch_size=batch_size,
-                               train_size=train_size, validation_size=None, accelerator=accelerator,
-                               devices=devices, datasplitter_kwargs=datasplitter_kwargs,
-                               **trainer_kwargs)
+                epochs = self._run_plan(plan, adata=internal, max_epochs=max_epochs,
+                                        batch_size=batch_size, train_size=train_size,
+                                        validation_size=None, accelerator=accelerator,
+                                        devices=devices, datasplitter_kwargs=datasplitter_kwargs,
+                                        what="pretrain()", **trainer_kwargs)
+                pretrain_history = self.history_
             finally:
                 panel.set_unobserved(None)
-                self.pretrain_history_ = self.history_
                 for k, v in kept.items():
                     setattr(self, k, v)
-                self.is_trained_ = False
-        self.is_pretrained_ = True
         self.module.eval()
+        if epochs:
+            self.pretrain_history_ = pretrain_history
+            self.is_pretrained_ = True
+            self.is_trained_ = False  # the classifier no longer matches the changed network
 
     @classmethod
     def from_pretrained(cls, model_or_dir, adata: AnnData, *, min_gene_overlap: float = 0.5,

@@ -8,7 +8,7 @@ from typing import Literal
 import pandas as pd
 from anndata import AnnData
 
-from scattn.data import check_input, check_labels
+from scattn.data import check_labels
 from scattn.data._validate import label_strings
 
 from ._fitted import Source, check_shared_genes
@@ -93,8 +93,6 @@ class QueryMixin:
         reference_model._check_if_trained(warn=False, message="The reference model is not trained.")
         if fine_tune not in ("classifier", "all"):
             raise ValueError(f"fine_tune must be 'classifier' or 'all', got {fine_tune!r}.")
-        if not 0 < min_gene_overlap <= 1:
-            raise ValueError(f"min_gene_overlap must be in (0, 1], got {min_gene_overlap}.")
         if not isinstance(adata, AnnData):
             raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
         if adata.is_view:
@@ -113,7 +111,6 @@ class QueryMixin:
                 f"with the query's labels ({unlabeled!r} or NaN where unknown) to fine-tune; to only "
                 "predict, call `reference_model.predict(query_adata)`."
             )
-        check_input(adata, layer, expression)
         ref_classes = list(reference_model.classes_)
         labels = adata.obs[labels_key]
         labelled = labels.notna().to_numpy() & (labels.astype(object) != unlabeled).to_numpy()
