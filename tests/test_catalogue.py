@@ -220,6 +220,13 @@ def _(ctx):
     _set(d)
 
 
+@case("setup-slash-labels", "set-up", "class names containing '/'", "warns", "contain '/'")
+def _(ctx):
+    d = _data()
+    d.obs["label"] = d.obs["label"].str.replace("type", "CD4+/T")
+    _set(d)
+
+
 # -- construction ---------------------------------------------------------------------------------
 @case("init-n-top-genes", "model", "n_top_genes below 1", "raises", "n_top_genes must be >= 1")
 def _(ctx):

@@ -251,6 +251,15 @@ def check_labels(
             f"adata.obs[{labels_key!r}] has a single labelled class ({classes[0]!r}); a "
             "classifier needs at least two."
         )
+    slashed = [str(c) for c in classes if "/" in str(c)]
+    if slashed:
+        warnings.warn(
+            f"{len(slashed)} classes of adata.obs[{labels_key!r}] contain '/' (e.g. {slashed[0]!r}). "
+            "Results name columns by class (obsm['<key>_probabilities'], the markers' 'pts' "
+            "tables), and anndata will refuse '/' in h5 keys from its next minor release; to keep "
+            "results writable, rename them first, e.g. `adata.obs[key] = "
+            "adata.obs[key].astype(str).str.replace('/', '|')`.", UserWarning, stacklevel=4,
+        )
     n_labelled = int(labelled.sum())
     if n_labelled >= 20 and len(classes) > n_labelled / 2:
         warnings.warn(
