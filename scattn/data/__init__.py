@@ -17,10 +17,12 @@ from ._validate import (
     check_input,
     check_labels,
     check_nonempty_cells,
+    check_not_empty,
     check_var_names,
     get_matrix,
     is_backed,
     iter_row_blocks,
+    labelled_mask,
 )
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "check_input",
     "check_labels",
     "check_nonempty_cells",
+    "check_not_empty",
     "check_var_names",
     "factorize",
     "gd_embedding",
@@ -42,6 +45,7 @@ __all__ = [
     "group_mask",
     "is_backed",
     "iter_row_blocks",
+    "labelled_mask",
     "log_normalize",
     "make_gene_groups",
     "pad_groups",

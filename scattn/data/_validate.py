@@ -174,6 +174,18 @@ def check_nonempty_cells(matrix, obs_names: pd.Index, *, where: str = "adata") -
         )
 
 
+def check_not_empty(adata: AnnData) -> None:
+    """Raise if `adata` has no cell or no gene."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"adata has {adata.n_obs} cells and {adata.n_vars} genes; a model needs "
+                         "at least one of each (check the subsetting that made it).")
+
+
+def labelled_mask(labels: pd.Series, unlabeled_category: str) -> np.ndarray:
+    """Cells with a label: neither NaN nor `unlabeled_category`."""
+    return labels.notna().to_numpy() & (labels.astype(object) != unlabeled_category).to_numpy()
+
+
 def check_input(adata: AnnData, layer: str | None, expression: Expression):
     """The checks every model makes on data it reads; return the matrix.
 
@@ -181,9 +193,7 @@ def check_input(adata: AnnData, layer: str | None, expression: Expression):
     matrix (e.g. from :func:`scattn.data.read_h5ads`) is read in blocks of rows: every value
     is checked and the errors are the same, but it never loads whole.
     """
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise ValueError(f"adata has {adata.n_obs} cells and {adata.n_vars} genes; a model needs "
-                         "at least one of each (check the subsetting that made it).")
+    check_not_empty(adata)
     check_var_names(adata.var_names)
     matrix = get_matrix(adata, layer)
     where = f"adata.layers[{layer!r}]" if layer else "adata.X"
@@ -221,7 +231,7 @@ def check_labels(
             "unlabeled_category must be a label value such as 'Unknown' (NaN labels always count "
             "as unlabelled); got None."
         )
-    labelled = labels.notna().to_numpy() & (labels.astype(object) != unlabeled_category).to_numpy()
+    labelled = labelled_mask(labels, unlabeled_category)
     if classes is not None:
         classes = [str(c) for c in classes]
         if len(set(classes)) != len(classes) or unlabeled_category in classes:

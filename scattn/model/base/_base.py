@@ -29,7 +29,9 @@ from scattn.data import (
     LabelsField,
     check_input,
     check_labels,
+    check_not_empty,
     genes_to_positions,
+    labelled_mask,
     log_normalize,
     select_variable_genes,
 )
@@ -50,9 +52,7 @@ def validate_setup(adata: AnnData, labels_key: str | None, layer: str | None, ex
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
     if adata.is_view:
         raise ValueError("adata is a view; call `adata = adata.copy()` first.")
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise ValueError(f"adata has {adata.n_obs} cells and {adata.n_vars} genes; a model needs "
-                         "at least one of each (check the subsetting that made it).")
+    check_not_empty(adata)  # before the labels, whose checks would misread an empty AnnData
     cols = ", ".join(map(repr, adata.obs.columns[:10])) or "none"
     for key in obs_keys:
         if key not in adata.obs:
@@ -444,7 +444,7 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
                        obs_keys=covariate_keys(args))
         if labels_key is not None and labels_key in adata.obs:
             labels = adata.obs[labels_key]
-            if (labels.notna() & (labels.astype(object) != unlabeled)).any():
+            if labelled_mask(labels, unlabeled).any():
                 check_labels(labels, unlabeled, labels_key=labels_key, classes=classes)
 
     def save(self, dir_path: str, prefix: str | None = None, overwrite: bool = False,

@@ -9,7 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from scattn.data import check_labels
-from scattn.data._validate import label_strings
+from scattn.data._validate import label_strings, labelled_mask
 
 from ._fitted import Source, check_shared_genes
 
@@ -113,7 +113,7 @@ class QueryMixin:
             )
         ref_classes = list(reference_model.classes_)
         labels = adata.obs[labels_key]
-        labelled = labels.notna().to_numpy() & (labels.astype(object) != unlabeled).to_numpy()
+        labelled = labelled_mask(labels, unlabeled)
         if not labelled.any():
             raise ValueError(
                 f"No query cell has a label in adata.obs[{labels_key!r}]; fine-tuning needs some. "
