@@ -3,6 +3,7 @@
 from ._embed import Embedding, factorize, gd_embedding, svd_embedding
 from ._fields import LabelsField
 from ._files import read_h5ads
+from ._gene_order import GENE_ORDERS, order_genes
 from ._genes import align_to_genes, genes_to_positions, select_variable_genes
 from ._grouping import group_mask, make_gene_groups, pad_groups
 from ._normalize import (
@@ -26,6 +27,7 @@ from ._validate import (
 )
 
 __all__ = [
+    "GENE_ORDERS",
     "TARGET_SUM",
     "BackedLogNorm",
     "Embedding",
@@ -48,6 +50,7 @@ __all__ = [
     "labelled_mask",
     "log_normalize",
     "make_gene_groups",
+    "order_genes",
     "pad_groups",
     "read_h5ads",
     "select_variable_genes",

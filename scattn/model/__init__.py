@@ -2,6 +2,7 @@
 
 from ._cfan import CFAN
 from ._cgran import CGRAN
+from ._scvit import SCVIT
 from ._sims import SIMS
 
-__all__ = ["CFAN", "CGRAN", "SIMS"]
+__all__ = ["CFAN", "CGRAN", "SCVIT", "SIMS"]

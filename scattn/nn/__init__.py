@@ -1,5 +1,6 @@
 """Reusable torch blocks."""
 
+from ._attention import SelfAttention
 from ._feature_attention import FeatureExtractors, FeatureSelfAttention
 from ._gene_panel import GenePanel, PanelInput
 from ._local_attention import (
@@ -8,6 +9,14 @@ from ._local_attention import (
     LocalMultiheadAttention,
     dense_masked_attention,
     project_tokens,
+)
+from ._patch import (
+    ConvPatchStem,
+    CovariateLinear,
+    LinearPatchStem,
+    PatchBlock,
+    PatchwiseLinear,
+    n_patches,
 )
 from ._tabnet import (
     AttentiveTransformer,
@@ -21,6 +30,8 @@ from ._tabnet import (
 
 __all__ = [
     "AttentiveTransformer",
+    "ConvPatchStem",
+    "CovariateLinear",
     "FeatureExtractors",
     "FeatureSelfAttention",
     "FeatureTransformer",
@@ -29,11 +40,16 @@ __all__ = [
     "GenePanel",
     "GhostBatchNorm",
     "LocalAttentionBlock",
+    "LinearPatchStem",
     "LocalMultiheadAttention",
     "PanelInput",
+    "PatchBlock",
+    "PatchwiseLinear",
+    "SelfAttention",
     "TabNetDecoder",
     "TabNetEncoder",
     "dense_masked_attention",
+    "n_patches",
     "project_tokens",
     "sparsemax",
 ]

@@ -52,6 +52,38 @@ class ClassificationPlan(ObjectivePlan):
 
 class GenerativePlan(ObjectivePlan):
     """Train a generative model (e.g. an autoencoder) on the likelihood of the observed data
-    (the module's ``generative_loss``); labels are never read."""
+    (the module's ``generative_loss``); labels are never read.
+
+    Parameters
+    ----------
+    module
+        A scattn module with the generative objective.
+    cosine_annealing
+        Anneal the learning rate from ``lr`` to ``lr * 1e-2`` over the run's ``max_epochs``
+        on a cosine (Loshchilov and Hutter 2017), stepped every epoch; replaces scvi-tools'
+        plateau schedule.
+    **kwargs
+        Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``weight_decay``,
+        ``optimizer="AdamW"``, ``n_epochs_kl_warmup``...).
+    """
 
     objective = OBJECTIVES.GENERATIVE
+
+    def __init__(self, module, *, cosine_annealing: bool = False, **kwargs) -> None:
+        if cosine_annealing and kwargs.get("reduce_lr_on_plateau"):
+            raise ValueError("Choose cosine_annealing or reduce_lr_on_plateau, not both.")
+        super().__init__(module, **kwargs)
+        self.cosine_annealing = cosine_annealing
+
+    def configure_optimizers(self):
+        """scvi-tools' optimiser, with the cosine schedule when asked."""
+        config = super().configure_optimizers()
+        if not self.cosine_annealing:
+            return config
+        import torch
+
+        optimizer = config["optimizer"] if isinstance(config, dict) else config
+        t_max = max(1, int(self.trainer.max_epochs or 1))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max,
+                                                               eta_min=self.lr * 1e-2)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

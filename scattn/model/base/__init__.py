@@ -18,13 +18,14 @@ from ._latent import LatentMixin
 from ._panel import GenePanelClassifier
 from ._pretraining import PretrainingMixin
 from ._query import QueryMixin
-from ._results import PredictionResult
+from ._results import EmbeddingResult, PredictionResult
 
 __all__ = [
     "UNKNOWN",
     "AlignedDataMixin",
     "AttentionMixin",
     "ClassifierMixin",
+    "EmbeddingResult",
     "FittedState",
     "GenePanelClassifier",
     "LatentMixin",

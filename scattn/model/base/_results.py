@@ -54,3 +54,28 @@ class PredictionResult:
             f"PredictionResult(n_cells={len(self.prediction)}, classes={list(self.probabilities.columns)}, "
             f"predicted={counts})"
         )
+
+
+@dataclass
+class EmbeddingResult:
+    """What an unsupervised model's `predict` would write into `adata`, returned instead.
+
+    Attributes
+    ----------
+    embedding
+        Cells x latent dims cell embedding.
+    attention
+        Sparse cells x genes attribution (top-k per cell), columns named by `var_names`.
+    var_names
+        Gene names of the columns of `attention`.
+    params
+        What was run.
+    """
+
+    embedding: np.ndarray
+    attention: sparse.csr_matrix | None
+    var_names: pd.Index
+    params: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"EmbeddingResult(n_cells={self.embedding.shape[0]}, n_latent={self.embedding.shape[1]})"
