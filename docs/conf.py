@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 import scattn
 
@@ -48,3 +49,34 @@ def _online(host: str = "anndata.readthedocs.io") -> bool:
 intersphinx_mapping = _INVENTORIES if _online() else {}
 html_theme = "sphinx_book_theme"
 html_title = "scattn"
+
+
+def _reexported_data_doc(app, what, name, obj, options, lines) -> None:
+    """A constant re-exported by a package (``scattn.data.GENE_ORDERS``) gets the ``#:``
+    comment of the module defining it instead of its type's docstring (a tuple's)."""
+    if what != "data" or not lines:
+        return
+    type_doc = getattr(type(obj), "__doc__", None)
+    if not isinstance(type_doc, str) or not type_doc.strip() \
+            or lines[0].strip() != type_doc.strip().splitlines()[0].strip():
+        return
+    from sphinx.errors import PycodeError
+    from sphinx.pycode import ModuleAnalyzer
+
+    package, _, attr = name.rpartition(".")
+    for modname in sorted(m for m in sys.modules if m.startswith(package + ".")):
+        if getattr(sys.modules[modname], attr, None) is not obj:
+            continue
+        try:
+            comment = ModuleAnalyzer.for_module(modname).find_attr_docs().get(("", attr))
+        except PycodeError:
+            continue
+        if comment:
+            lines[:] = list(comment)
+            return
+    lines.clear()
+
+
+def setup(app) -> None:
+    """Sphinx hooks."""
+    app.connect("autodoc-process-docstring", _reexported_data_doc)

@@ -77,7 +77,8 @@ def test_benchmark_quick_runs(tmp_path):
     for module in ("celltypist", "pytorch_tabnet", "skmisc"):  # the `bench` extra
         pytest.importorskip(module)
     out = tmp_path / "results" / "b"  # --out may name a folder that does not exist yet
-    table = main(["--quick", "--max-cells", "150", "--max-epochs", "1", "--out", str(out)])
+    table = main(["--quick", "--tasks", "pbmc68k_reduced", "cellbench_CELseq2_to_Dropseq", "--max-cells",
+                  "150", "--max-epochs", "1", "--out", str(out)])
     pbmc = table[table["task"] == "pbmc68k_reduced"]
     # scANVI needs counts: pbmc68k_reduced is log-normalised only
     assert set(pbmc["method"]) == {"CGRAN", "CFAN", "SIMS", "CellTypist", "pytorch-tabnet",
@@ -92,4 +93,23 @@ def test_benchmark_quick_runs(tmp_path):
     assert {"Wilcoxon (scanpy)", "CGRAN", "SIMS", "CellTypist", "LogisticRegression"} <= set(markers["method"])
     assert markers["precision_at_k"].between(0, 1).all()
     for suffix in ("_runs.csv", ".md", "_markers.md", "_accuracy.png", "_cost.png"):
+        assert Path(f"{out}{suffix}").stat().st_size > 0
+
+
+def test_benchmark_integration_quick_runs(tmp_path):
+    """The integration family's --quick task: scViT, scVI and PCA, every output."""
+    from benchmarks.suite.run import main
+    from tests.conftest import shared_path
+
+    shared_path("cellbench_3cl_dropseq.h5ad")  # skips without the shared data
+    out = tmp_path / "b"
+    table = main(["--quick", "--tasks", "integration_cellbench", "--max-epochs", "1", "--out", str(out)])
+    assert set(table["method"]) == {"scViT", "scVI", "PCA"}
+    assert table[["knn_acc", "mlp_acc"]].stack().between(0, 1).all()
+    vae = table[table["method"] != "PCA"]
+    assert np.isfinite(vae["heldout_nll"]).all() and (vae["s_per_epoch"] > 0).all()
+    assert np.isclose(table.loc[table["method"] == "scVI", "s_per_epoch_vs_scvi"], 1.0).all()
+    if "Total" in table:  # scib-metrics installed (the bench extra)
+        assert table["Total"].between(0, 1).all()
+    for suffix in ("_integration_runs.csv", "_integration.md"):
         assert Path(f"{out}{suffix}").stat().st_size > 0

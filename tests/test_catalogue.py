@@ -723,6 +723,75 @@ def _(ctx):
     sa.tl.marker_genes_from_attention(_predicted(ctx))
 
 
+# -- scViT (counts and batches) -------------------------------------------------------------------
+def _scvit_data(n=60, seed=0, batches=("b0", "b1")):
+    d = make_counts(n, seed=seed)
+    d.obs["batch"] = [batches[i % len(batches)] for i in range(n)]
+    return d
+
+
+def _scvit_set(d, **kw):
+    kw.setdefault("layer", "counts")
+    kw.setdefault("batch_key", "batch")
+    sa.model.SCVIT.setup_anndata(d, **kw)
+    return d
+
+
+def _scvit(ctx):
+    """An scViT with batches b0 and b1, trained one epoch (made once)."""
+    if "scvit" not in ctx:
+        m = sa.model.SCVIT(_scvit_set(_scvit_data()), n_latent=4, n_hidden=16, patch_size=8,
+                           d_model=8, n_heads=2)
+        m.train(max_epochs=1, batch_size=32, accelerator="cpu")
+        ctx["scvit"] = m
+    return ctx["scvit"]
+
+
+def _scvit_with(value):
+    d = _scvit_data()
+    x = d.layers["counts"].toarray()
+    x[0, 0] = value
+    d.layers["counts"] = sparse.csr_matrix(x)
+    return d
+
+
+@case("scvit-non-integer", "set-up", "scViT on non-integer counts", "raises", "non-integer values")
+def _(ctx):
+    _scvit_set(_scvit_with(0.5))
+
+
+@case("scvit-negative", "set-up", "scViT on negative values", "raises", "negative values")
+def _(ctx):
+    _scvit_set(_scvit_with(-1.0))
+
+
+@case("scvit-log1p", "set-up", "scViT set up on log-normalised data", "raises", "scViT models counts")
+def _(ctx):
+    d = _scvit_data()
+    d.layers["log"] = sparse.csr_matrix(np.log1p(d.layers["counts"].toarray()))
+    _scvit_set(d, layer="log", expression="log1p")
+
+
+@case("scvit-single-cell-batch", "set-up", "a batch holding a single cell", "raises", "hold a single cell")
+def _(ctx):
+    d = _scvit_data()
+    d.obs.loc[d.obs_names[0], "batch"] = "lonely"
+    _scvit_set(d)
+
+
+@case("scvit-unseen-batch", "predict", "scViT predicting a batch it was not trained on", "raises", "batch\\(es\\) the model was not trained on")
+def _(ctx):
+    _scvit(ctx).predict(_scvit_data(30, seed=5, batches=("b0", "b2")))
+
+
+@case("scvit-query-other-genes", "transfer", "an scViT query with other genes than the reference", "raises", "prepare_query_anndata")
+def _(ctx):
+    q = _scvit_data(30, seed=6, batches=("b2",))
+    q.var_names = [*q.var_names[:-1], "NEW"]
+    with pytest.warns(UserWarning, match="missing from the query"):
+        sa.model.SCVIT.load_query_data(q, _scvit(ctx))
+
+
 def _snapshot(x) -> tuple:
     if not isinstance(x, ad.AnnData):
         return ()

@@ -17,8 +17,16 @@ def test_tutorials_found():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_tutorial_runs(path, tmp_path):
+def test_tutorial_runs(path, tmp_path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
+    if nb.metadata.get("scattn", {}).get("needs_shared_data"):
+        from scattn.datasets import shared_data_dir
+
+        data = shared_data_dir()
+        if data is None:
+            pytest.skip("needs ../shared/data (or $SCATTN_DATA_DIR)")
+        # the kernel runs in a temporary directory: tell it where the data are
+        monkeypatch.setenv("SCATTN_DATA_DIR", str(data.resolve()))
     # the notebook's working directory is a temporary one: nothing is written next to it
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()

@@ -1,7 +1,7 @@
-"""The suite's command line: every scattn classifier beside the peers, on every labelled dataset.
+"""The suite's command line: every scattn model beside its peers, on every dataset it fits.
 
-    python -m benchmarks            # default run: <= 30 min on 2 CPU cores
-    python -m benchmarks --quick    # pbmc68k_reduced (+ CellBench cross-study), 1 seed, < 5 min
+    python -m benchmarks            # default run: <= 45 min on 2 CPU cores
+    python -m benchmarks --quick    # pbmc68k_reduced, CellBench cross-study and integration, 1 seed
     python -m benchmarks --full     # each method's own epoch budget, all cells (hours on CPU)
 
 Tasks
@@ -20,9 +20,12 @@ Metrics
     recall@k of each method's top-k genes per true cell type against ``markers_pbmc.csv``
     (sources in the table), with scanpy's Wilcoxon ``rank_genes_groups`` as the baseline.
 Families
-    The tasks above are the *annotation* family (:mod:`benchmarks.suite.tasks.annotation`);
-    further families (integration/reconstruction, response, scale) register in
-    :data:`benchmarks.suite.tasks.FAMILIES` and run under the same options.
+    The tasks above are the *annotation* family (:mod:`benchmarks.suite.tasks.annotation`).
+    The *integration* family (:mod:`benchmarks.suite.tasks.integration`; tasks
+    ``integration_paul15``, ``integration_cellbench``, ``integration_panc8``) scores scViT
+    beside scVI and PCA: held-out likelihood, latent cell-type accuracy, scib-metrics batch
+    correction and bio conservation, time per epoch. Further families (response, scale)
+    register in :data:`benchmarks.suite.tasks.FAMILIES` and run under the same options.
 Budgets
     To fit 30 minutes on 2 cores the default run caps the deep models' epochs (early stopping
     still applies) and subsamples paul15 to 1,000 cells, the size of the other sets
@@ -62,7 +65,7 @@ BUDGETS = {
               "scANVI": {"max_epochs": 10}},
     "full": {},
 }
-DEEP_MODELS = ("CGRAN", "CFAN", "SIMS", "pytorch-tabnet", "scANVI")  # what --max-epochs caps
+DEEP_MODELS = ("CGRAN", "CFAN", "SIMS", "pytorch-tabnet", "scANVI", "scViT", "scVI")  # what --max-epochs caps
 MAX_CELLS = {"default": 1000, "quick": None, "full": None}
 
 log = logging.getLogger("benchmarks")

@@ -11,6 +11,7 @@ import pandas as pd
 from scipy import sparse
 
 GeneOrder = Literal["given", "correlation", "mean", "random"]
+#: the gene orders :func:`order_genes` knows by name (also ``SCVIT(gene_order=...)``)
 GENE_ORDERS = ("given", "correlation", "mean", "random")
 
 

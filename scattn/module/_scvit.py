@@ -34,7 +34,7 @@ class SCVITModule(PanelModule):
     patches by a stem (convolutions, or a linear map per patch), pass `n_blocks`
     :class:`~scattn.nn.PatchBlock` s (patch-wise linear, SELU, attention over patches, dropout,
     batch norm), are flattened and reduced by a fully connected layer to the mean and
-    variance of a Gaussian latent. Decoder: the mirror (fully connected layer from the latent
+    standard deviation of a Gaussian latent. Decoder: the mirror (fully connected layer from the latent
     and the categorical covariates, unflatten to patches, patch blocks, a patch-wise linear
     layer giving every gene of its patch a scale logit and a zero-inflation logit), ending in a
     zero-inflated negative binomial with the cell's observed library size and a dispersion per
@@ -87,11 +87,11 @@ class SCVITModule(PanelModule):
         n_cats_per_cov: list[int] | None = None,
         n_latent: int = 10,
         n_hidden: int = 128,
-        patch_size: int = 16,
+        patch_size: int = 64,
         d_model: int = 32,
-        n_heads: int = 4,
+        n_heads: int = 2,
         n_blocks: int = 1,
-        stem: Stem = "conv",
+        stem: Stem = "linear",
         patchwise: bool = True,
         dropout: float = 0.1,
         gene_likelihood: Literal["zinb", "nb"] = "zinb",
@@ -104,6 +104,8 @@ class SCVITModule(PanelModule):
                              f"of the {n_input} registered genes.")
         if gene_likelihood not in ("zinb", "nb"):
             raise ValueError(f"gene_likelihood must be 'zinb' or 'nb', got {gene_likelihood!r}.")
+        if patch_size < 1:
+            raise ValueError(f"patch_size must be >= 1, got {patch_size}.")
         if stem not in ("conv", "linear", "shared"):
             raise ValueError(f"stem must be 'conv', 'linear' or 'shared', got {stem!r}.")
         self.register_buffer("inverse_order", torch.argsort(gi), persistent=False)
@@ -127,7 +129,7 @@ class SCVITModule(PanelModule):
         self.encoder_norm = nn.BatchNorm1d(n_hidden, momentum=0.01, eps=1e-3)
         self.encoder_dropout = nn.Dropout(dropout)
         self.z_mean = nn.Linear(n_hidden, n_latent)
-        self.z_var = nn.Linear(n_hidden, n_latent)
+        self.z_scale = nn.Linear(n_hidden, n_latent)  # log standard deviation
         # decoder
         self.decoder_fc = CovariateLinear(n_latent, n_hidden, cats)
         self.decoder_norm = nn.BatchNorm1d(n_hidden, momentum=0.01, eps=1e-3)
@@ -170,7 +172,7 @@ class SCVITModule(PanelModule):
             weights.append(w)
         cats = self._cats(batch_index, cat_covs) if self.encode_covariates else ()
         h = self.encoder_dropout(F.relu(self.encoder_norm(self.encoder_fc(h.flatten(1), cats))))
-        qz = Normal(self.z_mean(h), self.z_var(h).exp() + 1e-4)
+        qz = Normal(self.z_mean(h), self.z_scale(h).exp() + 1e-4)
         z = qz.rsample() if n_samples == 1 else qz.rsample((n_samples,))
         library = torch.log(panel.library.clamp_min(1.0))
         if n_samples > 1:
@@ -207,10 +209,10 @@ class SCVITModule(PanelModule):
             h, _ = block(h)
         out = self.unpatch(h).view(z2.shape[0], self.n_patches, 2, self.patch_size)
         g = self.n_input
-        scale_logits = out[:, :, 0].reshape(z2.shape[0], -1)[:, :g][:, self.inverse_order]
-        zi_logits = out[:, :, 1].reshape(z2.shape[0], -1)[:, :g][:, self.inverse_order]
-        px_scale = scale_logits.softmax(-1).view(*lead, g)
-        zi_logits = zi_logits.view(*lead, g)
+        # (cells, 2, genes in the model's order) -> the registered order, in one gather
+        logits = out.transpose(1, 2).reshape(z2.shape[0], 2, -1)[..., :g][..., self.inverse_order]
+        px_scale = logits[:, 0].softmax(-1).view(*lead, g)
+        zi_logits = logits[:, 1].reshape(*lead, g)
         theta = self.px_r[self.inverse_order].exp()
         rate = library.exp() * px_scale
         if self.gene_likelihood == "zinb":

@@ -50,8 +50,8 @@ class ConvPatchStem(nn.Module):
 
     ``log2(patch_size)`` convolutions of kernel 3 and stride 2 (batch norm, ReLU), channels
     doubling from 8 up to `d_model`, then a 1x1 convolution to `d_model`: patch ``p`` is
-    computed from genes around positions ``p * patch_size ... (p + 1) * patch_size - 1`` of the
-    ordered gene vector (each convolution also sees one gene past each edge).
+    computed from the genes at positions ``p * patch_size ... (p + 1) * patch_size - 1`` of the
+    ordered gene vector and the ``patch_size - 1`` genes before them.
 
     Parameters
     ----------
@@ -130,7 +130,8 @@ class PatchBlock(nn.Module):
             a, weights = self.attention(h, return_attention=return_attention)
             h = h + a
         h = self.dropout(h)
-        return self.norm(h.transpose(1, 2)).transpose(1, 2), weights
+        b, p, d = h.shape  # batch norm per channel over cells and patches
+        return self.norm(h.reshape(b * p, d)).view(b, p, d), weights
 
 
 class CovariateLinear(nn.Module):

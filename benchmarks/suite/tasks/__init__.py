@@ -10,9 +10,10 @@ writes. ``python -m benchmarks`` runs every registered family whose tasks are as
 family             what is scored                         module
 =================  =====================================  ===========================
 ``annotation``     labels of held-out cells, markers      :mod:`.annotation`
+``integration``    latent, held-out likelihood, batches   :mod:`.integration`
 =================  =====================================  ===========================
 
-Adding a family (integration/reconstruction, response, scale):
+Adding a family (response, scale):
 
 1. Write ``suite/tasks/<family>.py`` ending in ``FAMILY = Family(...)``:
 
@@ -42,12 +43,13 @@ Adding a family (integration/reconstruction, response, scale):
 
 from __future__ import annotations
 
-from . import annotation
+from . import annotation, integration
 from ._family import Family, RunSettings
 
 # name -> family, in the order they run
 FAMILIES: dict[str, Family] = {
     "annotation": annotation.FAMILY,
+    "integration": integration.FAMILY,
 }
 
 __all__ = ["FAMILIES", "Family", "RunSettings"]

@@ -1,0 +1,126 @@
+"""The integration family: embed and reconstruct counts, mix batches, keep cell types apart.
+
+Tasks
+    :data:`TASKS`: paul15 (no batches), CellBench CEL-seq2 + Drop-seq (two batches), the panc8
+    integer-count technologies (inDrop, Smart-seq2) as batches; 2,000 variable genes
+    (:func:`benchmarks._integration.load_integration_tasks`). One stratified 80/20 split of the
+    cells per seed: the models train on 80%, the held-out 20% score the likelihood.
+Methods
+    scViT (``sa.model.SCVIT``, defaults), scVI, PCA (HVG, scaled, 10 components).
+Scores
+    Held-out negative log-likelihood per cell (scVI and scViT), 15-NN cell-type accuracy on
+    the latent (5-fold), an MLP on the latent (the scViT report's protocol), training time per
+    epoch and peak memory with their ratios to scVI's, and with batches scib-metrics' bio
+    conservation, batch correction and total.
+Outputs (under ``--out`` + ``_integration``)
+    ``_runs.csv``, ``.csv``/``.md`` (summary).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..._common import markdown_table, splits
+from ..._integration import (
+    IntegrationTask,
+    fit_vae,
+    integration_scores,
+    knn_accuracy,
+    load_integration_tasks,
+    mlp_accuracy,
+    pca_latent,
+)
+from ..measure import measure
+from ._family import Family, RunSettings
+
+TASKS = ("integration_paul15", "integration_cellbench", "integration_panc8")
+QUICK = ("integration_cellbench",)
+#: epochs of scVI and scViT per run mode (the same for both)
+EPOCHS = {"default": 100, "quick": 10, "full": 400}
+
+
+@dataclass
+class Problem:
+    task: str
+    seed: int
+    data: IntegrationTask
+    train: np.ndarray
+    test: np.ndarray
+
+
+def problems(tasks: list[str], settings: RunSettings) -> Iterator[tuple[Problem, str]]:
+    """One 80/20 split per seed of each asked dataset that is present."""
+    names = [t.removeprefix("integration_") for t in tasks]
+    for data in load_integration_tasks(names):
+        labels = data.adata.obs["cell_type"].to_numpy()
+        for seed, train, test in splits(labels, seeds=settings.seeds):
+            yield (Problem(f"integration_{data.name}", seed, data, train, test),
+                   f"{data.name}: {data.adata.n_obs} cells x {data.adata.n_vars} genes, {data.note}")
+
+
+def _epochs(settings: RunSettings, method: str) -> int:
+    return settings.budget.get(method, {}).get("max_epochs", EPOCHS[settings.mode])
+
+
+def run(problem: Problem, note: str, methods: list[str], settings: RunSettings) -> tuple[list[dict], list[dict]]:
+    """Fit every method on one split; score latents, held-out likelihood and cost."""
+    labels = problem.data.adata.obs["cell_type"].to_numpy()
+    rows, latents = [], {}
+    print(f"[{problem.task} seed {problem.seed}] {note}", flush=True)
+    for method in methods:
+        row = {"task": problem.task, "seed": problem.seed, "method": method}
+        if method == "PCA":
+            m = measure(lambda: pca_latent(problem.data))
+            latent, row["heldout_nll"] = m.value, np.nan
+            row.update(train_s=m.seconds, peak_mb=m.peak_mb)
+        else:
+            fit = fit_vae(method, problem.data, problem.train, problem.test,
+                          epochs=_epochs(settings, method), seed=problem.seed)
+            latent = fit.latent
+            row.update(heldout_nll=fit.heldout_nll, s_per_epoch=fit.seconds_per_epoch,
+                       train_s=fit.seconds_per_epoch * fit.epochs, peak_mb=fit.peak_mb, epochs=fit.epochs)
+        latents[method] = latent
+        row["knn_acc"] = knn_accuracy(latent, labels, seed=problem.seed)
+        row["mlp_acc"] = mlp_accuracy(latent, labels, problem.train, problem.test, seed=problem.seed)
+        rows.append(row)
+    scores = integration_scores(problem.data, latents)
+    if scores is not None:
+        for row in rows:
+            for col in ("Bio conservation", "Batch correction", "Total"):
+                if col in scores:
+                    row[col] = float(scores.loc[row["method"], col])
+    scvi_row = next((r for r in rows if r["method"] == "scVI"), None)
+    for row in rows:
+        for col in ("s_per_epoch", "peak_mb"):
+            if scvi_row is not None and col in row and scvi_row.get(col):
+                row[f"{col}_vs_scvi"] = row[col] / scvi_row[col]
+    return rows, []
+
+
+def report(rows: list[dict], extra_rows: list[dict], settings: RunSettings, header: str) -> pd.DataFrame:
+    """Write the runs and the summary (means over seeds); return the summary."""
+    out = FAMILY.prefix(settings.out)
+    runs = pd.DataFrame(rows)
+    runs.to_csv(f"{out}_runs.csv", index=False)
+    cols = [c for c in ("heldout_nll", "knn_acc", "mlp_acc", "Bio conservation", "Batch correction",
+                        "Total", "s_per_epoch", "s_per_epoch_vs_scvi", "peak_mb", "peak_mb_vs_scvi")
+            if c in runs]
+    table = runs.groupby(["task", "method"], sort=False)[cols].mean().round(4).reset_index()
+    table.to_csv(f"{out}.csv", index=False)
+    Path(f"{out}.md").write_text(
+        header + "## Integration and reconstruction\n\nscVI and scViT train the same epochs "
+        f"({EPOCHS[settings.mode]} unless capped) on 80% of the cells; heldout_nll per held-out "
+        "cell (lower is better); knn_acc 15-NN 5-fold, mlp_acc MLP on the latent; scib-metrics "
+        "scores where there are batches; ratios to scVI in the same run.\n\n" + markdown_table(table))
+    print(table.to_string(index=False))
+    return table
+
+
+METHODS = {"scViT": "scattn", "scVI": "scvi", "PCA": "scanpy"}
+FAMILY = Family(name="integration", tasks=TASKS, quick_tasks=QUICK, extra_tasks=(), methods=METHODS,
+                problems=problems, run=run, report=report, suffix="_integration")
