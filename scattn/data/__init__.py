@@ -13,6 +13,7 @@ from ._normalize import (
     log_normalize,
     seurat_dispersions_norm,
 )
+from ._tokenize import RankTokens, gene_nonzero_medians, rank_value_encode
 from ._validate import (
     check_expression,
     check_input,
@@ -25,13 +26,17 @@ from ._validate import (
     iter_row_blocks,
     labelled_mask,
 )
+from ._vocab import SPECIAL_TOKENS, GeneVocabulary, gene_ids
 
 __all__ = [
     "GENE_ORDERS",
+    "SPECIAL_TOKENS",
     "TARGET_SUM",
     "BackedLogNorm",
     "Embedding",
+    "GeneVocabulary",
     "LabelsField",
+    "RankTokens",
     "align_to_genes",
     "check_expression",
     "check_input",
@@ -41,7 +46,9 @@ __all__ = [
     "check_var_names",
     "factorize",
     "gd_embedding",
+    "gene_ids",
     "gene_mean_var",
+    "gene_nonzero_medians",
     "genes_to_positions",
     "get_matrix",
     "group_mask",
@@ -52,6 +59,7 @@ __all__ = [
     "make_gene_groups",
     "order_genes",
     "pad_groups",
+    "rank_value_encode",
     "read_h5ads",
     "select_variable_genes",
     "seurat_dispersions_norm",

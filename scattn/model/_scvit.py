@@ -37,13 +37,19 @@ def _eval_mode(module, args) -> None:
 class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
     """scViT: a vision-transformer style variational autoencoder for counts (Lindqvist).
 
-    The genes, put in an order (`gene_order`), are cut into patches by a convolutional stem;
-    patch-wise linear layers (each patch its own weights), SELU, multi-head self-attention
-    over the patches, dropout and batch norm follow; the patches are flattened and a fully
-    connected layer gives the mean and variance of a Gaussian latent. The decoder mirrors it
-    and ends in a zero-inflated negative binomial (scvi-tools' distribution) with the cell's
-    library size, a dispersion per gene and the batch (and categorical covariates) as inputs,
-    as scVI's decoder. Trained on the evidence lower bound with AdamW and cosine annealing.
+    The genes, put in an order (`gene_order`; by default co-expressed genes side by side),
+    are cut into patches of `patch_size` genes, each mapped to a token by its own linear map
+    (or, as in the report, by a convolutional stem); patch-wise linear layers (each patch its
+    own weights), SELU, multi-head self-attention over the patches, dropout and batch norm
+    follow; the patches are flattened and a fully connected layer gives the mean and standard
+    deviation of a Gaussian latent. The decoder mirrors it and ends in a zero-inflated negative
+    binomial (scvi-tools' distribution) with the cell's library size, a dispersion per gene
+    and the batch (and categorical covariates) as inputs, as scVI's decoder. Trained on the
+    evidence lower bound with AdamW (cosine annealing on request).
+
+    The defaults are the best variant of the ablation in ``benchmarks/results/scvit.md``; the
+    report's configuration is ``SCVIT(adata, stem="conv", patch_size=16, n_heads=4,
+    gene_order="given")`` trained with ``cosine_annealing=True``.
 
     It is used like :class:`scvi.model.SCVI`: the same ``setup_anndata`` arguments and
     methods (``get_latent_representation``, ``get_normalized_expression``,
@@ -72,8 +78,8 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         side, from the training data), ``"given"`` (as in `adata`), ``"mean"``,
         ``"random"``, or a list of every gene; see :func:`scattn.data.order_genes`.
     stem
-        ``"conv"`` (the report's convolutional stem), ``"linear"`` (a linear map per
-        patch), ``"shared"`` (one linear map for all patches).
+        ``"linear"`` (a linear map per patch), ``"conv"`` (the report's convolutional stem;
+        `patch_size` a power of two), ``"shared"`` (one linear map for all patches).
     patchwise
         Per-patch weights in the patch blocks (`False`: shared, as in a ViT).
     dropout
