@@ -27,6 +27,7 @@ from ._tabnet import (
     TabNetEncoder,
     sparsemax,
 )
+from ._transformer import TransformerBlock, padding_mask
 
 __all__ = [
     "AttentiveTransformer",
@@ -47,9 +48,11 @@ __all__ = [
     "PatchwiseLinear",
     "SelfAttention",
     "TabNetDecoder",
+    "TransformerBlock",
     "TabNetEncoder",
     "dense_masked_attention",
     "n_patches",
+    "padding_mask",
     "project_tokens",
     "sparsemax",
 ]
