@@ -30,7 +30,8 @@ def order_genes(lognorm, method: GeneOrder | Sequence[str] = "correlation", *,
         `n_components` principal components of (at most `n_cells` sampled) cells and ordered
         by the leaves of an average-linkage tree on cosine distance (with more than 3,000
         genes, k-means first groups them into 1,000 clusters, ordered the same way; genes in a
-        cluster follow their loading on the first component). ``"mean"``: by decreasing mean
+        cluster follow their loading on the first component; genes constant over the sampled
+        cells come last). ``"mean"``: by decreasing mean
         expression. ``"random"``: a random permutation (seeded). A sequence of gene names
         (`var_names` required): exactly that order.
     var_names
@@ -80,13 +81,21 @@ def _correlation_order(lognorm, *, n_cells: int, n_components: int, rng) -> np.n
     k = max(1, min(n_components, min(x.shape) - 1))
     _, s, vt = randomized_svd(x, k, random_state=int(rng.integers(2**31)))
     loadings = vt.T * s  # genes x components
-    norm = np.linalg.norm(loadings, axis=1, keepdims=True)
-    unit = loadings / np.where(norm > 0, norm, 1)
-    if n_genes <= 3000:
-        return leaves_list(linkage(unit, method="average", metric="cosine")).astype(np.int64)
-    km = MiniBatchKMeans(1000, random_state=int(rng.integers(2**31)), n_init=3).fit(unit)
-    centres = km.cluster_centers_
-    cluster_order = leaves_list(linkage(centres, method="average", metric="cosine"))
-    rank = np.empty(len(cluster_order), dtype=np.int64)
-    rank[cluster_order] = np.arange(len(cluster_order))
-    return np.lexsort((-unit[:, 0], rank[km.labels_])).astype(np.int64)
+    norm = np.linalg.norm(loadings, axis=1)
+    # genes constant over the sampled cells (e.g. never expressed) have no direction: they go last
+    varying = np.flatnonzero(norm > 1e-12)
+    constant = np.flatnonzero(norm <= 1e-12)
+    if len(varying) < 3:
+        return np.concatenate([varying, constant]).astype(np.int64)
+    unit = loadings[varying] / norm[varying, None]
+    if len(varying) <= 3000:
+        order = leaves_list(linkage(unit, method="average", metric="cosine"))
+    else:
+        km = MiniBatchKMeans(1000, random_state=int(rng.integers(2**31)), n_init=3).fit(unit)
+        centres = km.cluster_centers_
+        centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+        cluster_order = leaves_list(linkage(centres, method="average", metric="cosine"))
+        rank = np.empty(len(cluster_order), dtype=np.int64)
+        rank[cluster_order] = np.arange(len(cluster_order))
+        order = np.lexsort((-unit[:, 0], rank[km.labels_]))
+    return np.concatenate([varying[order], constant]).astype(np.int64)

@@ -468,3 +468,15 @@ def test_seeded_training_is_deterministic():
         d = _data(80, n_genes=60)
         latents.append(_trained(d).get_latent_representation())
     np.testing.assert_array_equal(latents[0], latents[1])
+
+
+def test_correlation_order_with_unexpressed_genes():
+    """Genes no cell expresses (or constant ones) have no direction: they go last, no crash."""
+    from scattn.data import order_genes
+
+    rng = np.random.default_rng(0)
+    x = np.log1p(rng.poisson(1.0, (120, 40)).astype(float))
+    x[:, [2, 9]] = 0.0
+    x[:, 30] = 1.0
+    order = order_genes(x, "correlation")
+    assert sorted(order) == list(range(40)) and set(order[-3:]) == {2, 9, 30}
