@@ -32,6 +32,8 @@ VARIANTS: dict[str, dict] = {
     "given order": {"gene_order": "given"},
     "random order": {"gene_order": "random"},
     "cosine annealing": {"train": {"cosine_annealing": True}},
+    "scVI's encoder (dense)": {"encoder": "dense"},
+    "scVI's decoder (dense)": {"decoder": "dense"},
 }
 
 

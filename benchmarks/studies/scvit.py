@@ -64,11 +64,12 @@ def run(datasets, seeds, epochs: int, variants: list[str]) -> tuple[pd.DataFrame
             if scores is not None:
                 scores = scores.reset_index().assign(dataset=task.name, seed=seed)
                 integ.append(scores)
+                print(scores.to_string(index=False), flush=True)
     runs = pd.DataFrame(rows)
     for col in ("s_per_epoch", "peak_mb"):
         ref = runs[runs.method == "scVI"].set_index(["dataset", "seed"])[col]
-        runs[f"{col}_vs_scvi"] = [r[col] / ref.get((r.dataset, r.seed), np.nan) if r.method != "PCA"
-                                  else np.nan for r in runs.itertuples()]
+        runs[f"{col}_vs_scvi"] = [getattr(r, col) / ref.get((r.dataset, r.seed), np.nan)
+                                  if r.method != "PCA" else np.nan for r in runs.itertuples()]
     return runs, (pd.concat(integ, ignore_index=True) if integ else pd.DataFrame())
 
 

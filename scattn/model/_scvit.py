@@ -88,6 +88,9 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         ``"zinb"`` or ``"nb"``.
     encode_covariates
         Also give the batch and covariates to the encoder.
+    encoder, decoder
+        ``"patch"`` (scViT) or ``"dense"`` (scVI's fully connected structure for that half;
+        for ablations).
     %(fitted)s
 
     Notes
@@ -182,6 +185,8 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         dropout: float = 0.1,
         gene_likelihood: Literal["zinb", "nb"] = "zinb",
         encode_covariates: bool = False,
+        encoder: Literal["patch", "dense"] = "patch",
+        decoder: Literal["patch", "dense"] = "patch",
         *,
         fitted: FittedState | None = None,
     ) -> None:
@@ -200,7 +205,7 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
             n_batch=self.n_batch, n_cats_per_cov=cats, n_latent=n_latent, n_hidden=n_hidden,
             patch_size=patch_size, d_model=d_model, n_heads=n_heads, n_blocks=n_blocks, stem=stem,
             patchwise=patchwise, dropout=dropout, gene_likelihood=gene_likelihood,
-            encode_covariates=encode_covariates,
+            encode_covariates=encode_covariates, encoder=encoder, decoder=decoder,
         )
         order_name = gene_order if isinstance(gene_order, str) else "explicit"
         self._model_summary_string = (

@@ -73,6 +73,9 @@ class SCVITModule(PanelModule):
         ``"zinb"`` or ``"nb"``.
     encode_covariates
         Also give the covariates to the encoder (scVI's default: no).
+    encoder, decoder
+        ``"patch"`` (scViT's) or ``"dense"``: scVI's fully connected structure instead (the
+        ablation that tells which half carries a difference).
     """
 
     objectives = (OBJECTIVES.GENERATIVE,)
@@ -96,6 +99,8 @@ class SCVITModule(PanelModule):
         dropout: float = 0.1,
         gene_likelihood: Literal["zinb", "nb"] = "zinb",
         encode_covariates: bool = False,
+        encoder: Literal["patch", "dense"] = "patch",
+        decoder: Literal["patch", "dense"] = "patch",
     ) -> None:
         super().__init__(n_input, gene_index, normalize_counts=True)
         gi = self.genes.gene_index
@@ -106,6 +111,9 @@ class SCVITModule(PanelModule):
             raise ValueError(f"gene_likelihood must be 'zinb' or 'nb', got {gene_likelihood!r}.")
         if patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {patch_size}.")
+        if encoder not in ("patch", "dense") or decoder not in ("patch", "dense"):
+            raise ValueError("encoder and decoder must be 'patch' or 'dense'.")
+        self.encoder_kind, self.decoder_kind = encoder, decoder
         if stem not in ("conv", "linear", "shared"):
             raise ValueError(f"stem must be 'conv', 'linear' or 'shared', got {stem!r}.")
         self.register_buffer("inverse_order", torch.argsort(gi), persistent=False)
@@ -125,7 +133,10 @@ class SCVITModule(PanelModule):
             PatchBlock(p, d_model, d_model, n_heads=n_heads, dropout=dropout, shared=not patchwise)
             for _ in range(n_blocks)
         )
-        self.encoder_fc = CovariateLinear(p * d_model, n_hidden, cats if encode_covariates else ())
+        if encoder == "dense":  # scVI's encoder (an ablation): no patches
+            self.stem, self.encoder_blocks = nn.Identity(), nn.ModuleList()
+        self.encoder_fc = CovariateLinear(g if encoder == "dense" else p * d_model, n_hidden,
+                                          cats if encode_covariates else ())
         self.encoder_norm = nn.BatchNorm1d(n_hidden, momentum=0.01, eps=1e-3)
         self.encoder_dropout = nn.Dropout(dropout)
         self.z_mean = nn.Linear(n_hidden, n_latent)
@@ -140,6 +151,9 @@ class SCVITModule(PanelModule):
         )
         self.d_model = d_model
         self.unpatch = PatchwiseLinear(p, d_model, 2 * patch_size, shared=not patchwise)
+        if decoder == "dense":  # scVI's decoder (an ablation): straight to the genes
+            del self.decoder_expand, self.decoder_blocks, self.unpatch
+            self.decoder_out = nn.Linear(n_hidden, 2 * g)
         self.px_r = nn.Parameter(torch.randn(g))
 
     # -- inputs ------------------------------------------------------------------------------
@@ -204,13 +218,17 @@ class SCVITModule(PanelModule):
         z2 = z.reshape(-1, z.shape[-1])
         cats = [c.repeat(z2.shape[0] // c.shape[0], 1) for c in self._cats(batch_index, cat_covs)]
         h = F.relu(self.decoder_norm(self.decoder_fc(z2, cats)))
-        h = F.selu(self.decoder_expand(h)).view(z2.shape[0], self.n_patches, self.d_model)
-        for block in self.decoder_blocks:
-            h, _ = block(h)
-        out = self.unpatch(h).view(z2.shape[0], self.n_patches, 2, self.patch_size)
         g = self.n_input
+        if self.decoder_kind == "dense":
+            out = self.decoder_out(h).view(z2.shape[0], 2, g)
+        else:
+            h = F.selu(self.decoder_expand(h)).view(z2.shape[0], self.n_patches, self.d_model)
+            for block in self.decoder_blocks:
+                h, _ = block(h)
+            out = self.unpatch(h).view(z2.shape[0], self.n_patches, 2, self.patch_size)
+            out = out.transpose(1, 2).reshape(z2.shape[0], 2, -1)
         # (cells, 2, genes in the model's order) -> the registered order, in one gather
-        logits = out.transpose(1, 2).reshape(z2.shape[0], 2, -1)[..., :g][..., self.inverse_order]
+        logits = out[..., :g][..., self.inverse_order]
         px_scale = logits[:, 0].softmax(-1).view(*lead, g)
         zi_logits = logits[:, 1].reshape(*lead, g)
         theta = self.px_r[self.inverse_order].exp()

@@ -264,9 +264,11 @@ def test_patch_block_without_heads():
 
 
 # -- ablations -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("switch", [{"n_heads": 0}, {"stem": "linear"}, {"stem": "shared"},
-                                    {"patchwise": False}, {"gene_likelihood": "nb"}],
-                         ids=["no-heads", "linear-stem", "shared-stem", "shared-blocks", "nb"])
+@pytest.mark.parametrize("switch", [{"n_heads": 0}, {"stem": "conv"}, {"stem": "shared"},
+                                    {"patchwise": False}, {"gene_likelihood": "nb"},
+                                    {"encoder": "dense"}, {"decoder": "dense"}],
+                         ids=["no-heads", "conv-stem", "shared-stem", "shared-blocks", "nb",
+                              "dense-encoder", "dense-decoder"])
 def test_ablations_train(switch):
     sa.settings.seed = 0
     d = _data(80, n_genes=60)
@@ -275,9 +277,16 @@ def test_ablations_train(switch):
     module = model.module
     if "n_heads" in switch:
         assert all(b.attention is None for b in module.encoder_blocks)
-    if "stem" in switch:
-        assert isinstance(module.stem, LinearPatchStem)
-        assert module.stem.linear.shared == (switch["stem"] == "shared")
+    if switch.get("stem") == "shared":
+        assert isinstance(module.stem, LinearPatchStem) and module.stem.linear.shared
+    if switch.get("stem") == "conv":
+        assert isinstance(module.stem, ConvPatchStem)
+    if "encoder" in switch:
+        assert len(module.encoder_blocks) == 0
+        att = model.get_attention()
+        assert (att.to_numpy() == 0).all()  # no attention, no attribution
+    if "decoder" in switch:
+        assert not hasattr(module, "unpatch")
     if "patchwise" in switch:
         assert all(b.linear.shared for b in module.encoder_blocks) and module.unpatch.shared
     z = model.get_latent_representation()
