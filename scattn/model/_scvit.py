@@ -34,6 +34,7 @@ def _eval_mode(module, args) -> None:
     module.training = False
 
 
+@scattn_dsp.dedent
 class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
     """scViT: a vision-transformer style variational autoencoder for counts (Lindqvist).
 
