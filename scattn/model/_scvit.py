@@ -525,21 +525,11 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
                                         f"batches, {model.n_batch - reference_model.n_batch} new)")
         return model
 
-    def _copy_weights(self, source: Source) -> None:
-        """Copy the source's weights; batch-injected layers keep their new batches' columns at zero."""
-        state = self.module.state_dict()
-        for key, value in state.items():
-            if key not in source.state_dict:
-                continue
-            ref = source.state_dict[key].to(value.device)
-            if ref.shape == value.shape:
-                state[key] = ref.clone()
-            elif key.endswith(_BATCH_WEIGHTS) and ref.shape[0] == value.shape[0] \
-                    and ref.shape[1] < value.shape[1]:
-                new = torch.zeros_like(value)
-                new[:, : ref.shape[1]] = ref
-                state[key] = new
-            else:
-                raise ValueError(f"Weight {key} of the source model has shape {tuple(ref.shape)}, "
-                                 f"this model {tuple(value.shape)}.")
-        self.module.load_state_dict(state)
+    def _reshaped_weight(self, key: str, ref: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Batch-injected layers of a query keep the reference's columns; its new batches'
+        columns start at zero. Any other shape change is an error."""
+        if key.endswith(_BATCH_WEIGHTS) and ref.shape[0] == value.shape[0] and ref.shape[1] < value.shape[1]:
+            new = torch.zeros_like(value)
+            new[:, : ref.shape[1]] = ref
+            return new
+        return super()._reshaped_weight(key, ref, value)

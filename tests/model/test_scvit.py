@@ -387,6 +387,20 @@ def _query(seed: int = 11, batches=("b2",)):
     return q[:, np.random.default_rng(seed).permutation(q.n_vars)].copy()
 
 
+def test_query_model_reads_the_querys_gene_order(reference):
+    """The query's genes come in another order: the query model keeps its own gene positions
+    (not the reference's), so on cells of a known batch it embeds as the reference does."""
+    q = _query(11, batches=("b0", "b2"))
+    model = sa.model.SCVIT.load_query_data(q.copy(), reference)
+    assert not np.array_equal(model.module.genes.gene_index.numpy(),
+                              reference.module.genes.gene_index.numpy())
+    model.is_trained_ = True  # untrained on purpose: the reference's weights as copied
+    model.module.eval()
+    b0 = q[q.obs["batch"] == "b0"].copy()
+    np.testing.assert_allclose(model.get_latent_representation(b0),
+                               reference.get_latent_representation(b0), atol=1e-5)
+
+
 def test_load_query_data_learns_only_new_batch(reference):
     sa.settings.seed = 0
     # cells of the new batch b2 beside cells of the known b0: the batch is injected just before

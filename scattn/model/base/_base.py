@@ -424,11 +424,17 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
                 elif ref.shape == value.shape:
                     state[key] = ref.clone()
                 continue
-            if ref.shape != value.shape:
-                raise ValueError(f"Weight {key} of the source model has shape {tuple(ref.shape)}, "
-                                 f"this model {tuple(value.shape)}.")
-            state[key] = ref.clone()
+            state[key] = ref.clone() if ref.shape == value.shape else self._reshaped_weight(key, ref, value)
         module.load_state_dict(state)
+
+    def _reshaped_weight(self, key: str, ref: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """The source's weight `key` (`ref`) for this model's differently shaped `value`.
+
+        Default: an error. A model whose weights may legitimately grow from its source (scViT's
+        batch columns for a query's new batches) overrides it.
+        """
+        raise ValueError(f"Weight {key} of the source model has shape {tuple(ref.shape)}, "
+                         f"this model {tuple(value.shape)}.")
 
     # -- persistence ----------------------------------------------------------------------
     @staticmethod
