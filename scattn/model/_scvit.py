@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import numpy as np
@@ -284,6 +285,16 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         return self
 
     # -- scVI's methods on any AnnData (genes aligned by name) --------------------------------------
+    @contextmanager
+    def _scvi_data(self, adata: AnnData | None):
+        """What every scVI method here runs on: `adata` aligned to the model's genes, the
+        module in eval mode (scvi-tools' mixins leave the mode as they find it; a model fresh
+        from ``load_query_data`` is still in training mode)."""
+        self._check_if_trained(warn=True)
+        self.module.eval()
+        with self._aligned(adata) as internal:
+            yield internal
+
     @scattn_dsp.dedent
     def get_latent_representation(self, adata: AnnData | None = None, indices=None,
                                   give_mean: bool = True, mc_samples: int = 5000,
@@ -298,8 +309,7 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
             As :meth:`scvi.model.SCVI.get_latent_representation`.
         %(batch_size)s
         """
-        self._check_if_trained(warn=True)
-        with self._aligned(adata) as internal:
+        with self._scvi_data(adata) as internal:
             return VAEMixin.get_latent_representation(
                 self, internal, indices=indices, give_mean=give_mean, mc_samples=mc_samples,
                 batch_size=batch_size or settings.batch_size, return_dist=return_dist, **kwargs)
@@ -320,8 +330,7 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         -------
         DataFrame (cells x genes, the registered genes in their order) or array.
         """
-        self._check_if_trained(warn=True)
-        with self._aligned(adata) as internal:
+        with self._scvi_data(adata) as internal:
             return RNASeqMixin.get_normalized_expression(self, internal, indices=indices, **kwargs)
 
     def differential_expression(self, adata: AnnData | None = None, groupby: str | None = None,
@@ -340,10 +349,9 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         **kwargs
             ``idx1``, ``idx2``, ``mode``, ``delta``, ``batch_correction``, ``fdr_target``...: as scVI's.
         """
-        self._check_if_trained(warn=True)
         if groupby is not None and adata is not None and groupby not in adata.obs:
             raise KeyError(f"{groupby!r} is not a column of adata.obs.")
-        with self._aligned(adata) as internal:
+        with self._scvi_data(adata) as internal:
             if groupby is not None and internal is not self.adata:
                 internal.obs[groupby] = adata.obs[groupby].to_numpy()
             return RNASeqMixin.differential_expression(self, internal, groupby=groupby,
@@ -353,16 +361,14 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
                                  batch_size: int | None = None, **kwargs) -> dict:
         """Mean negative log-likelihood of the counts given a posterior sample, per cell
         (``{"reconstruction_loss": ...}``), as scVI's."""
-        self._check_if_trained(warn=True)
-        with self._aligned(adata) as internal:
+        with self._scvi_data(adata) as internal:
             return VAEMixin.get_reconstruction_error(self, internal, indices=indices,
                                                      batch_size=batch_size, **kwargs)
 
     def get_elbo(self, adata: AnnData | None = None, indices=None, batch_size: int | None = None,
                  **kwargs) -> float:
         """The evidence lower bound (negative, per cell), as scVI's ``get_elbo``."""
-        self._check_if_trained(warn=True)
-        with self._aligned(adata) as internal:
+        with self._scvi_data(adata) as internal:
             return VAEMixin.get_elbo(self, internal, indices=indices, batch_size=batch_size, **kwargs)
 
     # -- new data ---------------------------------------------------------------------------------

@@ -401,6 +401,18 @@ def test_query_model_reads_the_querys_gene_order(reference):
                                reference.get_latent_representation(b0), atol=1e-5)
 
 
+def test_scvi_methods_run_in_eval_mode(reference):
+    """A module left in training mode (as ``load_query_data`` builds it): scVI's methods still
+    embed without dropout (the same latent twice)."""
+    q = _query(12, batches=("b0", "b2"))
+    model = sa.model.SCVIT.load_query_data(q.copy(), reference)
+    model.is_trained_ = True
+    model.module.train()
+    first = model.get_latent_representation()
+    assert not model.module.training
+    np.testing.assert_array_equal(first, model.get_latent_representation())
+
+
 def test_load_query_data_learns_only_new_batch(reference):
     sa.settings.seed = 0
     # cells of the new batch b2 beside cells of the known b0: the batch is injected just before
