@@ -136,6 +136,44 @@ def fit_vae(method: str, task: IntegrationTask, train: np.ndarray, test: np.ndar
     return Fit(np.asarray(latent), nll, m.seconds / max(n_epochs, 1), m.peak_mb, n_epochs)
 
 
+def evaluate_split(task: IntegrationTask, train: np.ndarray, test: np.ndarray,
+                   methods: dict[str, dict | None], *, epochs: dict[str, int], seed: int,
+                   ) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Fit each method on one split and score its latent.
+
+    `methods`: name -> ``None`` for scVI and PCA (by name), else the scViT arguments
+    (:data:`VARIANTS`); `epochs`: per method. Returns one row per method (``heldout_nll``,
+    ``knn_acc``, ``mlp_acc``; the cost: ``s_per_epoch``, ``train_s``, ``peak_mb``, ``epochs``,
+    and the ratios ``s_per_epoch_vs_scvi``, ``peak_mb_vs_scvi`` where scVI ran) and the latents.
+    """
+    from .suite.measure import measure
+
+    labels = task.adata.obs["cell_type"].to_numpy()
+    rows, latents = [], {}
+    for method, variant in methods.items():
+        row = {"method": method}
+        if method == "PCA":
+            m = measure(lambda: pca_latent(task))
+            latent, row["heldout_nll"] = m.value, np.nan
+            row.update(train_s=m.seconds, peak_mb=m.peak_mb)
+        else:
+            fit = fit_vae(method, task, train, test, epochs=epochs[method], seed=seed, variant=variant)
+            latent = fit.latent
+            row.update(heldout_nll=fit.heldout_nll, s_per_epoch=fit.seconds_per_epoch,
+                       train_s=fit.seconds_per_epoch * fit.epochs, peak_mb=fit.peak_mb, epochs=fit.epochs)
+        latents[method] = latent
+        row["knn_acc"] = knn_accuracy(latent, labels, seed=seed)
+        row["mlp_acc"] = mlp_accuracy(latent, labels, train, test, seed=seed)
+        rows.append(row)
+        print(row, flush=True)
+    scvi_row = next((r for r in rows if r["method"] == "scVI"), None)
+    for row in rows:
+        for col in ("s_per_epoch", "peak_mb"):
+            if scvi_row is not None and col in row and scvi_row.get(col):
+                row[f"{col}_vs_scvi"] = row[col] / scvi_row[col]
+    return rows, latents
+
+
 def pca_latent(task: IntegrationTask, n_comps: int = 10) -> np.ndarray:
     """HVG + PCA: log-normalised, scaled, 10 components (the classical baseline)."""
     import scanpy as sc

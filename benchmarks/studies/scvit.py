@@ -29,48 +29,27 @@ import pandas as pd
 from benchmarks._common import RESULTS, markdown_table, pin_threads, splits
 from benchmarks._integration import (
     VARIANTS,
-    fit_vae,
+    evaluate_split,
     integration_scores,
-    knn_accuracy,
     load_integration_tasks,
-    mlp_accuracy,
-    pca_latent,
 )
 
 
 def run(datasets, seeds, epochs: int, variants: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, integ = [], []
+    methods = {"scVI": None, **{v: VARIANTS[v] for v in variants}, "PCA": None}
     for task in load_integration_tasks(datasets):
         labels = task.adata.obs["cell_type"].to_numpy()
         for seed, train, test in splits(labels, seeds=seeds):
-            latents = {}
-            for method in ["scVI", *variants]:
-                fit = fit_vae(method, task, train, test, epochs=epochs, seed=seed,
-                              variant=None if method == "scVI" else VARIANTS[method])
-                latents[method] = fit.latent
-                rows.append({"dataset": task.name, "seed": seed, "method": method,
-                             "heldout_nll": fit.heldout_nll,
-                             "knn_acc": knn_accuracy(fit.latent, labels, seed=seed),
-                             "mlp_acc": mlp_accuracy(fit.latent, labels, train, test, seed=seed),
-                             "s_per_epoch": fit.seconds_per_epoch, "peak_mb": fit.peak_mb,
-                             "epochs": fit.epochs})
-                print(rows[-1], flush=True)
-            pca = pca_latent(task)
-            latents["PCA"] = pca
-            rows.append({"dataset": task.name, "seed": seed, "method": "PCA", "heldout_nll": np.nan,
-                         "knn_acc": knn_accuracy(pca, labels, seed=seed),
-                         "mlp_acc": mlp_accuracy(pca, labels, train, test, seed=seed)})
+            new, latents = evaluate_split(task, train, test, methods, seed=seed,
+                                          epochs=dict.fromkeys(methods, epochs))
+            rows += [{"dataset": task.name, "seed": seed, **row} for row in new]
             scores = integration_scores(task, latents)
             if scores is not None:
                 scores = scores.reset_index().assign(dataset=task.name, seed=seed)
                 integ.append(scores)
                 print(scores.to_string(index=False), flush=True)
-    runs = pd.DataFrame(rows)
-    for col in ("s_per_epoch", "peak_mb"):
-        ref = runs[runs.method == "scVI"].set_index(["dataset", "seed"])[col]
-        runs[f"{col}_vs_scvi"] = [getattr(r, col) / ref.get((r.dataset, r.seed), np.nan)
-                                  if r.method != "PCA" else np.nan for r in runs.itertuples()]
-    return runs, (pd.concat(integ, ignore_index=True) if integ else pd.DataFrame())
+    return pd.DataFrame(rows), (pd.concat(integ, ignore_index=True) if integ else pd.DataFrame())
 
 
 def patch_coherence(datasets, patch_size: int = 64) -> pd.DataFrame:

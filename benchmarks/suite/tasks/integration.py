@@ -28,14 +28,10 @@ import pandas as pd
 from ..._common import markdown_table, splits
 from ..._integration import (
     IntegrationTask,
-    fit_vae,
+    evaluate_split,
     integration_scores,
-    knn_accuracy,
     load_integration_tasks,
-    mlp_accuracy,
-    pca_latent,
 )
-from ..measure import measure
 from ._family import Family, RunSettings
 
 TASKS = ("integration_paul15", "integration_cellbench", "integration_panc8")
@@ -69,36 +65,18 @@ def _epochs(settings: RunSettings, method: str) -> int:
 
 def run(problem: Problem, note: str, methods: list[str], settings: RunSettings) -> tuple[list[dict], list[dict]]:
     """Fit every method on one split; score latents, held-out likelihood and cost."""
-    labels = problem.data.adata.obs["cell_type"].to_numpy()
-    rows, latents = [], {}
     print(f"[{problem.task} seed {problem.seed}] {note}", flush=True)
-    for method in methods:
-        row = {"task": problem.task, "seed": problem.seed, "method": method}
-        if method == "PCA":
-            m = measure(lambda: pca_latent(problem.data))
-            latent, row["heldout_nll"] = m.value, np.nan
-            row.update(train_s=m.seconds, peak_mb=m.peak_mb)
-        else:
-            fit = fit_vae(method, problem.data, problem.train, problem.test,
-                          epochs=_epochs(settings, method), seed=problem.seed)
-            latent = fit.latent
-            row.update(heldout_nll=fit.heldout_nll, s_per_epoch=fit.seconds_per_epoch,
-                       train_s=fit.seconds_per_epoch * fit.epochs, peak_mb=fit.peak_mb, epochs=fit.epochs)
-        latents[method] = latent
-        row["knn_acc"] = knn_accuracy(latent, labels, seed=problem.seed)
-        row["mlp_acc"] = mlp_accuracy(latent, labels, problem.train, problem.test, seed=problem.seed)
-        rows.append(row)
+    rows, latents = evaluate_split(problem.data, problem.train, problem.test,
+                                   dict.fromkeys(methods), seed=problem.seed,
+                                   epochs={m: _epochs(settings, m) for m in methods})
+    for row in rows:
+        row.update(task=problem.task, seed=problem.seed)
     scores = integration_scores(problem.data, latents)
     if scores is not None:
         for row in rows:
             for col in ("Bio conservation", "Batch correction", "Total"):
                 if col in scores:
                     row[col] = float(scores.loc[row["method"], col])
-    scvi_row = next((r for r in rows if r["method"] == "scVI"), None)
-    for row in rows:
-        for col in ("s_per_epoch", "peak_mb"):
-            if scvi_row is not None and col in row and scvi_row.get(col):
-                row[f"{col}_vs_scvi"] = row[col] / scvi_row[col]
     return rows, []
 
 
