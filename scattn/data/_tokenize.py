@@ -52,14 +52,14 @@ def gene_nonzero_medians(matrix, *, expression: Literal["counts", "log1p"] = "co
     ``(genes,)`` float64 medians.
     """
     n_genes = matrix.shape[1]
-    hist = np.zeros((n_genes, _N_BINS + 1), dtype=np.int64)
+    hist = np.zeros((n_genes, _N_BINS), dtype=np.int64)
     width = (_LOG_HI - _LOG_LO) / _N_BINS
     for _, _, block in iter_row_blocks(matrix, chunk_size):
         x = _normalised_block(block, expression, target_sum).tocoo()
         keep = x.data > 0
         b = np.clip(((np.log10(x.data[keep]) - _LOG_LO) / width).astype(np.int64), 0, _N_BINS - 1)
         np.add.at(hist, (x.col[keep], b), 1)
-    cum = np.cumsum(hist[:, :_N_BINS], axis=1)
+    cum = np.cumsum(hist, axis=1)
     n = cum[:, -1]
     medians = np.full(n_genes, np.nan)
     seen = n > 0

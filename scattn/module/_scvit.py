@@ -196,7 +196,7 @@ class SCVITModule(PanelModule):
             out[MODULE_KEYS.ATTENTION] = self._gene_attribution(weights, panel.lognorm)
         return out
 
-    def _gene_attribution(self, weights: list, lognorm: torch.Tensor) -> torch.Tensor | None:
+    def _gene_attribution(self, weights: list, lognorm: torch.Tensor) -> torch.Tensor:
         """Attention each patch receives (first encoder block; mean over heads and querying
         patches), shared among the patch's genes by their share of its expression."""
         if not weights or weights[0] is None:
