@@ -13,7 +13,8 @@ from ._normalize import (
     log_normalize,
     seurat_dispersions_norm,
 )
-from ._tokenize import RankTokens, gene_nonzero_medians, rank_value_encode
+from ._sampling import LengthGroupedBatchSampler, LengthGroupedDataSplitter, expressed_counts
+from ._tokenize import RankTokens, gene_nonzero_medians, rank_tokens, rank_value_encode
 from ._validate import (
     check_expression,
     check_input,
@@ -36,6 +37,8 @@ __all__ = [
     "Embedding",
     "GeneVocabulary",
     "LabelsField",
+    "LengthGroupedBatchSampler",
+    "LengthGroupedDataSplitter",
     "RankTokens",
     "align_to_genes",
     "check_expression",
@@ -44,6 +47,7 @@ __all__ = [
     "check_nonempty_cells",
     "check_not_empty",
     "check_var_names",
+    "expressed_counts",
     "factorize",
     "gd_embedding",
     "gene_ids",
@@ -59,6 +63,7 @@ __all__ = [
     "make_gene_groups",
     "order_genes",
     "pad_groups",
+    "rank_tokens",
     "rank_value_encode",
     "read_h5ads",
     "select_variable_genes",

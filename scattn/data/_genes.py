@@ -75,6 +75,7 @@ def align_to_genes(
     *,
     model_genes: pd.Index | None = None,
     min_overlap: float = 0.5,
+    warn_missing: bool = True,
 ) -> tuple[sparse.csr_matrix, np.ndarray]:
     """Reorder the columns of `matrix` to `target_genes`, zero-filling absent genes.
 
@@ -92,6 +93,9 @@ def align_to_genes(
         on these. Defaults to `target_genes`.
     min_overlap
         Smallest fraction of `model_genes` that must be present; below it is an error.
+    warn_missing
+        Warn when some of `model_genes` are absent (models with a vocabulary larger than any
+        one dataset warn about the data's genes instead).
 
     Returns
     -------
@@ -112,7 +116,7 @@ def align_to_genes(
             f"data, below the minimum overlap of {min_overlap:.0%}; predictions would be "
             "unreliable. Use data measured on the same genes (or lower `min_gene_overlap`)."
         )
-    if n_present < len(model_genes):
+    if warn_missing and n_present < len(model_genes):
         warnings.warn(
             f"{len(model_genes) - n_present} of the model's {len(model_genes)} genes are missing "
             "from the data and are filled with zeros.",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 from scipy import sparse
 
 from ._normalize import TARGET_SUM
@@ -92,6 +93,52 @@ class RankTokens:
     lengths: np.ndarray
 
 
+def rank_tokens(values: torch.Tensor, token_ids: torch.Tensor, *, max_length: int, pad_id: int = 0,
+                cls_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rank-value tokens of a dense minibatch (the kernel behind :func:`rank_value_encode`).
+
+    Each row's positive `values` are listed by decreasing value (ties by column, a stable
+    sort), truncated to `max_length` tokens (with `cls_id`, a ``<cls>`` first). Columns whose
+    token id is negative (outside the vocabulary) are ignored. The sequence is as long as the
+    longest row needs, not `max_length`: a minibatch of short cells gives short sequences.
+
+    Parameters
+    ----------
+    values
+        ``(B, G)`` each gene's value divided by its normalisation factor; the per-cell scale
+        does not matter (ranks are within a cell).
+    token_ids
+        ``(G,)`` token id per column, -1 outside the vocabulary.
+    max_length
+        Tokens per cell at most, `<cls>` included.
+    pad_id, cls_id
+        Padding id; the ``<cls>`` id to put first (`None`: none).
+
+    Returns
+    -------
+    ``input_ids`` ``(B, T)``, ``lengths`` ``(B,)`` (tokens per cell, `<cls>` included) and
+    ``columns`` ``(B, T)``: each token's column in `values` (-1 for `<cls>` and padding).
+    """
+    offset = 0 if cls_id is None else 1
+    if max_length <= offset:
+        raise ValueError(f"max_length must be > {offset}, got {max_length}.")
+    values = values.masked_fill((token_ids < 0)[None, :], 0)
+    n_expressed = (values > 0).sum(dim=1)
+    n = int(min(int(n_expressed.max()) if values.shape[0] else 0, max_length - offset))
+    _, order = torch.sort(values, dim=1, descending=True, stable=True)
+    order = order[:, :n]
+    valid = torch.arange(n, device=values.device)[None, :] < n_expressed[:, None]
+    ids = token_ids[order].masked_fill(~valid, pad_id)
+    columns = order.masked_fill(~valid, -1)
+    lengths = n_expressed.clamp(max=max_length - offset) + offset
+    if cls_id is not None:
+        b = values.shape[0]
+        ids = torch.cat([torch.full((b, 1), cls_id, dtype=ids.dtype, device=ids.device), ids], dim=1)
+        columns = torch.cat([torch.full((b, 1), -1, dtype=columns.dtype, device=columns.device),
+                             columns], dim=1)
+    return ids, lengths, columns
+
+
 def rank_value_encode(matrix, token_ids: np.ndarray, medians: np.ndarray, *, max_length: int = 2048,
                       expression: Literal["counts", "log1p"] = "counts", target_sum: float = TARGET_SUM,
                       pad_id: int = 0, cls_id: int | None = None, chunk_size: int | None = None
@@ -101,8 +148,9 @@ def rank_value_encode(matrix, token_ids: np.ndarray, medians: np.ndarray, *, max
     Each cell's counts are scaled to `target_sum`, divided by each gene's `medians` (its
     non-zero median over the pretraining corpus, :func:`gene_nonzero_medians`), and the
     expressed genes of the vocabulary are listed by decreasing value (ties by gene position),
-    truncated to `max_length` tokens (with `cls_id`, a ``<cls>`` token first). Vectorised over
-    sparse row blocks (one sort per block); a backed matrix is read block by block.
+    truncated to `max_length` tokens (with `cls_id`, a ``<cls>`` token first). A backed matrix
+    is read block by block; each block is ranked by :func:`rank_tokens`, the kernel the
+    models run on every minibatch, so files and models tokenise alike.
 
     Parameters
     ----------
@@ -133,19 +181,16 @@ def rank_value_encode(matrix, token_ids: np.ndarray, medians: np.ndarray, *, max
         raise ValueError(f"max_length must be > {offset}, got {max_length}.")
     out = np.full((n_cells, max_length), pad_id, dtype=np.int64)
     lengths = np.zeros(n_cells, dtype=np.int64)
-    if cls_id is not None:
-        out[:, 0] = cls_id
-    in_vocab = token_ids >= 0
-    inv_median = np.where(in_vocab, 1.0 / medians, 0.0)
+    ids_t = torch.from_numpy(token_ids)
+    inv_median = np.where(token_ids >= 0, 1.0 / medians, 0.0)
+    rows_per_pass = max(1, min(1024, 2**24 // max(n_genes, 1)))  # dense passes of <= 64 MiB
     for start, stop, block in iter_row_blocks(matrix, chunk_size):
         x = _normalised_block(block, expression, target_sum)
         x.data *= inv_median[x.indices]
-        x.eliminate_zeros()  # zero values and genes outside the vocabulary
-        rows = np.repeat(np.arange(stop - start), np.diff(x.indptr))
-        order = np.lexsort((x.indices, -x.data, rows))
-        pos = np.arange(len(order)) - x.indptr[rows[order]]  # rank within the cell
-        keep = pos < max_length - offset
-        sel = order[keep]
-        out[start + rows[sel], pos[keep] + offset] = token_ids[x.indices[sel]]
-        lengths[start:stop] = np.minimum(np.diff(x.indptr), max_length - offset) + offset
+        for lo in range(0, stop - start, rows_per_pass):
+            part = x[lo : lo + rows_per_pass]
+            ids, n, _ = rank_tokens(torch.from_numpy(part.toarray()), ids_t, max_length=max_length,
+                                    pad_id=pad_id, cls_id=cls_id)
+            out[start + lo : start + lo + part.shape[0], : ids.shape[1]] = ids.numpy()
+            lengths[start + lo : start + lo + part.shape[0]] = n.numpy()
     return RankTokens(out, lengths)

@@ -2,7 +2,8 @@
 
 from ._cfan import CFAN
 from ._cgran import CGRAN
+from ._geneformer import Geneformer
 from ._scvit import SCVIT
 from ._sims import SIMS
 
-__all__ = ["CFAN", "CGRAN", "SCVIT", "SIMS"]
+__all__ = ["CFAN", "CGRAN", "SCVIT", "SIMS", "Geneformer"]

@@ -4,6 +4,7 @@ from ._base import PanelModule, ScattnModule, classification_loss
 from ._cfan import CFANModule
 from ._cgran import CGRANModule
 from ._constants import MODULE_KEYS, OBJECTIVES
+from ._geneformer import GeneformerModule
 from ._scvit import SCVITModule
 from ._sims import SIMSModule
 
@@ -12,6 +13,7 @@ __all__ = [
     "OBJECTIVES",
     "CFANModule",
     "CGRANModule",
+    "GeneformerModule",
     "PanelModule",
     "SCVITModule",
     "SIMSModule",

@@ -27,6 +27,7 @@ from ._tabnet import (
     TabNetEncoder,
     sparsemax,
 )
+from ._token_model import MaskedTokenHead, TokenEncoder
 from ._transformer import TransformerBlock, padding_mask
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "LocalAttentionBlock",
     "LinearPatchStem",
     "LocalMultiheadAttention",
+    "MaskedTokenHead",
     "PanelInput",
     "PatchBlock",
     "PatchwiseLinear",
@@ -50,6 +52,7 @@ __all__ = [
     "TabNetDecoder",
     "TransformerBlock",
     "TabNetEncoder",
+    "TokenEncoder",
     "dense_masked_attention",
     "n_patches",
     "padding_mask",

@@ -57,3 +57,17 @@ class SelfAttention(nn.Module):
             weights = scores.softmax(-1)
             out = F.dropout(weights, p) @ v
         return self.out(out.transpose(1, 2).reshape(b, t, d)), weights
+
+    def head_norms(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``(B, heads, T)``: the norm of each head's contribution to each output token,
+        ``||sum_j a_ij f_h(x_j)||`` with ``f_h`` the head's value and output maps (Kobayashi
+        et al. 2020, "Attention is not only a weight").
+
+        `x` is the attention's input and `weights` its ``(B, heads, T, T)`` attention (from
+        ``forward(..., return_attention=True)``).
+        """
+        b, t, d = x.shape
+        v = self.qkv(x)[..., 2 * d :].view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        w_out = self.out.weight.view(d, self.n_heads, self.head_dim)
+        contribution = torch.einsum("bhtk,ehk->bhte", weights @ v, w_out)
+        return contribution.norm(dim=-1)

@@ -36,7 +36,11 @@ class TransformerBlock(nn.Module):
     d_ff
         Width of the feed-forward network.
     dropout
-        Dropout on the attention weights and after each sub-layer.
+        Dropout after each sub-layer (and on the attention weights unless `attention_dropout`).
+    attention_dropout
+        Dropout on the attention weights; `None`: `dropout`. Any non-zero value makes
+        :func:`~torch.nn.functional.scaled_dot_product_attention` leave its fused kernel on
+        CPU (the dropout mask alone is ``B x heads x T x T`` draws).
     activation
         ``"relu"`` (Geneformer V1) or ``"gelu"`` (BERT, scGPT).
     norm_first
@@ -46,12 +50,12 @@ class TransformerBlock(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, *, dropout: float = 0.0,
-                 activation: Literal["relu", "gelu"] = "relu", norm_first: bool = False,
+                 attention_dropout: float | None = None, activation: Literal["relu", "gelu"] = "relu", norm_first: bool = False,
                  eps: float = 1e-12) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be 'relu' or 'gelu', got {activation!r}.")
-        self.attention = SelfAttention(d_model, n_heads, dropout)
+        self.attention = SelfAttention(d_model, n_heads, dropout if attention_dropout is None else attention_dropout)
         self.norm1 = nn.LayerNorm(d_model, eps=eps)
         self.ff_in = nn.Linear(d_model, d_ff)
         self.ff_out = nn.Linear(d_ff, d_model)
@@ -73,3 +77,8 @@ class TransformerBlock(nn.Module):
         a, w = self.attention(x, attn_mask=attn_mask, return_attention=return_attention)
         x = self.norm1(x + self.dropout(a))
         return self.norm2(x + self._ff(x)), w
+
+    def head_norms(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``(B, heads, T)`` norms of each head's contribution for block input `x` and its
+        attention `weights` (see :meth:`SelfAttention.head_norms`)."""
+        return self.attention.head_norms(self.norm1(x) if self.norm_first else x, weights)

@@ -19,17 +19,52 @@ class ObjectivePlan(TrainingPlan):
     ----------
     module
         A scattn module implementing the objective.
+    schedule
+        ``"linear"``: the learning rate rises linearly from 0 over the first `warmup_fraction`
+        of the run's optimiser steps, then falls linearly to 0 (BERT's and Geneformer's
+        schedule), stepped every minibatch; replaces scvi-tools' plateau schedule. `None`:
+        scvi-tools' behaviour.
+    warmup_fraction
+        Share of the steps in warm-up (with ``schedule="linear"``).
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``weight_decay``...).
     """
 
     objective: str = OBJECTIVES.CLASSIFICATION
 
-    def __init__(self, module, **kwargs) -> None:
+    def __init__(self, module, *, schedule: str | None = None, warmup_fraction: float = 0.0,
+                 **kwargs) -> None:
         if self.objective not in getattr(module, "objectives", ()):
             raise ValueError(f"{type(module).__name__} cannot be trained for {self.objective!r}.")
+        if schedule not in (None, "linear"):
+            raise ValueError(f"schedule must be None or 'linear', got {schedule!r}.")
+        if not 0 <= warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}.")
+        if schedule and kwargs.get("reduce_lr_on_plateau"):
+            raise ValueError("Choose schedule='linear' or reduce_lr_on_plateau, not both.")
         super().__init__(module, **kwargs)
         self.loss_kwargs["objective"] = self.objective
+        self.schedule = schedule
+        self.warmup_fraction = warmup_fraction
+
+    def configure_optimizers(self):
+        """scvi-tools' optimiser, with the linear warm-up and decay when asked."""
+        config = super().configure_optimizers()
+        if self.schedule is None:
+            return config
+        import torch
+
+        optimizer = config["optimizer"] if isinstance(config, dict) else config
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, int(self.warmup_fraction * total)) if self.warmup_fraction else 0
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def inference_kwargs(self) -> dict:
         """Extra arguments of the module's ``inference`` in every forward pass."""

@@ -122,6 +122,8 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
     _labels: Literal["required", "optional", "none"] = "optional"
     _batch_key = False
     _covariates = False
+    #: whether `setup_anndata` takes a ``gene_id_key`` (models with a gene vocabulary)
+    _gene_ids = False
 
     # -- set-up ---------------------------------------------------------------------------
     @classmethod
@@ -136,6 +138,7 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         classes: Sequence[str] | None = None,
         batch_key: str | None = None,
         categorical_covariate_keys: list[str] | None = None,
+        gene_id_key: str | None = None,
         **kwargs,
     ) -> None:
         """Register `adata` with the model.
@@ -165,6 +168,10 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
             ``sa.tl.novelty(groupby=...)``).
         categorical_covariate_keys
             Columns of ``adata.obs`` with categorical covariates, for models that use them.
+        gene_id_key
+            For models with a gene vocabulary (Geneformer): the ``adata.var`` column holding the
+            gene IDs the vocabulary uses (e.g. Ensembl IDs); `None`: ``adata.var_names``. New
+            data is matched through the same column.
 
         Notes
         -----
@@ -179,6 +186,13 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         classes = None if classes is None else [str(c) for c in classes]
         setup_method_args = cls._get_setup_method_args(**locals())
         cls._check_setup_keys(labels_key, batch_key, categorical_covariate_keys)
+        if gene_id_key is not None and not cls._gene_ids:
+            raise ValueError(f"{cls.__name__} matches genes by adata.var_names; call setup_anndata "
+                             "without gene_id_key.")
+        if gene_id_key is not None and "source_registry" not in kwargs:
+            from scattn.data import GeneVocabulary, gene_ids
+
+            GeneVocabulary(gene_ids(adata, gene_id_key))  # a clear error for missing or repeated IDs
         if "source_registry" not in kwargs:
             validate_setup(adata, labels_key, layer, expression, unlabeled_category, classes=classes,
                            obs_keys=covariate_keys({"batch_key": batch_key, "categorical_covariate_keys":
@@ -336,7 +350,7 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         from scvi.model._utils import use_distributed_sampler
 
         manager = self.adata_manager if adata is None else self.get_anndata_manager(adata)
-        splitter = DataSplitter(
+        splitter = self._make_splitter(
             manager, train_size=train_size, validation_size=validation_size, batch_size=batch_size,
             shuffle_set_split=True,
             distributed_sampler=use_distributed_sampler(trainer_kwargs.get("strategy", None)),
@@ -364,6 +378,10 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
             _restore_sigint(sigint)  # Lightning leaves Ctrl+C ignored after an interruption
         return snapshot.epochs
 
+    def _make_splitter(self, manager: AnnDataManager, **kwargs) -> DataSplitter:
+        """The data splitter of a training run (scvi-tools'; token models group cells by length)."""
+        return DataSplitter(manager, **kwargs)
+
     def _after_interrupt(self, snapshot: _LastEpochWeights, runner, what: str) -> None:
         """Keep the weights of the last finished epoch and say so."""
         self.module.eval()
@@ -386,6 +404,20 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
 
     # -- starting from another model ------------------------------------------------------------
     @classmethod
+    def _gene_names_of(cls, adata: AnnData) -> pd.Index:
+        """The names a registered `adata`'s genes are matched by (``var_names``; the
+        ``gene_id_key`` column for models with a gene vocabulary)."""
+        key = None
+        if cls._gene_ids:
+            manager = cls._get_most_recent_anndata_manager(adata)
+            key = None if manager is None else manager.registry["setup_args"].get("gene_id_key")
+        if key is None:
+            return pd.Index(adata.var_names)
+        from scattn.data import gene_ids
+
+        return gene_ids(adata, key)
+
+    @classmethod
     def _transfer_buffers(cls, source: Source, adata: AnnData, gene_index: np.ndarray, **kwargs) -> dict:
         """The module's fitted buffers for a model on `adata` that starts from `source`
         (`gene_index`: the source's genes in `adata`, its gene count marking absent ones).
@@ -397,7 +429,7 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         """A model on registered `adata` with `source`'s architecture, genes (found by name;
         absent ones read as zero) and weights; a head for `adata`'s classes, rows of classes the
         source knows copied."""
-        pos = adata.var_names.get_indexer(source.var_names)
+        pos = cls._gene_names_of(adata).get_indexer(source.var_names)
         gene_index = np.where(pos >= 0, pos, adata.n_vars)
         buffers = cls._transfer_buffers(source, adata, gene_index, **transfer_kwargs)
         fitted = FittedState(list(source.var_names), gene_index, buffers)

@@ -124,14 +124,8 @@ class AlignedDataMixin:
                 "same kind of values in the same place."
             ) from None
         model_genes = self._read_genes
-        aligned, present = align_to_genes(
-            matrix,
-            adata.var_names,
-            self._registered_var_names,
-            model_genes=model_genes,
-            min_overlap=min_gene_overlap,
-        )
-        if expression == "counts":
+        aligned, present = self._align_matrix(matrix, adata, min_gene_overlap=min_gene_overlap)
+        if expression == "counts" and self._library_over_all_genes:
             missing = self._registered_var_names[~present]
             n_other = int((~missing.isin(model_genes)).sum())
             if n_other > 0:
@@ -151,6 +145,15 @@ class AlignedDataMixin:
         if layer is not None:
             internal.layers[layer] = aligned
         return internal
+
+    #: whether the model's input depends on library sizes over every registered gene (a
+    #: warning when new data lack some); rank-based tokens do not
+    _library_over_all_genes = True
+
+    def _align_matrix(self, matrix, adata: AnnData, *, min_gene_overlap: float):
+        """`adata`'s `matrix` with the registered genes as columns, and which of them it has."""
+        return align_to_genes(matrix, adata.var_names, self._registered_var_names,
+                              model_genes=self._read_genes, min_overlap=min_gene_overlap)
 
     def _covariate_columns(self) -> list[str]:
         """obs columns besides labels that the model was set up with (batch, covariates)."""
