@@ -4,6 +4,7 @@ fine-tuning, attention on genes, in-silico perturbation."""
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -186,6 +187,80 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
         """The model's gene vocabulary (special tokens, then its genes)."""
         return GeneVocabulary(self.var_names_, self.module.special_tokens)
 
+    @classmethod
+    def from_huggingface(
+        cls,
+        model_dir: str | os.PathLike,
+        adata: AnnData,
+        *,
+        token_dictionary: dict[str, int] | str | os.PathLike,
+        gene_median_dictionary: dict[str, float] | str | os.PathLike,
+        max_length: int | None = None,
+    ) -> Geneformer:
+        """A model on `adata` with the weights of an original Geneformer checkpoint.
+
+        Reads a Hugging Face ``BertForMaskedLM`` directory (``config.json`` and
+        ``model.safetensors`` or ``pytorch_model.bin``), e.g. Geneformer's ``gf-6L-30M-i2048``
+        with its token and gene median dictionaries. The vocabulary is the token dictionary's
+        (its special tokens, then its genes in token-id order), matched to `adata`'s registered
+        gene IDs (vocabulary genes `adata` lacks read as zero); the tokeniser divides by the
+        dictionary's medians. The architecture is the checkpoint's; its weights fill the
+        encoder and the masked-LM head (token-type row 0 folded into the position embeddings,
+        the decoder tied to the token embeddings). With labels registered, a new classifier
+        head is added; :meth:`train` fine-tunes it.
+
+        Parameters
+        ----------
+        model_dir
+            The checkpoint directory.
+        adata
+            Registered with ``Geneformer.setup_anndata(adata, gene_id_key=...)`` (labels
+            optional), its gene IDs the token dictionary's (Ensembl IDs for Geneformer).
+        token_dictionary
+            ``{token: id}`` (``"<pad>": 0``, ``"<mask>": 1``, genes after; Geneformer V2 adds
+            ``<cls>`` and ``<eos>``), or the path of Geneformer's pickle.
+        gene_median_dictionary
+            ``{gene ID: non-zero median}``, or the path of Geneformer's pickle. A vocabulary
+            gene missing from it gets the median 1.0 (its counts are ranked unscaled).
+        max_length
+            Tokens per cell at most; `None`: the checkpoint's ``max_position_embeddings``
+            (also the upper limit).
+
+        Returns
+        -------
+        The model, with ``is_pretrained_ = True`` (``from_pretrained``, ``train``,
+        ``save``/``load`` work as for a model pretrained here).
+
+        Notes
+        -----
+        Pooling is ``"cls"`` when the vocabulary has a ``<cls>`` token, else ``"mean"``
+        (Geneformer V1's cell embeddings). Only BERT's layer norm epsilon (1e-12) and
+        ``relu``/``gelu`` activations are supported. Pickles run code when read: load only
+        files you trust.
+        """
+        from . import _geneformer_hf as hf
+
+        manager = cls._get_most_recent_anndata_manager(adata) if isinstance(adata, AnnData) else None
+        if manager is None:
+            raise ValueError(f"Register adata first: `sa.model.{cls.__name__}.setup_anndata(adata, "
+                             "gene_id_key=...)`.")
+        config = hf.read_config(model_dir)
+        vocab = GeneVocabulary.from_token_dictionary(hf.read_token_dictionary(token_dictionary))
+        specials = hf.special_tokens_of(vocab, config)
+        arch = hf.architecture(config, max_length=max_length)
+        state = hf.read_state_dict(model_dir)
+        genes = cls._gene_names_of(adata)
+        vocab.match(genes, what="adata")
+        fitted = hf.fitted_state(vocab, genes, adata.n_vars, hf.read_gene_medians(gene_median_dictionary))
+        weights = hf.module_state_from_bert(state, n_layers=arch["n_layers"], max_length=arch["max_length"])
+        model = cls(adata, **arch, pooling="cls" if "<cls>" in specials else "mean",
+                    special_tokens=specials, fitted=fitted)
+        hf.load_into_module(model.module, weights)
+        model.module.eval()
+        model.is_pretrained_ = True
+        model._model_summary_string += f"; weights from {os.path.basename(os.path.normpath(model_dir))}"
+        return model
+
     def _fit_vocabulary(self) -> FittedState:
         """Every registered gene, and its non-zero median on the registered cells."""
         ids = self._registered_var_names
@@ -197,7 +272,7 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
     # -- genes: matched by ID through the vocabulary -----------------------------------------
     @property
     def _registered_var_names(self) -> pd.Index:
-        return self._gene_names_of(self.adata)
+        return gene_ids(self.adata, self._setup_args.get("gene_id_key"))
 
     def _align_matrix(self, matrix, adata: AnnData, *, min_gene_overlap: float):
         key = self._setup_args.get("gene_id_key")
