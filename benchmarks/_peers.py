@@ -82,3 +82,25 @@ def fit_tabnet_model(x: np.ndarray, y: np.ndarray, seed: int, max_epochs: int):
             virtual_batch_size=128, loss_fn=torch.nn.CrossEntropyLoss(weight=weight), drop_last=False,
             compute_importance=False)  # an extra pass over the data SIMS does not make
     return clf
+
+
+def fit_celltypist_model(x, labels, genes):
+    """``celltypist.train`` (logistic regression, its default for small data) on log1p(CP10k).
+
+    ``check_expression`` is off: pbmc68k_reduced is log-normalised over its 765 genes only, so
+    its cells do not sum to exactly 10,000 as CellTypist's check expects.
+    """
+    import celltypist
+
+    return celltypist.train(x, labels=labels, genes=np.asarray(genes), check_expression=False, n_jobs=1)
+
+
+def celltypist_labels(model, x, obs_names, genes) -> np.ndarray:
+    """``celltypist.annotate`` without majority voting (which needs a clustering of the query)."""
+    import celltypist
+    import pandas as pd
+
+    a = AnnData(x, obs=pd.DataFrame(index=pd.Index(obs_names).astype(str)))
+    a.var_names = pd.Index(genes)
+    result = celltypist.annotate(a, model=model, majority_voting=False)
+    return result.predicted_labels["predicted_labels"].astype(str).to_numpy()

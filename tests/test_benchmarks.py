@@ -81,7 +81,7 @@ def test_benchmark_quick_runs(tmp_path):
                   "150", "--max-epochs", "1", "--out", str(out)])
     pbmc = table[table["task"] == "pbmc68k_reduced"]
     # scANVI needs counts: pbmc68k_reduced is log-normalised only
-    assert set(pbmc["method"]) == {"CGRAN", "CFAN", "SIMS", "CellTypist", "pytorch-tabnet",
+    assert set(pbmc["method"]) == {"CGRAN", "CFAN", "SIMS", "Geneformer", "CellTypist", "pytorch-tabnet",
                                    "LogisticRegression", "LinearSVM"}
     assert table[["accuracy", "macro_f1", "median_f1"]].stack().between(0, 1).all()
     assert (table[["train_s", "predict_s", "peak_mb"]] >= 0).all().all()

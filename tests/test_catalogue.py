@@ -792,6 +792,67 @@ def _(ctx):
         sa.model.SCVIT.load_query_data(q, _scvit(ctx))
 
 
+# -- Geneformer (vocabulary and tokens) ------------------------------------------------------------
+_TINY_GF = {"n_layers": 1, "d_model": 8, "n_heads": 2, "d_ff": 16, "max_length": 16}
+
+
+def _geneformer(ctx):
+    """A Geneformer whose vocabulary is the tiny data's gene names, trained one epoch (made once)."""
+    if "geneformer" not in ctx:
+        d = _data(60)
+        sa.model.Geneformer.setup_anndata(d, labels_key="label", layer="counts")
+        m = sa.model.Geneformer(d, **_TINY_GF)
+        m.train(max_epochs=1, batch_size=32, accelerator="cpu")
+        ctx["geneformer"] = m
+    return ctx["geneformer"]
+
+
+@case("geneformer-symbols-vs-ensembl", "predict", "data named by symbols for a vocabulary of Ensembl IDs", "raises", "pass `gene_id_key=`")
+def _(ctx):
+    d = make_counts(40, seed=3)
+    d.var_names = [f"ENSG{i:011d}" for i in range(d.n_vars)]
+    sa.model.Geneformer.setup_anndata(d, layer="counts")
+    m = sa.model.Geneformer(d, **_TINY_GF)
+    q = make_counts(20, seed=4)
+    q.var_names = [f"SYM{i}" for i in range(q.n_vars)]
+    m.get_latent_representation(q)
+
+
+@case("geneformer-genes-outside-vocabulary", "predict", "genes outside the vocabulary", "warns", "not in the model's vocabulary")
+def _(ctx):
+    q = _data(20, seed=5)
+    q.var_names = [*q.var_names[:-3], "X1", "X2", "X3"]
+    _geneformer(ctx).predict(q, inplace=False)
+
+
+@case("geneformer-no-vocabulary-gene", "training", "cells expressing no vocabulary gene", "raises", "express none of the model's")
+def _(ctx):
+    d = _data(40, seed=6)
+    x = np.hstack([d.layers["counts"].toarray(), np.eye(40, 1, dtype=np.float32)])
+    x[0, :-1] = 0
+    q = ad.AnnData(sparse.csr_matrix(x), obs=d.obs[[]].copy(), var=pd.DataFrame(index=[*d.var_names, "OUT"]))
+    q.layers["counts"] = q.X.copy()
+    with pytest.warns(UserWarning, match="not in the model's vocabulary"):
+        _geneformer(ctx).pretrain(q, max_epochs=1)
+
+
+@case("geneformer-too-long", "model", "token sequences longer than the model's positions", "raises", "exceed the model's")
+def _(ctx):
+    _geneformer(ctx).module.encoder.embed(torch.zeros(1, 17, dtype=torch.long))
+
+
+@case("geneformer-gene-id-key-elsewhere", "set-up", "gene_id_key for a model without a vocabulary", "raises", "call setup_anndata without gene_id_key")
+def _(ctx):
+    d = _data(30)
+    d.var["ids"] = d.var_names
+    sa.model.SIMS.setup_anndata(d, layer="counts", gene_id_key="ids")
+
+
+@case("geneformer-unknown-perturbed-gene", "tools", "perturbing a gene outside the vocabulary", "raises", "not in the model's vocabulary")
+def _(ctx):
+    _geneformer(ctx).get_perturbed_representation(_data(20, seed=7), genes=["NOT_A_GENE"])
+
+
 def _snapshot(x) -> tuple:
     if not isinstance(x, ad.AnnData):
         return ()

@@ -29,8 +29,7 @@ from scvi.module.base import LossOutput, auto_move_data
 from torch import nn
 
 from scattn._docs import scattn_dsp
-from scattn.data import rank_tokens
-from scattn.nn import MaskedTokenHead, TokenEncoder
+from scattn.nn import MaskedTokenHead, TokenEncoder, padding_mask, rank_tokens
 
 from ._base import PanelModule
 from ._constants import MODULE_KEYS, OBJECTIVES
@@ -136,7 +135,7 @@ class GeneformerModule(PanelModule):
     def tokenize(self, x: torch.Tensor, *, perturb: torch.Tensor | None = None,
                  perturb_mode: Perturbation = "delete") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(B, n_input)`` delivered input -> token ids, lengths and each token's model gene
-        (-1 for ``<cls>`` and padding), see :func:`scattn.data.rank_tokens`.
+        (-1 for ``<cls>`` and padding), see :func:`scattn.nn.rank_tokens`.
 
         `perturb`: positions (among the model's genes) to delete or overexpress first.
         """
@@ -257,8 +256,6 @@ class GeneformerModule(PanelModule):
         ids, lengths, genes = self.tokenize(x)
         enc = self.encoder
         h = enc.embed(ids)
-        from scattn.nn import padding_mask
-
         mask = padding_mask(lengths, ids.shape[1])
         offset = 0 if self.cls_id is None else 1
         n = min(n_ranks, ids.shape[1] - offset)

@@ -28,6 +28,7 @@ from ._tabnet import (
     sparsemax,
 )
 from ._token_model import MaskedTokenHead, TokenEncoder
+from ._tokens import rank_tokens
 from ._transformer import TransformerBlock, padding_mask
 
 __all__ = [
@@ -57,5 +58,6 @@ __all__ = [
     "n_patches",
     "padding_mask",
     "project_tokens",
+    "rank_tokens",
     "sparsemax",
 ]

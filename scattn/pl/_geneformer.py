@@ -92,8 +92,7 @@ def attention_shift(
         raise ValueError(f"vmax must be a positive number of percent, got {vmax}.")
     n_rows, n_cols = values.shape
     fig, axis = new_axes(ax, (min(max(5.0, 0.22 * n_cols + 3.0), 14.0), max(2.5, 0.32 * n_rows + 1.6)))
-    colours = plt.get_cmap(cmap).copy()
-    colours.set_bad("0.85")
+    colours = plt.get_cmap(cmap).with_extremes(bad="0.85")
     im = axis.imshow(np.ma.masked_invalid(values), aspect="auto", cmap=colours, vmin=-vmax,
                      vmax=vmax, interpolation="nearest")
     axis.grid(False)  # a heatmap under scanpy's style (axes.grid on) gets no grid lines
@@ -123,6 +122,24 @@ def attention_shift(
     if ax is None:
         fig.tight_layout()
     return finish(fig, axis, show=show, return_fig=return_fig, ax_given=ax is not None)
+
+
+def _annotate_bars(axis: Axes, x: np.ndarray, heights: np.ndarray, texts: list[str], top: float) -> None:
+    """Write `texts` above bars, vertically when the bars are too narrow for them, and raise
+    the y limit so that they fit inside the axes."""
+    fontsize = 7
+    bbox = axis.get_window_extent()
+    dpi = axis.figure.dpi
+    width_in, height_in = bbox.width / dpi, bbox.height / dpi
+    longest = max((len(t) for t in texts), default=0) * 0.6 * fontsize / 72  # inches
+    vertical = longest > 0.9 * width_in / max(len(x), 1)
+    need = (longest if vertical else 1.3 * fontsize / 72) + 0.05  # text extent above a bar
+    share = min(1.3 * need / max(height_in, 1e-6), 0.6)  # room for a later tight_layout
+    axis.set_ylim(0, top * 1.02 / (1 - share))
+    for xi, hi, text in zip(x, heights, texts, strict=True):
+        if text:
+            axis.annotate(text, (xi, hi), xytext=(0, 2), textcoords="offset points", ha="center",
+                          va="bottom", fontsize=fontsize, rotation=90 if vertical else 0)
 
 
 @scattn_dsp.dedent
@@ -169,21 +186,20 @@ def attention_norms(
     ft = norms["finetuned"].to_numpy(dtype=float)
     axis.bar(x - width / 2, pt, width, color=colors[0], label="pretrained")
     axis.bar(x + width / 2, ft, width, color=colors[1], label="fine-tuned")
-    top = np.nanmax(np.r_[pt, ft, 0.0])
-    if annotate:
+    top = float(np.nanmax(np.r_[pt, ft, 0.0]))
+    axis.set_ylim(0, top * 1.05 if top > 0 else 1.0)
+    if annotate and top > 0:
         change = (norms["percent_change"].to_numpy(dtype=float) if "percent_change" in norms
                   else 100.0 * (ft - pt) / pt)
-        for xi, hi, c in zip(x, np.fmax(pt, ft), change, strict=True):
-            if np.isfinite(c):
-                axis.text(xi, hi + 0.02 * top, f"{c:+.1f}%", ha="center", va="bottom", fontsize=7,
-                          rotation=90 if n > 12 else 0)
-        axis.set_ylim(0, top * (1.25 if n > 12 else 1.15) if top > 0 else 1.0)
+        texts = ["" if not np.isfinite(c) else f"{c:+.0f}%" if abs(c) >= 100 else f"{c:+.1f}%"
+                 for c in change]
+        _annotate_bars(axis, x, np.fmax(pt, ft), texts, top)
     for row in _layer_boundaries(norms.index):
         axis.axvline(row - 0.5, color="0.6", lw=0.8, ls=":")
     axis.set_xticks(x, [_short_head(r) for r in norms.index], fontsize=8,
                     rotation=45 if n > 8 else 0, ha="right" if n > 8 else "center")
     axis.set_xlim(-0.6, n - 0.4)
-    axis.set_ylabel(r"mean $\|\sum_j a_{ij}\, f(x_j)\|$")
+    axis.set_ylabel(r"mean $\|\Sigma_j\, a_{ij}\, f(x_j)\|$")
     axis.set_title("Head contribution norms", fontsize=10)
     axis.grid(False, axis="x")
     axis.spines[["top", "right"]].set_visible(False)

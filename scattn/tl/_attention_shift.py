@@ -183,7 +183,8 @@ def attention_shift(
     if rank_bins is None:
         columns = [str(rank) for rank in range(1, n_used + 1)]
     else:
-        columns = [f"{lo + 1}-{hi}" if hi - lo > 1 else f"{hi}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+        columns = [f"{lo + 1}-{hi}" if hi - lo > 1 else f"{hi}"
+                   for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
     heads = _head_labels(n_layers, n_heads)
 
     tables = {}

@@ -9,9 +9,10 @@ labels new cells (``split.test``, labels hidden) and, where the method has them,
 
 Inputs, per method (what each one's documentation asks for):
 
-* **CGRAN, CFAN, SIMS** (scattn): the task's matrix as is (``expression="counts"`` or
-  ``"log1p"``); each model normalises and picks its genes itself (CGRAN, CFAN: 1000 variable
-  genes; SIMS: all genes). Markers: :func:`scattn.tl.marker_genes_from_attention` on the
+* **CGRAN, CFAN, SIMS, Geneformer** (scattn): the task's matrix as is (``expression="counts"``
+  or ``"log1p"``); each model normalises and picks its genes itself (CGRAN, CFAN: 1000
+  variable genes; SIMS: all genes; Geneformer: all genes as its vocabulary, each cell's 256
+  top-ranked expressed genes as tokens, trained from scratch on the task's cells). Markers: :func:`scattn.tl.marker_genes_from_attention` on the
   attribution layer of the training cells, grouped by their true labels.
 * **scANVI** (scvi-tools): counts only; the 2000 ``seurat_v3`` variable genes of the training
   cells, scVI (2 layers, 30 latent dims, NB) then ``SCANVI.from_scvi_model`` 20 epochs with
@@ -41,10 +42,10 @@ from ._base import Fitted, NotApplicable, Split, cp10k, markers_from_layer
 from .celltypist import fit_celltypist
 from .linear import fit_lr, fit_svm
 from .scanvi import fit_scanvi
-from .scattn_models import fit_cfan, fit_cgran, fit_sims
+from .scattn_models import fit_cfan, fit_cgran, fit_geneformer, fit_sims
 from .tabnet import fit_tabnet
 
-SCATTN_MODELS = ("CGRAN", "CFAN", "SIMS")
+SCATTN_MODELS = ("CGRAN", "CFAN", "SIMS", "Geneformer")
 PEERS = ("scANVI", "CellTypist", "pytorch-tabnet", "LogisticRegression", "LinearSVM")
 
 # the annotation methods: name -> fit(split, seed, budget) -> Fitted
@@ -52,6 +53,7 @@ METHODS: dict[str, Callable[[Split, int, dict], Fitted]] = {
     "CGRAN": fit_cgran,
     "CFAN": fit_cfan,
     "SIMS": fit_sims,
+    "Geneformer": fit_geneformer,
     "scANVI": fit_scanvi,
     "CellTypist": fit_celltypist,
     "pytorch-tabnet": fit_tabnet,

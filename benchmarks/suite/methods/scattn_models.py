@@ -1,4 +1,4 @@
-"""CGRAN, CFAN and SIMS (scattn): the task's matrix as is; markers from the attribution layer."""
+"""CGRAN, CFAN, SIMS and Geneformer (scattn): the task's matrix as is; markers from the attribution layer."""
 
 from __future__ import annotations
 
@@ -48,3 +48,7 @@ def fit_cfan(split, seed, budget):
 
 def fit_sims(split, seed, budget):
     return _fit_scattn("SIMS", split, seed, budget)
+
+
+def fit_geneformer(split, seed, budget):
+    return _fit_scattn("Geneformer", split, seed, budget)
