@@ -320,6 +320,21 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
             )
         return LengthGroupedDataSplitter(manager, lengths=lengths, seed=settings.seed or 0, **kwargs)
 
+    def _run_inference(self, adata: AnnData, *, indices=None, **kwargs):
+        """Minibatch inference over cells sorted by token count (a minibatch is padded to its
+        longest cell), outputs returned in the order asked."""
+        manager = self.adata_manager if adata is self.adata else self.get_anndata_manager(adata)
+        lengths = expressed_counts(manager.get_from_registry(REGISTRY_KEYS.X_KEY),
+                                   self._registered_columns(manager))
+        idx = np.arange(adata.n_obs) if indices is None else np.asarray(indices).ravel()
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        order = np.argsort(-lengths[idx], kind="stable")
+        out = super()._run_inference(adata, indices=idx[order], **kwargs)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return {k: v[inverse] for k, v in out.items()}
+
     def _registered_columns(self, manager) -> np.ndarray:
         """Registered columns holding the genes the model reads (an aligned AnnData has the
         registered columns too)."""

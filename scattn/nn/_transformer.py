@@ -65,7 +65,8 @@ class TransformerBlock(nn.Module):
         self.norm_first = norm_first
 
     def _ff(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.ff_out(self.dropout(_ACTIVATIONS[self.activation](self.ff_in(x)))))
+        # dropout after the second linear only, as BERT (and Geneformer) place it
+        return self.dropout(self.ff_out(_ACTIVATIONS[self.activation](self.ff_in(x))))
 
     def forward(self, x: torch.Tensor, *, attn_mask: torch.Tensor | None = None,
                 return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:

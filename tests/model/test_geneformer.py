@@ -262,4 +262,13 @@ def test_length_grouped_batches():
     for b in batches:
         assert list(lengths[b]) == sorted(lengths[b], reverse=True)
     assert list(sampler) != batches  # another epoch, another order
-    pd.testing.assert_index_equal(pd.Index([1]), pd.Index([1]))
+
+
+def test_inference_sorted_by_length_returns_cells_in_order(finetuned):
+    model, data = finetuned
+    full = model.get_latent_representation(data)
+    part = model.get_latent_representation(data, indices=[5, 0, 3])
+    np.testing.assert_allclose(part, full[[5, 0, 3]], atol=1e-5)
+    module = model.module
+    one = module.inference(torch.as_tensor(data.layers["counts"][[7]].toarray()))[MODULE_KEYS.Z]
+    np.testing.assert_allclose(full[7], one[0].detach().numpy(), atol=1e-5)
