@@ -180,15 +180,21 @@ def annotation(datasets, seeds, fractions, *, own_epochs: int, suffix: str = "")
     runs = pd.DataFrame(rows)
     runs = pd.concat([runs, _suite_rows(datasets, seeds)], ignore_index=True)
     runs.to_csv(f"{out}_runs.csv", index=False)
+    return summarize([runs], out, f"seeds {list(seeds)}; scattn {sa.__version__}")
+
+
+def summarize(runs: list[pd.DataFrame], out, note: str) -> pd.DataFrame:
+    """Mean (and spread) per dataset, label fraction and method, written to `out`.csv/.md."""
+    runs = pd.concat(runs, ignore_index=True)
     table = (runs.groupby(["dataset", "fraction", "method"], sort=False)
              .agg(macro_f1=("macro_f1", "mean"), macro_f1_sd=("macro_f1", "std"),
                   accuracy=("accuracy", "mean"), n_labelled=("n_labelled", "mean"),
-                  seeds=("seed", "nunique"))
+                  seeds=("seed", "nunique"), train_s=("train_s", "mean"))
              .reset_index())
-    write_results(table, out, f"Geneformer (preset cpu) annotation, macro F1 over seeds {list(seeds)} "
-                  f"(stratified 80/20 splits of `python -m benchmarks`; label fractions of the "
-                  f"training cells; rows marked `suite` are from benchmark_runs.csv, same splits, "
-                  f"100% labels); scattn {sa.__version__}")
+    write_results(table, out, "Geneformer (preset cpu) annotation, macro F1 (stratified 80/20 splits "
+                  "of `python -m benchmarks`; the labelled fraction of the training cells trains, "
+                  "the held-out 20% is predicted; rows marked `(suite)` are from benchmark_runs.csv, "
+                  f"same splits, 100% labels); {note}")
     return table
 
 
@@ -288,11 +294,17 @@ def main(argv=None) -> None:
     pa.add_argument("--own-epochs", type=int, default=5)
     pa.add_argument("--suffix", default="", help="appended to the result file names")
     sub.add_parser("perturbation")
+    pr = sub.add_parser("report", help="merge geneformer_annotation_<suffix>_runs.csv files")
+    pr.add_argument("suffixes", nargs="+")
     args = p.parse_args(argv)
     if args.step == "pretrain":
         pretrain(args.epochs)
     elif args.step == "annotation":
         annotation(args.datasets, args.seeds, args.fractions, own_epochs=args.own_epochs, suffix=args.suffix)
+    elif args.step == "report":
+        files = [RESULTS / f"geneformer_annotation{x}_runs.csv" for x in args.suffixes]
+        summarize([pd.read_csv(f) for f in files], RESULTS / "geneformer_annotation",
+                  f"merged from {', '.join(f.name for f in files)}")
     else:
         perturbation()
 

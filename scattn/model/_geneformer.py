@@ -418,9 +418,10 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
                        devices=devices, min_gene_overlap=min_gene_overlap,
                        datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs)
 
-    def train(self, max_epochs: int = 30, *, lr: float | None = None, batch_size: int | None = None,
-              weight_decay: float = 1e-3, warmup_fraction: float = 0.1, early_stopping: bool = True,
-              early_stopping_patience: int = 5, plan_kwargs: dict | None = None, **kwargs):
+    def train(self, max_epochs: int | None = None, *, lr: float | None = None,
+              batch_size: int | None = None, weight_decay: float = 1e-3, warmup_fraction: float = 0.1,
+              train_size: float = 0.9, early_stopping: bool = True,
+              early_stopping_patience: int | None = None, plan_kwargs: dict | None = None, **kwargs):
         """Fine-tune (or, without :meth:`pretrain`, train from scratch) the classifier.
 
         AdamW on the cross-entropy of the labelled cells, the learning rate warmed up over the
@@ -430,7 +431,9 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
         Parameters
         ----------
         max_epochs
-            Passes over the training cells at most.
+            Passes over the training cells at most. `None`: 30, or as many as make 300
+            optimiser steps when epochs are shorter (a few dozen labelled cells make one or two
+            steps an epoch).
         lr
             Peak learning rate (default 5e-4).
         batch_size
@@ -439,17 +442,27 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
             AdamW weight decay.
         warmup_fraction
             Share of the steps with a rising learning rate.
+        train_size
+            Share of the cells trained on; the rest validates (early stopping).
         early_stopping, early_stopping_patience
-            Stop when the validation loss has not improved for that many epochs.
+            Stop when the validation loss has not improved for that many epochs. `None`: 5
+            epochs, or as many as make 100 optimiser steps when epochs are shorter.
         plan_kwargs
             Extra arguments of :class:`scattn.train.ClassificationPlan`.
         **kwargs
             Passed to :meth:`scattn.model.base.ClassifierMixin.train`.
         """
+        batch_size = batch_size or self._default_train_batch_size
+        steps = max(1, -(-int(round(self.adata.n_obs * train_size)) // batch_size))  # per epoch
+        if max_epochs is None:
+            max_epochs = max(30, -(-300 // steps))
+        if early_stopping_patience is None:
+            early_stopping_patience = max(5, -(-100 // steps))
         plan = dict(optimizer="AdamW", weight_decay=weight_decay, schedule="linear",
                     warmup_fraction=warmup_fraction, eps=1e-6)
         plan.update(plan_kwargs or {})
-        return super().train(max_epochs, lr=lr, batch_size=batch_size, early_stopping=early_stopping,
+        return super().train(max_epochs, lr=lr, batch_size=batch_size, train_size=train_size,
+                             early_stopping=early_stopping,
                              early_stopping_patience=early_stopping_patience, plan_kwargs=plan, **kwargs)
 
     # -- analyses ------------------------------------------------------------------------------
