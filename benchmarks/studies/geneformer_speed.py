@@ -343,8 +343,7 @@ def main(argv=None) -> pd.DataFrame:
              "(a) tokens = real tokens (<cls> and genes, no padding); the three implementations train "
              "on the same minibatches, step by step in turn; transformers scores every position "
              "(labels -100 off the masked ones), scattn only the masked ones",
-             "(a) scattn's feed-forward applies dropout after the activation too (BERT does not): "
-             "its step does slightly more work at dropout 0.02"]
+             "(a) dropout sits where BERT has it in both (attention weights, after each sub-layer)"]
     rows: list[dict] = []
 
     ctrl = load_control()

@@ -66,10 +66,10 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
     ----------
     %(model_adata)s
     preset
-        Architecture: ``"cpu"`` (default; 4 layers, width 128, 4 heads, feed-forward 256, 512
-        tokens: pretrains on ~17k cells in minutes on a laptop's CPU, where V1 takes hours) or
-        ``"v1"`` (Geneformer V1: 6 layers, width 256, 4 heads, feed-forward 512, 2,048 tokens).
-        The arguments below override it.
+        Architecture: ``"cpu"`` (default; 4 layers, width 128, 4 heads, feed-forward 256, 256
+        tokens, no dropout: an epoch over ~17k cells takes minutes on 2 CPU cores, where V1
+        takes about 2 hours) or ``"v1"`` (Geneformer V1: 6 layers, width 256, 4 heads,
+        feed-forward 512, 2,048 tokens, dropout 0.02). The arguments below override it.
     n_layers, d_model, n_heads, d_ff
         Encoder depth, width, attention heads and feed-forward width.
     max_length
