@@ -113,3 +113,21 @@ def test_benchmark_integration_quick_runs(tmp_path):
         assert table["Total"].between(0, 1).all()
     for suffix in ("_integration_runs.csv", "_integration.md"):
         assert Path(f"{out}{suffix}").stat().st_size > 0
+
+
+def test_geneformer_study_reports(tmp_path):
+    """The Geneformer study's summary and perturbation figure from run rows (the runs themselves
+    need a pretrained model: `python -m benchmarks.studies.geneformer pretrain`)."""
+    from benchmarks.studies.geneformer import plot_perturbation, summarize
+
+    runs = pd.DataFrame({"dataset": "d", "seed": [0, 1, 0, 1], "fraction": 0.1,
+                         "method": ["A", "A", "B", "B"], "macro_f1": [0.5, 0.7, 0.2, 0.4],
+                         "accuracy": [0.6, 0.8, 0.3, 0.5], "n_labelled": 10, "train_s": np.nan})
+    table = summarize([runs], tmp_path / "gf", "test")
+    assert np.allclose(table.set_index("method")["macro_f1"], [0.6, 0.3])
+    assert (table["seeds"] == 2).all() and (tmp_path / "gf.md").read_text().startswith("# Geneformer")
+    rng = np.random.default_rng(0)
+    cells = pd.DataFrame({"gene_set": ["IFN (Wilcoxon top)"] * 50 + ["random 0"] * 50,
+                          "toward_control": np.r_[rng.normal(0.3, 0.1, 50), rng.normal(0, 0.05, 50)]})
+    plot_perturbation(cells, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 10_000
