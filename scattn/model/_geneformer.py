@@ -23,7 +23,6 @@ from scattn.data import (
     LengthGroupedDataSplitter,
     align_to_genes,
     expressed_counts,
-    gene_ids,
     gene_nonzero_medians,
 )
 from scattn.module import GeneformerModule
@@ -272,12 +271,11 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
     # -- genes: matched by ID through the vocabulary -----------------------------------------
     @property
     def _registered_var_names(self) -> pd.Index:
-        return gene_ids(self.adata, self._setup_args.get("gene_id_key"))
+        return self._gene_names_of(self.adata, self._setup_args)
 
     def _align_matrix(self, matrix, adata: AnnData, *, min_gene_overlap: float):
-        key = self._setup_args.get("gene_id_key")
         try:
-            ids = gene_ids(adata, key)
+            ids = self._gene_names_of(adata, self._setup_args)
         except KeyError as err:
             raise KeyError(f"{err.args[0]} The model matches genes through that column; new data "
                            "need it too.") from None
@@ -291,13 +289,12 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
             raise ValueError(f"min_gene_overlap must be in [0, 1], got {min_gene_overlap}.")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # said below, once, with the model's genes
-            _, kept = self.vocabulary.match(ids, min_overlap=min_gene_overlap, what="adata")
+            self.vocabulary.match(ids, min_overlap=min_gene_overlap, what="adata")  # too few: an error
         readable = pd.Index(ids).isin(self._read_genes)
         if (~readable).any():
             warnings.warn(f"{int((~readable).sum())} of the {len(ids)} genes of adata are not in the "
                           "model's vocabulary (or not in the data it was set up with) and are dropped.",
                           UserWarning, stacklevel=5)
-        del kept
 
     @classmethod
     def _check_source(cls, source: Source, adata: AnnData, manager, *, min_gene_overlap: float) -> None:
@@ -308,9 +305,7 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
 
     # -- training ------------------------------------------------------------------------------
     def _make_splitter(self, manager, **kwargs):
-        columns = self._registered_columns(manager)
-        matrix = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        lengths = expressed_counts(matrix, columns)
+        lengths = expressed_counts(manager.get_from_registry(REGISTRY_KEYS.X_KEY), self._registered_columns())
         empty = int((lengths == 0).sum())
         if empty:
             raise ValueError(
@@ -324,8 +319,7 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
         """Minibatch inference over cells sorted by token count (a minibatch is padded to its
         longest cell), outputs returned in the order asked."""
         manager = self.adata_manager if adata is self.adata else self.get_anndata_manager(adata)
-        lengths = expressed_counts(manager.get_from_registry(REGISTRY_KEYS.X_KEY),
-                                   self._registered_columns(manager))
+        lengths = expressed_counts(manager.get_from_registry(REGISTRY_KEYS.X_KEY), self._registered_columns())
         idx = np.arange(adata.n_obs) if indices is None else np.asarray(indices).ravel()
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
@@ -335,7 +329,7 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
         inverse[order] = np.arange(len(order))
         return {k: v[inverse] for k, v in out.items()}
 
-    def _registered_columns(self, manager) -> np.ndarray:
+    def _registered_columns(self) -> np.ndarray:
         """Registered columns holding the genes the model reads (an aligned AnnData has the
         registered columns too)."""
         pos = self.module.genes.gene_index.cpu().numpy()

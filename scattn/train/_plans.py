@@ -22,8 +22,10 @@ class ObjectivePlan(TrainingPlan):
     schedule
         ``"linear"``: the learning rate rises linearly from 0 over the first `warmup_fraction`
         of the run's optimiser steps, then falls linearly to 0 (BERT's and Geneformer's
-        schedule), stepped every minibatch; replaces scvi-tools' plateau schedule. `None`:
-        scvi-tools' behaviour.
+        schedule), stepped every minibatch. ``"cosine"``: annealed from ``lr`` to
+        ``lr * 1e-2`` over the run's ``max_epochs`` on a cosine (Loshchilov and Hutter 2017),
+        stepped every epoch. Either replaces scvi-tools' plateau schedule. `None`: scvi-tools'
+        behaviour.
     warmup_fraction
         Share of the steps in warm-up (with ``schedule="linear"``).
     **kwargs
@@ -36,25 +38,30 @@ class ObjectivePlan(TrainingPlan):
                  **kwargs) -> None:
         if self.objective not in getattr(module, "objectives", ()):
             raise ValueError(f"{type(module).__name__} cannot be trained for {self.objective!r}.")
-        if schedule not in (None, "linear"):
-            raise ValueError(f"schedule must be None or 'linear', got {schedule!r}.")
+        if schedule not in (None, "linear", "cosine"):
+            raise ValueError(f"schedule must be None, 'linear' or 'cosine', got {schedule!r}.")
         if not 0 <= warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}.")
         if schedule and kwargs.get("reduce_lr_on_plateau"):
-            raise ValueError("Choose schedule='linear' or reduce_lr_on_plateau, not both.")
+            raise ValueError(f"Choose schedule={schedule!r} or reduce_lr_on_plateau, not both.")
         super().__init__(module, **kwargs)
         self.loss_kwargs["objective"] = self.objective
         self.schedule = schedule
         self.warmup_fraction = warmup_fraction
 
     def configure_optimizers(self):
-        """scvi-tools' optimiser, with the linear warm-up and decay when asked."""
+        """scvi-tools' optimiser, with the linear or cosine schedule when asked."""
         config = super().configure_optimizers()
         if self.schedule is None:
             return config
         import torch
 
         optimizer = config["optimizer"] if isinstance(config, dict) else config
+        if self.schedule == "cosine":
+            t_max = max(1, int(self.trainer.max_epochs or 1))
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max,
+                                                                   eta_min=self.lr * 1e-2)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = max(1, int(self.warmup_fraction * total)) if self.warmup_fraction else 0
 
@@ -96,7 +103,7 @@ class GenerativePlan(ObjectivePlan):
     cosine_annealing
         Anneal the learning rate from ``lr`` to ``lr * 1e-2`` over the run's ``max_epochs``
         on a cosine (Loshchilov and Hutter 2017), stepped every epoch; replaces scvi-tools'
-        plateau schedule.
+        plateau schedule (``schedule="cosine"`` of :class:`ObjectivePlan`).
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``weight_decay``,
         ``optimizer="AdamW"``, ``n_epochs_kl_warmup``...).
@@ -107,18 +114,7 @@ class GenerativePlan(ObjectivePlan):
     def __init__(self, module, *, cosine_annealing: bool = False, **kwargs) -> None:
         if cosine_annealing and kwargs.get("reduce_lr_on_plateau"):
             raise ValueError("Choose cosine_annealing or reduce_lr_on_plateau, not both.")
+        if cosine_annealing:
+            kwargs["schedule"] = "cosine"
         super().__init__(module, **kwargs)
         self.cosine_annealing = cosine_annealing
-
-    def configure_optimizers(self):
-        """scvi-tools' optimiser, with the cosine schedule when asked."""
-        config = super().configure_optimizers()
-        if not self.cosine_annealing:
-            return config
-        import torch
-
-        optimizer = config["optimizer"] if isinstance(config, dict) else config
-        t_max = max(1, int(self.trainer.max_epochs or 1))
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max,
-                                                               eta_min=self.lr * 1e-2)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

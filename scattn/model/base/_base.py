@@ -404,13 +404,16 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
 
     # -- starting from another model ------------------------------------------------------------
     @classmethod
-    def _gene_names_of(cls, adata: AnnData) -> pd.Index:
-        """The names a registered `adata`'s genes are matched by (``var_names``; the
-        ``gene_id_key`` column for models with a gene vocabulary)."""
+    def _gene_names_of(cls, adata: AnnData, setup_args: dict | None = None) -> pd.Index:
+        """The names `adata`'s genes are matched by: ``var_names``, or for models with a gene
+        vocabulary the ``gene_id_key`` column of `setup_args` (`None`: the set-up arguments
+        `adata` was last registered with)."""
         key = None
         if cls._gene_ids:
-            manager = cls._get_most_recent_anndata_manager(adata)
-            key = None if manager is None else manager.registry["setup_args"].get("gene_id_key")
+            if setup_args is None:
+                manager = cls._get_most_recent_anndata_manager(adata)
+                setup_args = {} if manager is None else manager.registry["setup_args"]
+            key = setup_args.get("gene_id_key")
         if key is None:
             return pd.Index(adata.var_names)
         from scattn.data import gene_ids
