@@ -9,12 +9,12 @@ from anndata import AnnData
 
 logger = logging.getLogger("scattn")
 
-_SLOTS = ("obs", "obsm", "layers", "uns")
+_SLOTS = ("obs", "var", "obsm", "layers", "uns")
 _MISSING = object()
 
 
 def write_results(adata: AnnData, items: Iterable[tuple[str, str, object]], *, by: str) -> None:
-    """Assign every ``(slot, key, value)`` into `adata` (slot: obs, obsm, layers or uns).
+    """Assign every ``(slot, key, value)`` into `adata` (slot: obs, var, obsm, layers or uns).
 
     Either all are written or, if one assignment fails, none: the values that were there
     before are put back. A key that already holds something is overwritten, as scanpy does,

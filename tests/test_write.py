@@ -25,7 +25,7 @@ def test_failure_after_the_first_key_undoes_everything(caplog):
         write_results(adata, [("obs", "a", np.zeros(20)), ("uns", "u", {})], by="test")
     assert "test overwrites obs['a']" in caplog.text and "uns" not in caplog.text.split("overwrites")[1]
     with pytest.raises(ValueError, match="Unknown AnnData slot"):
-        write_results(adata, [("var", "x", 1)], by="test")
+        write_results(adata, [("varm", "x", 1)], by="test")
 
 
 def test_predict_that_fails_midway_leaves_no_trace(trained_cfan, monkeypatch):
@@ -46,3 +46,16 @@ def test_predict_that_fails_midway_leaves_no_trace(trained_cfan, monkeypatch):
         model.predict(query)
     pd.testing.assert_frame_equal(query.obs, snapshot[0])
     assert (set(query.obsm), set(query.layers), set(query.uns)) == snapshot[1:]
+
+
+def test_var_columns_are_written_all_or_nothing():
+    adata = make_counts(20, n_genes=20)
+    adata.var["mine"] = "kept"
+    before = adata.var.copy()
+    column = pd.Series(pd.Categorical(["p1"] * 20), index=adata.var_names)
+    with pytest.raises(ValueError):
+        write_results(adata, [("var", "mine", column), ("var", "new", np.arange(20)),
+                              ("obsm", "X_bad", np.zeros((3, 2)))], by="test")  # wrong shape
+    pd.testing.assert_frame_equal(adata.var, before)
+    write_results(adata, [("var", "program", column), ("uns", "program", {})], by="test")
+    assert list(adata.var["program"]) == ["p1"] * 20 and "program" in adata.uns

@@ -3,7 +3,8 @@
 from ._cfan import CFAN
 from ._cgran import CGRAN
 from ._geneformer import Geneformer
+from ._scgpt import SCGPT
 from ._scvit import SCVIT
 from ._sims import SIMS
 
-__all__ = ["CFAN", "CGRAN", "SCVIT", "SIMS", "Geneformer"]
+__all__ = ["CFAN", "CGRAN", "SCGPT", "SCVIT", "SIMS", "Geneformer"]

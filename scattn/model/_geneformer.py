@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
@@ -20,9 +18,6 @@ from scattn._settings import settings
 from scattn.data import (
     SPECIAL_TOKENS,
     GeneVocabulary,
-    LengthGroupedDataSplitter,
-    align_to_genes,
-    expressed_counts,
     gene_nonzero_medians,
 )
 from scattn.module import GeneformerModule
@@ -35,7 +30,7 @@ from .base import (
     LatentMixin,
     PretrainingMixin,
     ScattnModel,
-    Source,
+    VocabularyMixin,
 )
 
 logger = logging.getLogger(__name__)
@@ -50,7 +45,8 @@ PRESETS: dict[str, dict] = {
 
 
 @scattn_dsp.dedent
-class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin, ScattnModel):
+class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
+                 ScattnModel):
     """Geneformer-style transformer (Theodoris et al. 2023): a BERT encoder over each cell's
     genes in rank-value order.
 
@@ -122,8 +118,6 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
     _module_cls = GeneformerModule
     _key = "geneformer"
     _labels = "optional"
-    _gene_ids = True
-    _library_over_all_genes = False
     _default_lr = 5e-4
     _default_train_batch_size = 32
     _attention_description = "attention the gene tokens receive from <cls>, last layer, mean over heads"
@@ -180,11 +174,6 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
             f"{arch['max_length']} tokens, {self.module.pooling} pooling"
         )
         self._record_init_params(locals())
-
-    @property
-    def vocabulary(self) -> GeneVocabulary:
-        """The model's gene vocabulary (special tokens, then its genes)."""
-        return GeneVocabulary(self.var_names_, self.module.special_tokens)
 
     @classmethod
     def from_huggingface(
@@ -262,79 +251,13 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
 
     def _fit_vocabulary(self) -> FittedState:
         """Every registered gene, and its non-zero median on the registered cells."""
-        ids = self._registered_var_names
+        state = self._vocabulary_state()
         matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         medians = gene_nonzero_medians(matrix, expression=self._setup_args["expression"])
-        return FittedState([str(g) for g in ids], np.arange(len(ids)),
-                           {"gene_medians": torch.as_tensor(medians, dtype=torch.float32)})
-
-    # -- genes: matched by ID through the vocabulary -----------------------------------------
-    @property
-    def _registered_var_names(self) -> pd.Index:
-        return self._gene_names_of(self.adata, self._setup_args)
-
-    def _align_matrix(self, matrix, adata: AnnData, *, min_gene_overlap: float):
-        try:
-            ids = self._gene_names_of(adata, self._setup_args)
-        except KeyError as err:
-            raise KeyError(f"{err.args[0]} The model matches genes through that column; new data "
-                           "need it too.") from None
-        self._match_vocabulary(ids, min_gene_overlap=min_gene_overlap)
-        return align_to_genes(matrix, ids, self._registered_var_names, model_genes=self._read_genes,
-                              min_overlap=0.0, warn_missing=False)
-
-    def _match_vocabulary(self, ids: pd.Index, *, min_gene_overlap: float) -> None:
-        """Warn about genes outside the vocabulary; an error when too few are in it."""
-        if not 0 <= min_gene_overlap <= 1:
-            raise ValueError(f"min_gene_overlap must be in [0, 1], got {min_gene_overlap}.")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # said below, once, with the model's genes
-            self.vocabulary.match(ids, min_overlap=min_gene_overlap, what="adata")  # too few: an error
-        readable = pd.Index(ids).isin(self._read_genes)
-        if (~readable).any():
-            warnings.warn(f"{int((~readable).sum())} of the {len(ids)} genes of adata are not in the "
-                          "model's vocabulary (or not in the data it was set up with) and are dropped.",
-                          UserWarning, stacklevel=5)
-
-    @classmethod
-    def _check_source(cls, source: Source, adata: AnnData, manager, *, min_gene_overlap: float) -> None:
-        """Tokens are ranks, the same for counts and log1p values: any kind of data may start
-        from the source; the overlap is judged on `adata`'s genes in the vocabulary."""
-        vocab = GeneVocabulary(source.var_names, source.init_params.get("special_tokens", SPECIAL_TOKENS))
-        vocab.match(cls._gene_names_of(adata), min_overlap=min_gene_overlap, what="adata")
+        state.buffers["gene_medians"] = torch.as_tensor(medians, dtype=torch.float32)
+        return state
 
     # -- training ------------------------------------------------------------------------------
-    def _make_splitter(self, manager, **kwargs):
-        lengths = expressed_counts(manager.get_from_registry(REGISTRY_KEYS.X_KEY), self._registered_columns())
-        empty = int((lengths == 0).sum())
-        if empty:
-            raise ValueError(
-                f"{empty} cells express none of the model's {len(self._read_genes)} vocabulary genes "
-                "and have no tokens; remove them first (e.g. `sc.pp.filter_cells(adata, min_genes=1)` "
-                "on the model's genes)."
-            )
-        return LengthGroupedDataSplitter(manager, lengths=lengths, seed=settings.seed or 0, **kwargs)
-
-    def _run_inference(self, adata: AnnData, *, indices=None, **kwargs):
-        """Minibatch inference over cells sorted by token count (a minibatch is padded to its
-        longest cell), outputs returned in the order asked."""
-        manager = self.adata_manager if adata is self.adata else self.get_anndata_manager(adata)
-        lengths = expressed_counts(manager.get_from_registry(REGISTRY_KEYS.X_KEY), self._registered_columns())
-        idx = np.arange(adata.n_obs) if indices is None else np.asarray(indices).ravel()
-        if idx.dtype == bool:
-            idx = np.flatnonzero(idx)
-        order = np.argsort(-lengths[idx], kind="stable")
-        out = super()._run_inference(adata, indices=idx[order], **kwargs)
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        return {k: v[inverse] for k, v in out.items()}
-
-    def _registered_columns(self) -> np.ndarray:
-        """Registered columns holding the genes the model reads (an aligned AnnData has the
-        registered columns too)."""
-        pos = self.module.genes.gene_index.cpu().numpy()
-        return np.sort(pos[pos < self.module.genes.n_input])
-
     def pretrain(
         self,
         adata: AnnData | None = None,
@@ -447,11 +370,8 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
             Passed to :meth:`scattn.model.base.ClassifierMixin.train`.
         """
         batch_size = batch_size or self._default_train_batch_size
-        steps = max(1, -(-int(round(self.adata.n_obs * train_size)) // batch_size))  # per epoch
-        if max_epochs is None:
-            max_epochs = max(30, -(-300 // steps))
-        if early_stopping_patience is None:
-            early_stopping_patience = max(5, -(-100 // steps))
+        max_epochs, early_stopping_patience = self._step_budget(
+            self.adata.n_obs, train_size, batch_size, max_epochs, early_stopping_patience)
         plan = dict(optimizer="AdamW", weight_decay=weight_decay, schedule="linear",
                     warmup_fraction=warmup_fraction, eps=1e-6)
         plan.update(plan_kwargs or {})
@@ -460,18 +380,6 @@ class Geneformer(PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
                              early_stopping_patience=early_stopping_patience, plan_kwargs=plan, **kwargs)
 
     # -- analyses ------------------------------------------------------------------------------
-    def _gene_positions(self, genes: Sequence[str]) -> torch.Tensor:
-        """Positions of `genes` (IDs) among the model's genes; an error for unknown ones."""
-        genes = [str(g) for g in ([genes] if isinstance(genes, str) else genes)]
-        if not genes:
-            raise ValueError("Give at least one gene.")
-        pos = pd.Index(self.var_names_).get_indexer(genes)
-        unknown = [g for g, p in zip(genes, pos, strict=True) if p < 0]
-        if unknown:
-            raise ValueError(f"{len(unknown)} genes are not in the model's vocabulary: "
-                             f"{', '.join(unknown[:5])}.")
-        return torch.as_tensor(pos, dtype=torch.long)
-
     @scattn_dsp.dedent
     def get_perturbed_representation(
         self, adata: AnnData | None = None, indices=None, *, genes: Sequence[str],

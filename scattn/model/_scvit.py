@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
@@ -17,10 +16,8 @@ from scvi.model.base import RNASeqMixin, VAEMixin
 
 from scattn._docs import scattn_dsp
 from scattn._settings import settings
-from scattn._version import __version__
-from scattn._write import write_results
 from scattn.data import check_input, check_not_empty, order_genes
-from scattn.module import MODULE_KEYS, SCVITModule
+from scattn.module import SCVITModule
 from scattn.train import GenerativePlan
 
 from .base import AttentionMixin, EmbeddingResult, FittedState, ScattnModel, Source
@@ -418,27 +415,10 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         ``adata.uns[key]["params"]``
             Model class, scattn version, keys, ``attention_top_k``, what the attribution is.
         """
-        if attention_top_k < 1:
-            raise ValueError(f"attention_top_k must be >= 1, got {attention_top_k}.")
-        self._check_if_trained(warn=True)
-        key = self._key if key_added is None else key_added
-        target = self.adata if adata is None else adata
-        with self._aligned(adata, min_gene_overlap=min_gene_overlap) as internal:
-            out = self._run_inference(internal, batch_size=batch_size, attention_top_k=attention_top_k,
-                                      keys=("qz_mean",))
-        attention = self._attention_in_genes_of(out[MODULE_KEYS.ATTENTION], target.var_names)
-        params = {"model": type(self).__name__, "scattn_version": __version__, "key_added": key,
-                  "attention_top_k": attention_top_k, "n_model_genes": len(self.var_names_),
-                  "attention": self._attention_description,
-                  "batch_key": self._setup_args.get("batch_key")}
-        result = EmbeddingResult(out["qz_mean"], attention, target.var_names.copy(),
-                                 {k: v for k, v in params.items() if v is not None})
-        if not inplace:
-            return result
-        write_results(target, [("obsm", f"X_{key}", result.embedding.astype(np.float32)),
-                               ("layers", f"{key}_attention", attention),
-                               ("uns", key, {"params": result.params})], by="SCVIT.predict")
-        return None
+        return self._predict_embedding(adata, key_added=key_added, inplace=inplace,
+                                       attention_top_k=attention_top_k, batch_size=batch_size,
+                                       min_gene_overlap=min_gene_overlap, z_key="qz_mean",
+                                       params={"batch_key": self._setup_args.get("batch_key")})
 
     # -- reference mapping ------------------------------------------------------------------------
     @classmethod

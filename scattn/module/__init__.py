@@ -5,10 +5,12 @@ from ._cfan import CFANModule
 from ._cgran import CGRANModule
 from ._constants import MODULE_KEYS, OBJECTIVES
 from ._geneformer import GeneformerModule
+from ._scgpt import SCGPTModule
 from ._scvit import SCVITModule
 from ._sims import SIMSModule
 
 __all__ = [
+    "SCGPTModule",
     "MODULE_KEYS",
     "OBJECTIVES",
     "CFANModule",

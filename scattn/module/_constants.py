@@ -26,6 +26,8 @@ class _ModuleKeys(NamedTuple):
     """Masked pretraining: the values to reconstruct."""
     HIDDEN: str = "hidden"
     """Masked pretraining: ``(B, g)`` 1 where an input was hidden and is scored."""
+    EXPRESSION: str = "expression"
+    """``(B, g)`` predicted expression of every model gene (scGPT's cell-level decoder)."""
 
 
 class _Objectives(NamedTuple):
@@ -35,9 +37,16 @@ class _Objectives(NamedTuple):
     """Reconstruct hidden inputs (``module.masked_loss``), labels never read."""
     GENERATIVE: str = "generative"
     """Likelihood of the observed data (``module.generative_loss``), e.g. an autoencoder."""
+    MULTITASK: str = "multitask"
+    """A weighted sum of a module's named tasks (``module.multitask_loss``), the weights chosen
+    by the training plan (scGPT's GEP, GEPC, ECS, DAR, CLS)."""
 
 
 #: keys of the dicts that modules' ``inference`` returns
 MODULE_KEYS = _ModuleKeys()
 #: training objectives; a training plan names one, the module's ``loss`` runs it
 OBJECTIVES = _Objectives()
+
+#: registry key of the cell-level condition (e.g. stimulation) that ``setup_anndata(condition_key=)``
+#: registers
+CONDITION_KEY = "condition"

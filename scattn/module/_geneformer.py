@@ -29,7 +29,7 @@ from scvi.module.base import LossOutput, auto_move_data
 from torch import nn
 
 from scattn._docs import scattn_dsp
-from scattn.nn import MaskedTokenHead, TokenEncoder, padding_mask, rank_tokens
+from scattn.nn import MaskedTokenHead, TokenEncoder, padding_mask, rank_tokens, tokens_to_genes
 
 from ._base import PanelModule
 from ._constants import MODULE_KEYS, OBJECTIVES
@@ -188,12 +188,6 @@ class GeneformerModule(PanelModule):
         real = (torch.arange(t, device=weights.device)[None, :] < lengths[:, None]).to(weights.dtype)
         return (weights * real[:, None, :, None]).sum(2) / lengths[:, None, None].to(weights.dtype)
 
-    def _to_genes(self, per_token: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` values of tokens -> ``(B, g)`` over the model's genes (0 where no token)."""
-        out = per_token.new_zeros(per_token.shape[0], self.genes.n_genes)
-        is_gene = genes >= 0
-        return out.scatter_add_(1, genes.clamp_min(0), per_token * is_gene.to(per_token.dtype))
-
     # -- forward -----------------------------------------------------------------------------
     @auto_move_data
     def inference(self, x: torch.Tensor, return_attention: bool = False, mask_ratio: float | None = None,
@@ -221,7 +215,7 @@ class GeneformerModule(PanelModule):
             out[MODULE_KEYS.TARGET] = ids[chosen]
         if weights:
             received = self._received(weights[-1], lengths).mean(1)
-            out[MODULE_KEYS.ATTENTION] = self._to_genes(received, genes)
+            out[MODULE_KEYS.ATTENTION] = tokens_to_genes(received, genes, self.genes.n_genes)
         return out
 
     @torch.no_grad()

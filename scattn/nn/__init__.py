@@ -1,6 +1,14 @@
 """Reusable torch blocks."""
 
 from ._attention import SelfAttention
+from ._expression import (
+    CategoryEncoder,
+    CellExpressionDecoder,
+    ExpressionDecoder,
+    MLPHead,
+    ValueEncoder,
+    reverse_gradient,
+)
 from ._feature_attention import FeatureExtractors, FeatureSelfAttention
 from ._gene_panel import GenePanel, PanelInput
 from ._local_attention import (
@@ -28,10 +36,19 @@ from ._tabnet import (
     sparsemax,
 )
 from ._token_model import MaskedTokenHead, TokenEncoder
-from ._tokens import rank_tokens
+from ._tokens import bin_values, expressed_tokens, rank_tokens, tokens_to_genes
 from ._transformer import TransformerBlock, padding_mask
 
 __all__ = [
+    "tokens_to_genes",
+    "reverse_gradient",
+    "expressed_tokens",
+    "bin_values",
+    "ValueEncoder",
+    "MLPHead",
+    "ExpressionDecoder",
+    "CellExpressionDecoder",
+    "CategoryEncoder",
     "AttentiveTransformer",
     "ConvPatchStem",
     "CovariateLinear",

@@ -49,3 +49,67 @@ def rank_tokens(values: torch.Tensor, token_ids: torch.Tensor, *, max_length: in
         columns = torch.cat([torch.full((b, 1), -1, dtype=columns.dtype, device=columns.device),
                              columns], dim=1)
     return ids, lengths, columns
+
+
+def bin_values(values: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Per-cell quantile bins of the non-zero values of a dense minibatch (scGPT's value
+    binning, vectorised).
+
+    Zero (or negative) stays bin 0. The positive values of a cell are mapped onto bins
+    ``1 .. n_bins - 1`` by their position among the cell's own positive values, as scGPT's
+    ``digitize`` against ``n_bins - 1`` quantiles from the minimum to the maximum does: a value
+    ``v`` whose last copy sits at 0-based position ``j`` of the cell's ``n`` sorted positive
+    values gets ``1 + floor((n_bins - 2) * j / (n - 1))`` (the minimum bin 1, the maximum bin
+    ``n_bins - 1``; ``n = 1``: bin ``n_bins - 1``), ties sharing a bin. Per cell and rank-based,
+    bins do not depend on the library size or on a log transform.
+
+    Parameters
+    ----------
+    values
+        ``(B, G)`` expression (counts or any monotone transform of them).
+    n_bins
+        Number of bins, bin 0 included (scGPT: 51).
+
+    Returns
+    -------
+    ``(B, G)`` long bin indices in ``0 .. n_bins - 1``.
+    """
+    if n_bins < 3:
+        raise ValueError(f"n_bins must be >= 3, got {n_bins}.")
+    positive = values > 0
+    x = values.masked_fill(~positive, 0)
+    ordered, _ = torch.sort(x, dim=1)
+    at_most = torch.searchsorted(ordered.contiguous(), x.contiguous(), right=True)  # values <= v
+    n_zero = (~positive).sum(dim=1, keepdim=True)
+    n_pos = positive.sum(dim=1, keepdim=True)
+    j = (at_most - n_zero - 1).clamp_min(0)
+    bins = 1 + torch.div((n_bins - 2) * j, (n_pos - 1).clamp_min(1), rounding_mode="floor")
+    bins = torch.where(n_pos == 1, torch.full_like(bins, n_bins - 1), bins)
+    return bins.masked_fill(~positive, 0)
+
+
+def expressed_tokens(values: torch.Tensor, token_ids: torch.Tensor, *, max_length: int, pad_id: int = 0,
+                     cls_id: int | None = None, generator: torch.Generator | None = None,
+                     sample: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tokens of each cell's expressed genes (scGPT's input: non-zero genes only).
+
+    Like :func:`rank_tokens` (same outputs), but when a cell expresses more than
+    ``max_length`` (minus ``<cls>``) genes, ``sample=True`` keeps a uniform random subset of
+    them (scGPT's training) and ``sample=False`` the most expressed ones (deterministic, for
+    inference). Token order carries no meaning for a model without position embeddings.
+    """
+    if sample:
+        keys = torch.rand(values.shape, generator=generator, device=values.device) + 1.0
+        keys = keys.masked_fill(~(values > 0), 0)
+    else:
+        keys = values
+    return rank_tokens(keys, token_ids, max_length=max_length, pad_id=pad_id, cls_id=cls_id)
+
+
+def tokens_to_genes(per_token: torch.Tensor, columns: torch.Tensor, n_genes: int) -> torch.Tensor:
+    """``(B, T)`` values of tokens -> ``(B, n_genes)`` by each token's column (`columns` from
+    :func:`rank_tokens`, -1 for special tokens and padding, which are dropped); 0 where a
+    cell has no token of that gene."""
+    out = per_token.new_zeros(per_token.shape[0], n_genes)
+    is_gene = columns >= 0
+    return out.scatter_add_(1, columns.clamp_min(0), per_token * is_gene.to(per_token.dtype))

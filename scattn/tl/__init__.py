@@ -2,6 +2,8 @@
 
 from ._attention_shift import attention_shift
 from ._evaluate import evaluate
+from ._gene_network import gene_network
+from ._gene_programs import gene_programs
 from ._gene_sets import gene_sets_from_attention
 from ._markers import attention_markers, marker_genes_from_attention
 from ._novelty import novelty, unknown_threshold
@@ -11,6 +13,8 @@ __all__ = [
     "attention_markers",
     "attention_shift",
     "evaluate",
+    "gene_network",
+    "gene_programs",
     "gene_sets_from_attention",
     "in_silico_perturbation",
     "marker_genes_from_attention",

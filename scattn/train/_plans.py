@@ -118,3 +118,59 @@ class GenerativePlan(ObjectivePlan):
             kwargs["schedule"] = "cosine"
         super().__init__(module, **kwargs)
         self.cosine_annealing = cosine_annealing
+
+
+class MultiTaskPlan(ObjectivePlan):
+    """Train a weighted sum of a module's named tasks (``module.multitask_loss``), e.g.
+    scGPT's GEP, GEPC, ECS, DAR and CLS, each switched on by a positive weight.
+
+    Every forward pass (training and validation) masks a share of the tokens when a task
+    needs it (``"gep"``), drawn per minibatch from `mask_ratio` when it is a sequence (scGPT's
+    pretraining draws from 0.25, 0.5 and 0.75), optionally under the generative attention mask.
+
+    Parameters
+    ----------
+    module
+        A module with the ``multitask`` objective (its ``TASKS`` name the tasks).
+    weights
+        Task -> weight; tasks with weight 0 or absent are off.
+    mask_ratio
+        Share of gene tokens masked, or several to draw from per minibatch.
+    generative
+        Masked tokens attend only to the known tokens and themselves.
+    **kwargs
+        Passed to :class:`ObjectivePlan` (``lr``, ``schedule``, ``weight_decay``...).
+    """
+
+    objective = OBJECTIVES.MULTITASK
+
+    def __init__(self, module, *, weights: dict[str, float], mask_ratio: float | tuple[float, ...] = 0.4,
+                 generative: bool = False, **kwargs) -> None:
+        tasks = getattr(type(module), "tasks", None) or ()
+        weights = {str(k): float(v) for k, v in weights.items()}
+        unknown = sorted(set(weights) - set(tasks))
+        if unknown:
+            raise ValueError(f"{type(module).__name__} has no task {unknown}; its tasks are "
+                             f"{', '.join(tasks)}.")
+        if any(w < 0 for w in weights.values()):
+            raise ValueError(f"Task weights must be >= 0, got {weights}.")
+        if not any(weights.values()):
+            raise ValueError("Give at least one task a positive weight.")
+        ratios = (mask_ratio,) if isinstance(mask_ratio, int | float) else tuple(mask_ratio)
+        if not ratios or not all(0 < r < 1 for r in ratios):
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}.")
+        super().__init__(module, **kwargs)
+        self.weights = {k: v for k, v in weights.items() if v > 0}
+        self.loss_kwargs["weights"] = self.weights
+        self.mask_ratios = ratios
+        self.generative = generative
+
+    def inference_kwargs(self) -> dict:
+        """The tasks to compute, and the mask of this minibatch."""
+        import torch
+
+        kwargs = {"tasks": tuple(self.weights)}
+        if "gep" in self.weights:
+            i = int(torch.randint(len(self.mask_ratios), ())) if len(self.mask_ratios) > 1 else 0
+            kwargs.update(mask_ratio=self.mask_ratios[i], generative=self.generative)
+        return kwargs

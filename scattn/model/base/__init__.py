@@ -7,6 +7,7 @@
 * :class:`ClassifierMixin`: ``train`` for labels, ``predict``, ``predict_proba``.
 * :class:`PretrainingMixin`: ``pretrain``, ``is_pretrained_``, ``from_pretrained``.
 * :class:`QueryMixin`: ``load_query_data``.
+* :class:`VocabularyMixin`: gene-token models matching genes by ID through a vocabulary.
 """
 
 from ._attention import AttentionMixin
@@ -19,6 +20,7 @@ from ._panel import GenePanelClassifier
 from ._pretraining import PretrainingMixin
 from ._query import QueryMixin
 from ._results import EmbeddingResult, PredictionResult
+from ._vocabulary import VocabularyMixin
 
 __all__ = [
     "UNKNOWN",
@@ -34,5 +36,6 @@ __all__ = [
     "QueryMixin",
     "ScattnModel",
     "Source",
+    "VocabularyMixin",
     "validate_setup",
 ]

@@ -9,7 +9,11 @@ from scipy import sparse
 
 from scattn._attribution import attention_markers
 from scattn._docs import scattn_dsp
+from scattn._version import __version__
+from scattn._write import write_results
 from scattn.module import MODULE_KEYS
+
+from ._results import EmbeddingResult
 
 
 class AttentionMixin:
@@ -85,3 +89,31 @@ class AttentionMixin:
             attention, groups, var_names, n_top=top_k, n_genes=n_genes,
             groupby=f"{key}_prediction", layer=f"{key}_attention",
         )
+
+    def _predict_embedding(self, adata: AnnData | None, *, key_added: str | None, inplace: bool,
+                           attention_top_k: int, batch_size: int | None, min_gene_overlap: float,
+                           z_key: str = MODULE_KEYS.Z, params: dict | None = None) -> EmbeddingResult | None:
+        """``predict`` of a model without a classifier: the embedding (``obsm[f"X_{key}"]``), the
+        top-k attribution layer and ``uns[key]["params"]`` (written all or nothing), or an
+        :class:`EmbeddingResult` with ``inplace=False``. Needs the attention mixin."""
+        if attention_top_k < 1:
+            raise ValueError(f"attention_top_k must be >= 1, got {attention_top_k}.")
+        self._check_if_trained(warn=True)
+        key = self._key if key_added is None else key_added
+        target = self.adata if adata is None else adata
+        with self._aligned(adata, min_gene_overlap=min_gene_overlap) as internal:
+            out = self._run_inference(internal, batch_size=batch_size, attention_top_k=attention_top_k,
+                                      keys=(z_key,))
+        attention = self._attention_in_genes_of(out[MODULE_KEYS.ATTENTION], target.var_names)
+        info = {"model": type(self).__name__, "scattn_version": __version__, "key_added": key,
+                "attention_top_k": attention_top_k, "n_model_genes": len(self.var_names_),
+                "attention": self._attention_description, **(params or {})}
+        result = EmbeddingResult(out[z_key], attention, target.var_names.copy(),
+                                 {k: v for k, v in info.items() if v is not None})
+        if not inplace:
+            return result
+        write_results(target, [("obsm", f"X_{key}", result.embedding.astype(np.float32)),
+                               ("layers", f"{key}_attention", attention),
+                               ("uns", key, {"params": result.params})],
+                      by=f"{type(self).__name__}.predict")
+        return None

@@ -124,6 +124,9 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
     _covariates = False
     #: whether `setup_anndata` takes a ``gene_id_key`` (models with a gene vocabulary)
     _gene_ids = False
+    #: whether `setup_anndata` takes a ``condition_key`` (a cell-level condition, e.g.
+    #: stimulation, registered as ``scattn.module._constants.CONDITION_KEY``)
+    _condition_key = False
 
     # -- set-up ---------------------------------------------------------------------------
     @classmethod
@@ -139,6 +142,7 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         batch_key: str | None = None,
         categorical_covariate_keys: list[str] | None = None,
         gene_id_key: str | None = None,
+        condition_key: str | None = None,
         **kwargs,
     ) -> None:
         """Register `adata` with the model.
@@ -172,6 +176,9 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
             For models with a gene vocabulary (Geneformer): the ``adata.var`` column holding the
             gene IDs the vocabulary uses (e.g. Ensembl IDs); `None`: ``adata.var_names``. New
             data is matched through the same column.
+        condition_key
+            For models with condition tokens (SCGPT): the ``adata.obs`` column of each cell's
+            condition (e.g. control vs stimulated, a perturbation); other models refuse it.
 
         Notes
         -----
@@ -186,6 +193,9 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         classes = None if classes is None else [str(c) for c in classes]
         setup_method_args = cls._get_setup_method_args(**locals())
         cls._check_setup_keys(labels_key, batch_key, categorical_covariate_keys)
+        if condition_key is not None and not cls._condition_key:
+            raise ValueError(f"{cls.__name__} has no condition tokens; call setup_anndata without "
+                             "condition_key.")
         if gene_id_key is not None and not cls._gene_ids:
             raise ValueError(f"{cls.__name__} matches genes by adata.var_names; call setup_anndata "
                              "without gene_id_key.")
@@ -196,11 +206,13 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         if "source_registry" not in kwargs:
             validate_setup(adata, labels_key, layer, expression, unlabeled_category, classes=classes,
                            obs_keys=covariate_keys({"batch_key": batch_key, "categorical_covariate_keys":
-                                                    categorical_covariate_keys}))
+                                                    categorical_covariate_keys,
+                                                    "condition_key": condition_key}))
         fields = cls._anndata_fields(layer=layer, expression=expression, labels_key=labels_key,
                                      unlabeled_category=unlabeled_category, classes=classes,
                                      batch_key=batch_key,
-                                     categorical_covariate_keys=categorical_covariate_keys)
+                                     categorical_covariate_keys=categorical_covariate_keys,
+                                     condition_key=condition_key)
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
@@ -223,9 +235,9 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
 
     @classmethod
     def _anndata_fields(cls, *, layer, expression, labels_key, unlabeled_category, classes,
-                        batch_key, categorical_covariate_keys) -> list:
-        """The scvi-tools fields this model registers (expression; labels, batch, covariates
-        where given)."""
+                        batch_key, categorical_covariate_keys, condition_key=None) -> list:
+        """The scvi-tools fields this model registers (expression; labels, batch, covariates,
+        condition where given)."""
         fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=expression == "counts")]
         if labels_key is not None:
             fields.append(LabelsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category,
@@ -234,6 +246,10 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
             fields.append(CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key))
         if categorical_covariate_keys:
             fields.append(CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys))
+        if condition_key is not None:
+            from scattn.module._constants import CONDITION_KEY
+
+            fields.append(CategoricalObsField(CONDITION_KEY, condition_key))
         return fields
 
     # -- fields as the model sees them ---------------------------------------------------------

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 def covariate_keys(setup_args: dict) -> list[str]:
     """obs columns besides labels in set-up arguments: the batch key, categorical covariates."""
-    keys = [setup_args.get("batch_key"), *(setup_args.get("categorical_covariate_keys") or [])]
+    keys = [setup_args.get("batch_key"), *(setup_args.get("categorical_covariate_keys") or []),
+            setup_args.get("condition_key")]
     return [k for k in keys if k]
 
 
@@ -140,11 +141,37 @@ class AlignedDataMixin:
             if key not in adata.obs:
                 raise KeyError(f"adata.obs has no {key!r} column, which the model was set up with.")
             obs[key] = adata.obs[key].to_numpy()
+        self._check_levels(obs)
         var = pd.DataFrame({PRESENT: present}, index=self._registered_var_names)
         internal = AnnData(X=aligned, obs=obs, var=var)
         if layer is not None:
             internal.layers[layer] = aligned
         return internal
+
+    #: set-up arguments whose obs column must hold only levels seen in training when data are
+    #: aligned (a model taking new batches through ``load_query_data`` leaves ``batch_key`` out)
+    _known_levels_only: tuple[str, ...] = ("condition_key",)
+
+    def _check_levels(self, obs: pd.DataFrame) -> None:
+        """A clear error when a batch or condition column holds levels the model never saw."""
+        from scattn.module._constants import CONDITION_KEY
+
+        registry = {"batch_key": REGISTRY_KEYS.BATCH_KEY, "condition_key": CONDITION_KEY}
+        for arg in self._known_levels_only:
+            registry_key = registry[arg]
+            key = self._setup_args.get(arg)
+            if key is None or registry_key not in self.adata_manager.data_registry:
+                continue
+            known = pd.Index(self.adata_manager.get_state_registry(registry_key).categorical_mapping).astype(str)
+            new = sorted(set(pd.Index(obs[key]).astype(str)) - set(known))
+            if new:
+                raise ValueError(
+                    f"adata.obs[{key!r}] holds {len(new)} level(s) the model was not trained with: "
+                    f"{', '.join(map(repr, new[:5]))} (known: {', '.join(map(repr, known[:10]))}). "
+                    + ("Map them to known levels, or train on them "
+                       "(scVI-like models: `load_query_data`)." if arg == "batch_key" else
+                       "Choose one of the known conditions.")
+                )
 
     #: whether the model's input depends on library sizes over every registered gene (a
     #: warning when new data lack some); rank-based tokens do not
