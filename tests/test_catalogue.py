@@ -853,6 +853,63 @@ def _(ctx):
     _geneformer(ctx).get_perturbed_representation(_data(20, seed=7), genes=["NOT_A_GENE"])
 
 
+# -- scGPT (conditions, tasks, response) ------------------------------------------------------------
+_TINY_GPT = {"n_layers": 1, "d_model": 8, "n_heads": 2, "d_ff": 16, "max_length": 16}
+
+
+def _scgpt(ctx):
+    """An SCGPT with two conditions on the tiny data, trained one epoch (made once)."""
+    if "scgpt" not in ctx:
+        d = _data(60)
+        d.obs["condition"] = np.where(np.arange(60) % 2, "stimulated", "control")
+        sa.model.SCGPT.setup_anndata(d, layer="counts", condition_key="condition")
+        m = sa.model.SCGPT(d, **_TINY_GPT)
+        m.train(max_epochs=1, accelerator="cpu")
+        ctx["scgpt"] = (m, d)
+    return ctx["scgpt"]
+
+
+@case("scgpt-unseen-condition", "predict", "a condition level the model was not trained with", "raises", "level.*not trained with")
+def _(ctx):
+    m, d = _scgpt(ctx)
+    q = d.copy()
+    q.obs["condition"] = "IFN-gamma"
+    m.get_latent_representation(q)
+
+
+@case("scgpt-response-unknown-condition", "tools", "a response asked under an unknown condition", "raises", "not one the model was trained with")
+def _(ctx):
+    m, d = _scgpt(ctx)
+    m.predict_response(d, condition="IFN-gamma")
+
+
+@case("scgpt-condition-key-elsewhere", "set-up", "condition_key for a model without condition tokens", "raises", "has no condition tokens")
+def _(ctx):
+    d = _data(30)
+    d.obs["condition"] = "control"
+    sa.model.CFAN.setup_anndata(d, labels_key="label", layer="counts", condition_key="condition")
+
+
+@case("scgpt-dar-without-batches", "training", "adversarial batch removal without batches", "raises", "needs at least two batches")
+def _(ctx):
+    m, _ = _scgpt(ctx)
+    m.train(max_epochs=1, tasks=("gep", "dar"))
+
+
+@case("scgpt-non-counts", "set-up", "scGPT set up for counts on non-integer values", "raises", "(?i)non-integer|count")
+def _(ctx):
+    d = _data(30)
+    d.layers["counts"] = d.layers["counts"] * 0.37
+    sa.model.SCGPT.setup_anndata(d, layer="counts")
+
+
+@case("scgpt-bad-checkpoint", "model", "a directory that is not an scGPT checkpoint", "raises", "not an scGPT checkpoint", exc=FileNotFoundError)
+def _(ctx):
+    d = _data(30)
+    sa.model.SCGPT.setup_anndata(d, layer="counts")
+    sa.model.SCGPT.from_scgpt(ctx["tmp"], d)
+
+
 def _snapshot(x) -> tuple:
     if not isinstance(x, ad.AnnData):
         return ()

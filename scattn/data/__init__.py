@@ -1,5 +1,6 @@
 """AnnData to tensors: reading files, validation, normalisation, gene choice and alignment, embeddings."""
 
+from ._binning import value_bins
 from ._embed import Embedding, factorize, gd_embedding, svd_embedding
 from ._fields import LabelsField
 from ._files import read_h5ads
@@ -69,4 +70,5 @@ __all__ = [
     "select_variable_genes",
     "seurat_dispersions_norm",
     "svd_embedding",
+    "value_bins",
 ]

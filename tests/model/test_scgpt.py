@@ -279,3 +279,17 @@ def test_attention_output_is_on_model_genes(integrated):
     out = m.module.inference(x, torch.zeros(4, 1, dtype=torch.long), torch.zeros(4, 1, dtype=torch.long),
                              return_attention=True)
     assert out[MODULE_KEYS.ATTENTION].shape == (4, a.n_vars)
+
+
+def test_value_bins_stream_backed_files(tmp_path):
+    a = make_counts(70, seed=3)
+    a.X = a.layers["counts"].copy()
+    path = tmp_path / "a.h5ad"
+    a.write_h5ad(path)
+    import anndata as ad
+
+    backed = ad.read_h5ad(path, backed="r")
+    streamed = sa.data.value_bins(backed.X, chunk_size=16, rows_per_step=7)
+    direct = bin_values(torch.as_tensor(a.X.toarray(), dtype=torch.float32), 51).numpy()
+    np.testing.assert_array_equal(streamed.toarray(), direct)
+    assert streamed.nnz == a.X.nnz and streamed.dtype == np.uint8
