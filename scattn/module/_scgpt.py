@@ -18,8 +18,8 @@ Tasks (each switchable; the training plan weights them):
 * **Generative attention mask** (``generative=True``): masked ("unknown") tokens attend to the
   known tokens and to themselves only; known tokens never see unknown ones.
 * **GEPC**: every model gene's expression from the cell embedding alone,
-  ``<W sigmoid(A e_g), [z; c]>`` with ``e_g`` the gene embedding (zeros included, see notes);
-  mean squared error.
+  ``<W sigmoid(A e_g), [z; c]> + b_g`` with ``e_g`` the gene embedding and ``b_g`` a per-gene
+  offset (zeros included); mean squared error.
 * **ECS**: ``mean(1 - (relu(cos(z_i, z_j)) - beta)^2)`` over pairs of cells of a minibatch.
 * **DAR**: an MLP predicts each cell's batch from ``z`` through gradient reversal.
 * **CLS**: an MLP (3 layers) predicts the cell type from ``z``.
@@ -151,6 +151,9 @@ class SCGPTModule(PanelModule):
         d_in = 2 * d_model if (n_batch or n_conditions) else d_model
         self.expression_decoder = ExpressionDecoder(d_model, d_in)
         self.cell_decoder = CellExpressionDecoder(d_model, d_in)
+        # each gene's offset in GEPC over all genes (not in scGPT, whose inner-product decoder
+        # has none; 0 in a loaded checkpoint, so its outputs are unchanged)
+        self.gene_bias = nn.Parameter(torch.zeros(self.genes.n_genes))
         if n_batch:
             self.batch_encoder = CategoryEncoder(n_batch, d_model)
             self.batch_discriminator = MLPHead(d_model, n_batch, activation="leaky_relu")
@@ -293,7 +296,7 @@ class SCGPTModule(PanelModule):
             out["gep_pred"] = self.expression_decoder(self._with_condition(h, c)[unknown])
             out["gep_target"] = target[unknown]
         if "gepc" in tasks or return_expression:
-            expression = self.cell_decoder(self._with_condition(z, c), self.all_gene_embeddings())
+            expression = self.cell_decoder(self._with_condition(z, c), self.all_gene_embeddings()) + self.gene_bias
             out[MODULE_KEYS.EXPRESSION] = expression
             if "gepc" in tasks:
                 out["gepc_target"] = self.genes.read(x).lognorm

@@ -9,11 +9,16 @@ from torch import nn
 
 
 class CategoryEncoder(nn.Module):
-    """An embedding followed by layer norm (scGPT's gene and batch encoders)."""
+    """An embedding (initialised U(-0.1, 0.1), as scGPT) followed by layer norm (scGPT's gene
+    and batch encoders)."""
 
     def __init__(self, n: int, d_model: int, *, padding_idx: int | None = None, eps: float = 1e-5) -> None:
         super().__init__()
         self.embedding = nn.Embedding(n, d_model, padding_idx=padding_idx)
+        # scGPT's initialisation U(-0.1, 0.1): the layer norm removes the scale from the output,
+        # but with PyTorch's N(0, 1) Adam's steps would move the embeddings 17 times more slowly
+        # relative to their size
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         self.enc_norm = nn.LayerNorm(d_model, eps=eps)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
