@@ -59,14 +59,15 @@ from .tasks import FAMILIES, RunSettings
 BUDGETS = {
     "default": {"CGRAN": {"max_epochs": 8, "lr": 1e-3}, "CFAN": {"max_epochs": 30},
                 "SIMS": {"max_epochs": 30}, "Geneformer": {"max_epochs": 15},
+                "SCGPT": {"max_epochs": 15},
                 "pytorch-tabnet": {"max_epochs": 25}, "scANVI": {"max_epochs": 70}},
     "quick": {"CGRAN": {"max_epochs": 2, "lr": 1e-3}, "CFAN": {"max_epochs": 5},
-              "SIMS": {"max_epochs": 5}, "Geneformer": {"max_epochs": 2},
+              "SIMS": {"max_epochs": 5}, "Geneformer": {"max_epochs": 2}, "SCGPT": {"max_epochs": 2},
               "pytorch-tabnet": {"max_epochs": 5},
               "scANVI": {"max_epochs": 10}},
     "full": {},
 }
-DEEP_MODELS = ("CGRAN", "CFAN", "SIMS", "Geneformer", "pytorch-tabnet", "scANVI", "scViT", "scVI")  # what --max-epochs caps
+DEEP_MODELS = ("CGRAN", "CFAN", "SIMS", "Geneformer", "SCGPT", "pytorch-tabnet", "scANVI", "scViT", "scVI")  # what --max-epochs caps
 MAX_CELLS = {"default": 1000, "quick": None, "full": None}
 
 log = logging.getLogger("benchmarks")

@@ -50,6 +50,7 @@ from scattn.nn import (
     expressed_tokens,
     padding_mask,
     reverse_gradient,
+    run_blocks,
     tokens_to_genes,
 )
 
@@ -234,14 +235,7 @@ class SCGPTModule(PanelModule):
             # one boolean (B, 1, T, T) mask: the fused attention kernels take it as it is
             eye = torch.eye(t, dtype=torch.bool, device=ids.device)
             mask = mask & (~unknown[:, None, None, :] | eye)
-        weights = []
-        last = len(self.blocks) - 1
-        for i, block in enumerate(self.blocks):
-            want = attention == "all" or (attention == "last" and i == last)
-            h, w = block(h, attn_mask=mask, return_attention=want)
-            if w is not None:
-                weights.append(w)
-        return h, weights
+        return run_blocks(self.blocks, h, mask, attention)
 
     def _choose_masked(self, columns: torch.Tensor, mask_ratio: float) -> torch.Tensor:
         """Gene tokens to mask, each with probability `mask_ratio` (at least one per minibatch)."""

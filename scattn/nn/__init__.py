@@ -37,7 +37,7 @@ from ._tabnet import (
 )
 from ._token_model import MaskedTokenHead, TokenEncoder
 from ._tokens import bin_values, expressed_tokens, rank_tokens, tokens_to_genes
-from ._transformer import TransformerBlock, padding_mask
+from ._transformer import TransformerBlock, padding_mask, run_blocks
 
 __all__ = [
     "tokens_to_genes",
@@ -76,5 +76,6 @@ __all__ = [
     "padding_mask",
     "project_tokens",
     "rank_tokens",
+    "run_blocks",
     "sparsemax",
 ]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._transformer import _ACTIVATIONS, TransformerBlock, padding_mask
+from ._transformer import _ACTIVATIONS, TransformerBlock, padding_mask, run_blocks
 
 
 class TokenEncoder(nn.Module):
@@ -83,14 +83,7 @@ class TokenEncoder(nn.Module):
         """
         h = self.embed(ids, extra)
         mask = padding_mask(lengths, ids.shape[1])
-        weights = []
-        last = len(self.blocks) - 1
-        for i, block in enumerate(self.blocks):
-            want = attention == "all" or (attention == "last" and i == last)
-            h, w = block(h, attn_mask=mask, return_attention=want)
-            if w is not None:
-                weights.append(w)
-        return h, weights
+        return run_blocks(self.blocks, h, mask, attention)
 
 
 class MaskedTokenHead(nn.Module):

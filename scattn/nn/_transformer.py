@@ -22,6 +22,23 @@ def padding_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
     return keep[:, None, None, :]
 
 
+def run_blocks(blocks, h: torch.Tensor, mask: torch.Tensor | None, attention: str = "none"
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Pass `h` through `blocks` (:class:`TransformerBlock`) under `mask`; return the last
+    states and the ``(B, heads, T, T)`` attention of the last block (``attention="last"``),
+    of every block (``"all"``) or of none (``"none"``: the fused kernel throughout)."""
+    if attention not in ("none", "last", "all"):
+        raise ValueError(f"attention must be 'none', 'last' or 'all', got {attention!r}.")
+    weights = []
+    last = len(blocks) - 1
+    for i, block in enumerate(blocks):
+        want = attention == "all" or (attention == "last" and i == last)
+        h, w = block(h, attn_mask=mask, return_attention=want)
+        if w is not None:
+            weights.append(w)
+    return h, weights
+
+
 class TransformerBlock(nn.Module):
     """Self-attention and a feed-forward network, each with a residual connection and layer
     norm after it (post-norm, as BERT and Geneformer; `norm_first` for pre-norm).

@@ -42,10 +42,10 @@ from ._base import Fitted, NotApplicable, Split, cp10k, markers_from_layer
 from .celltypist import fit_celltypist
 from .linear import fit_lr, fit_svm
 from .scanvi import fit_scanvi
-from .scattn_models import fit_cfan, fit_cgran, fit_geneformer, fit_sims
+from .scattn_models import fit_cfan, fit_cgran, fit_geneformer, fit_scgpt, fit_sims
 from .tabnet import fit_tabnet
 
-SCATTN_MODELS = ("CGRAN", "CFAN", "SIMS", "Geneformer")
+SCATTN_MODELS = ("CGRAN", "CFAN", "SIMS", "Geneformer", "SCGPT")
 PEERS = ("scANVI", "CellTypist", "pytorch-tabnet", "LogisticRegression", "LinearSVM")
 
 # the annotation methods: name -> fit(split, seed, budget) -> Fitted
@@ -54,6 +54,7 @@ METHODS: dict[str, Callable[[Split, int, dict], Fitted]] = {
     "CFAN": fit_cfan,
     "SIMS": fit_sims,
     "Geneformer": fit_geneformer,
+    "SCGPT": fit_scgpt,
     "scANVI": fit_scanvi,
     "CellTypist": fit_celltypist,
     "pytorch-tabnet": fit_tabnet,

@@ -1,4 +1,4 @@
-"""CGRAN, CFAN, SIMS and Geneformer (scattn): the task's matrix as is; markers from the attribution layer."""
+"""CGRAN, CFAN, SIMS, Geneformer and SCGPT (scattn): the task's matrix as is; markers from the attribution layer."""
 
 from __future__ import annotations
 
@@ -52,3 +52,7 @@ def fit_sims(split, seed, budget):
 
 def fit_geneformer(split, seed, budget):
     return _fit_scattn("Geneformer", split, seed, budget)
+
+
+def fit_scgpt(split, seed, budget):
+    return _fit_scattn("SCGPT", split, seed, budget)
