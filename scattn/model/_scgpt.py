@@ -67,7 +67,7 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
     %(model_adata)s
     preset
         Architecture: ``"cpu"`` (default; 4 layers, width 128, 4 heads, feed-forward 128, 256
-        tokens, no dropout: about 6,000 tokens/s per CPU core in training) or ``"scgpt"`` (the released whole-human model's shape: 12 layers,
+        tokens, no dropout: about 10,000 tokens/s per CPU core in training) or ``"scgpt"`` (the released whole-human model's shape: 12 layers,
         width 512, 8 heads, feed-forward 512, 1,200 tokens, dropout 0.2). The arguments below
         override it.
     n_layers, d_model, n_heads, d_ff
