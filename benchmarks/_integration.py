@@ -238,10 +238,12 @@ def mlp_accuracy(latent: np.ndarray, labels, train: np.ndarray, test: np.ndarray
     return float((clf.predict(scaler.transform(latent[test])) == y[test]).mean())
 
 
-def integration_scores(task: IntegrationTask, latents: dict[str, np.ndarray]) -> pd.DataFrame | None:
+def integration_scores(task: IntegrationTask, latents: dict[str, np.ndarray], *, leiden: bool = False
+                       ) -> pd.DataFrame | None:
     """scib-metrics' bio conservation and batch correction of each latent (rows: methods).
 
-    `None` without batches. Without scib-metrics: silhouette of labels and of batches
+    `leiden`: also scib-metrics' Leiden NMI and ARI (off by default since scib-metrics 0.5;
+    Leiden at several resolutions per embedding, the best NMI/ARI kept). `None` without batches. Without scib-metrics: silhouette of labels and of batches
     (scanpy/scikit-learn), ARI and NMI of Leiden clusters, graph connectivity.
     """
     if task.batch_key is None:
@@ -257,7 +259,7 @@ def integration_scores(task: IntegrationTask, latents: dict[str, np.ndarray]) ->
         warnings.simplefilter("ignore")
         bm = Benchmarker(a, batch_key=task.batch_key, label_key="cell_type",
                          embedding_obsm_keys=list(latents),
-                         bio_conservation_metrics=BioConservation(),
+                         bio_conservation_metrics=BioConservation(nmi_ari_cluster_labels_leiden=leiden),
                          batch_correction_metrics=BatchCorrection(pcr_comparison=False),
                          pre_integrated_embedding_obsm_key=list(latents)[0], n_jobs=1,
                          progress_bar=False)
@@ -268,34 +270,6 @@ def integration_scores(task: IntegrationTask, latents: dict[str, np.ndarray]) ->
     return res
 
 
-
-def integration_scores_with_leiden(task: IntegrationTask, latents: dict[str, np.ndarray]
-                                   ) -> pd.DataFrame | None:
-    """:func:`integration_scores` with scib-metrics' Leiden NMI and ARI switched on as well
-    (off by default since scib-metrics 0.5; Leiden at several resolutions per embedding, the
-    best NMI/ARI kept). Every other metric and setting as there."""
-    if task.batch_key is None:
-        return None
-    a = task.adata.copy()
-    for name, z in latents.items():
-        a.obsm[name] = np.asarray(z, dtype=np.float32)
-    try:
-        from scib_metrics.benchmark import BatchCorrection, Benchmarker, BioConservation
-    except ImportError:
-        return _fallback_scores(a, task.batch_key, list(latents))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bm = Benchmarker(a, batch_key=task.batch_key, label_key="cell_type",
-                         embedding_obsm_keys=list(latents),
-                         bio_conservation_metrics=BioConservation(nmi_ari_cluster_labels_leiden=True),
-                         batch_correction_metrics=BatchCorrection(pcr_comparison=False),
-                         pre_integrated_embedding_obsm_key=list(latents)[0], n_jobs=1,
-                         progress_bar=False)
-        bm.benchmark()
-        res = bm.get_results(min_max_scale=False)
-    res = res.drop(index="Metric Type", errors="ignore").astype(float)
-    res.index.name = "method"
-    return res
 
 def _fallback_scores(a: ad.AnnData, batch_key: str, keys: list[str]) -> pd.DataFrame:
     import scanpy as sc

@@ -24,9 +24,8 @@ Five steps, each printing its progress and writing its results as it goes
     without labels and with ``batch_key``: GEP + GEPC + ECS + DAR (its own epoch budget unless
     ``--epochs``; with ``--pretrain-epochs N``, after N epochs of generative pretraining on the
     same cells, no label read). Scores: every column of scib-metrics' ``Benchmarker``
-    (:func:`benchmarks._integration.integration_scores_with_leiden`, i.e.
-    :func:`~benchmarks._integration.integration_scores` with Leiden NMI/ARI on: bio conservation
-    = isolated labels, Leiden and KMeans NMI/ARI, silhouette of labels, cLISI; batch correction =
+    (:func:`benchmarks._integration.integration_scores` with ``leiden=True``, Leiden NMI/ARI on:
+    bio conservation = isolated labels, Leiden and KMeans NMI/ARI, silhouette of labels, cLISI; batch correction =
     BRAS (scib-metrics 0.5's batch silhouette), iLISI, kBET, graph connectivity, PCR comparison
     off; the aggregates; raw values, not min-max scaled) plus ``knn_acc`` (15-NN classifier,
     5-fold stratified CV, :func:`benchmarks._integration.knn_accuracy`); cost: wall seconds of the
@@ -326,7 +325,7 @@ def integration(*, datasets, epochs: int | None, scvi_epochs: int, kang_cells: i
                 seed: int, quick: bool, suffix: str) -> pd.DataFrame:
     from .._integration import (
         fit_vae,
-        integration_scores_with_leiden,
+        integration_scores,
         knn_accuracy,
         load_integration_tasks,
         pca_latent,
@@ -374,7 +373,7 @@ def integration(*, datasets, epochs: int | None, scvi_epochs: int, kang_cells: i
         print(f"{name} SCGPT {costs['SCGPT']['train_s']:.1f} s ({costs['SCGPT']['epochs']} epochs)", flush=True)
         pin_threads()
         start = time.perf_counter()
-        scores = integration_scores_with_leiden(task, latents)
+        scores = integration_scores(task, latents, leiden=True)
         print(f"{name} scib-metrics {time.perf_counter() - start:.0f} s", flush=True)
         pin_threads()
         for method in METHOD_ORDER:
