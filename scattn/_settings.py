@@ -23,12 +23,14 @@ class ScattnConfig:
     >>> import scattn as sa
     >>> sa.settings.seed = 0  # seeds python, numpy, torch and scvi-tools
     >>> sa.settings.batch_size = 256
+    >>> sa.settings.progress_bar = False  # no bars, in training nor in long predictions
     """
 
     def __init__(self) -> None:
         self._seed: int | None = None
         self._batch_size = 128
         self._progress_bar = True
+        self._chunk_size = 20_000
         self._verbosity = logging.WARNING
         self._handler: logging.Handler | None = None
 
@@ -59,8 +61,25 @@ class ScattnConfig:
         self._batch_size = int(value)
 
     @property
+    def chunk_size(self) -> int:
+        """Cells read, aligned and predicted at once by ``predict`` and the other inference
+        methods on data other than the model's own (default 20,000).
+
+        Memory grows with it (the chunk's expression, in memory, plus the model's activations
+        a minibatch at a time); a backed or zarr AnnData is read one chunk at a time.
+        """
+        return self._chunk_size
+
+    @chunk_size.setter
+    def chunk_size(self, value: int) -> None:
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {value!r}.")
+        self._chunk_size = int(value)
+
+    @property
     def progress_bar(self) -> bool:
-        """Whether training shows a progress bar."""
+        """Whether training, long predictions and long passes over data on disk show a
+        progress bar."""
         return self._progress_bar
 
     @progress_bar.setter
@@ -98,7 +117,7 @@ class ScattnConfig:
     def __repr__(self) -> str:
         return (
             f"ScattnConfig(seed={self.seed}, batch_size={self.batch_size}, "
-            f"progress_bar={self.progress_bar}, verbosity={logging.getLevelName(self.verbosity)})"
+            f"chunk_size={self.chunk_size}, progress_bar={self.progress_bar}, verbosity={logging.getLevelName(self.verbosity)})"
         )
 
 

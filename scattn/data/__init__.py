@@ -5,7 +5,13 @@ from ._embed import Embedding, factorize, gd_embedding, svd_embedding
 from ._fields import LabelsField
 from ._files import read_h5ads
 from ._gene_order import GENE_ORDERS, order_genes
-from ._genes import align_to_genes, genes_to_positions, select_variable_genes
+from ._genes import (
+    align_to_genes,
+    gene_selector,
+    genes_to_positions,
+    select_columns,
+    select_variable_genes,
+)
 from ._grouping import group_mask, make_gene_groups, pad_groups
 from ._normalize import (
     TARGET_SUM,
@@ -27,6 +33,7 @@ from ._validate import (
     is_backed,
     iter_row_blocks,
     labelled_mask,
+    read_rows,
 )
 from ._vocab import SPECIAL_TOKENS, GeneVocabulary, gene_ids
 
@@ -42,6 +49,8 @@ __all__ = [
     "LengthGroupedDataSplitter",
     "RankTokens",
     "align_to_genes",
+    "gene_selector",
+    "select_columns",
     "check_expression",
     "check_input",
     "check_labels",
@@ -59,6 +68,7 @@ __all__ = [
     "group_mask",
     "is_backed",
     "iter_row_blocks",
+    "read_rows",
     "labelled_mask",
     "log_normalize",
     "make_gene_groups",

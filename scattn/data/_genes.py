@@ -68,6 +68,60 @@ def genes_to_positions(var_names: pd.Index, genes: Sequence[str]) -> np.ndarray:
     return pos
 
 
+def gene_selector(
+    var_names: pd.Index,
+    target_genes: pd.Index,
+    *,
+    model_genes: pd.Index | None = None,
+    min_overlap: float = 0.5,
+    warn_missing: bool = True,
+) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """The genes x target-genes 0/1 matrix that reorders columns named `var_names` to `target_genes`.
+
+    ``block @ selector`` is a block of rows aligned to `target_genes` (absent genes zero), so
+    data larger than memory is aligned a block at a time. Checks the overlap once, as
+    :func:`align_to_genes` describes; returns the selector and a boolean mask over
+    `target_genes` of genes present.
+    """
+    model_genes = target_genes if model_genes is None else model_genes
+    present_model = model_genes.isin(var_names)
+    n_present = int(present_model.sum())
+    if n_present == 0:
+        raise ValueError(
+            "The data shares no gene with the model. Check that var_names use the same "
+            "identifiers (symbols vs Ensembl IDs) as the data the model was trained on."
+        )
+    frac = n_present / len(model_genes)
+    if frac < min_overlap:
+        raise ValueError(
+            f"Only {n_present} of the model's {len(model_genes)} genes ({frac:.0%}) are in the "
+            f"data, below the minimum overlap of {min_overlap:.0%}; predictions would be "
+            "unreliable. Use data measured on the same genes (or lower `min_gene_overlap`)."
+        )
+    if warn_missing and n_present < len(model_genes):
+        warnings.warn(
+            f"{len(model_genes) - n_present} of the model's {len(model_genes)} genes are missing "
+            "from the data and are filled with zeros.",
+            UserWarning,
+            stacklevel=4,
+        )
+    src = var_names.get_indexer(target_genes)
+    present = src >= 0
+    cols = np.flatnonzero(present)
+    selector = sparse.csr_matrix(
+        (np.ones(len(cols), dtype=np.float32), (src[present], cols)),
+        shape=(len(var_names), len(target_genes)),
+    )
+    return selector, present
+
+
+def select_columns(block, selector: sparse.csr_matrix) -> sparse.csr_matrix:
+    """A block of rows (dense or sparse) aligned by a :func:`gene_selector`: float32 CSR."""
+    if not sparse.issparse(block):
+        block = sparse.csr_matrix(np.asarray(block))
+    return sparse.csr_matrix(block @ selector, dtype=np.float32)
+
+
 def align_to_genes(
     matrix,
     var_names: pd.Index,
@@ -101,39 +155,9 @@ def align_to_genes(
     -------
     The aligned CSR matrix and a boolean mask over `target_genes` of genes present.
     """
-    model_genes = target_genes if model_genes is None else model_genes
-    present_model = model_genes.isin(var_names)
-    n_present = int(present_model.sum())
-    if n_present == 0:
-        raise ValueError(
-            "The data shares no gene with the model. Check that var_names use the same "
-            "identifiers (symbols vs Ensembl IDs) as the data the model was trained on."
-        )
-    frac = n_present / len(model_genes)
-    if frac < min_overlap:
-        raise ValueError(
-            f"Only {n_present} of the model's {len(model_genes)} genes ({frac:.0%}) are in the "
-            f"data, below the minimum overlap of {min_overlap:.0%}; predictions would be "
-            "unreliable. Use data measured on the same genes (or lower `min_gene_overlap`)."
-        )
-    if warn_missing and n_present < len(model_genes):
-        warnings.warn(
-            f"{len(model_genes) - n_present} of the model's {len(model_genes)} genes are missing "
-            "from the data and are filled with zeros.",
-            UserWarning,
-            stacklevel=3,
-        )
-    src = var_names.get_indexer(target_genes)
-    present = src >= 0
-    cols = np.flatnonzero(present)
-    selector = sparse.csr_matrix(
-        (np.ones(len(cols), dtype=np.float32), (src[present], cols)),
-        shape=(len(var_names), len(target_genes)),
-    )
-    parts = []
-    for _, _, block in iter_row_blocks(matrix):
-        mat = block if sparse.issparse(block) else sparse.csr_matrix(np.asarray(block))
-        parts.append(sparse.csr_matrix(mat @ selector, dtype=np.float32))
+    selector, present = gene_selector(var_names, target_genes, model_genes=model_genes,
+                                      min_overlap=min_overlap, warn_missing=warn_missing)
+    parts = [select_columns(block, selector) for _, _, block in iter_row_blocks(matrix)]
     if len(parts) == 1:
         return parts[0], present
     if not parts:  # a backed matrix without cells

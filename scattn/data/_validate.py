@@ -50,6 +50,30 @@ def iter_row_blocks(matrix, chunk_size: int | None = None) -> Iterator[tuple[int
         yield start, stop, matrix[start:stop]
 
 
+def read_rows(matrix, rows: np.ndarray):
+    """Rows `rows` (positions, any order) of a matrix in memory, on disk or lazy, in memory.
+
+    Consecutive positions are read as one slice (the fast path for a backed matrix); other
+    positions of a backed matrix are read in increasing order (what h5py needs) and put back
+    in the order asked.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and np.all(np.diff(rows) == 1):
+        block = matrix[int(rows[0]):int(rows[-1]) + 1]
+    elif is_backed(matrix):
+        order = np.argsort(rows, kind="stable")
+        unique, inverse = np.unique(rows[order], return_inverse=True)
+        block = matrix[unique]
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        block = block[inverse[back]]
+    else:
+        block = matrix[rows]
+    if hasattr(block, "compute"):  # a lazy (dask) array
+        block = block.compute()
+    return block
+
+
 def get_matrix(adata: AnnData, layer: str | None):
     """Return ``adata.X`` or ``adata.layers[layer]``, with a clear error if the layer is missing."""
     if layer is None:

@@ -79,6 +79,7 @@ class CFAN(GenePanelClassifier):
     _module_cls = CFANModule
     _key = "cfan"
     _default_lr = 1e-3
+    _inference_batch_factor = 8  # 1,024 cells a minibatch at the default batch size
     _default_train_batch_size = 64
     _attention_description = (
         "input perturbation: negative gradient of the loss for the predicted class w.r.t. the "
@@ -153,11 +154,8 @@ class CFAN(GenePanelClassifier):
         self._check_if_trained(warn=True)
         keys = (MODULE_KEYS.FEATURE_ATTENTION, MODULE_KEYS.FEATURES) if return_features \
             else (MODULE_KEYS.FEATURE_ATTENTION,)
-        with self._aligned(adata) as internal:
-            out = self._run_inference(
-                internal, indices=indices, batch_size=batch_size, keys=keys,
-                return_feature_attention=True,
-            )
+        out = self._infer(adata, indices=indices, batch_size=batch_size, keys=keys,
+                          return_feature_attention=True, desc="CFAN.get_feature_attention")
         if return_features:
             return out[MODULE_KEYS.FEATURE_ATTENTION], out[MODULE_KEYS.FEATURES]
         return out[MODULE_KEYS.FEATURE_ATTENTION]

@@ -403,9 +403,8 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
             raise ValueError(f"mode must be 'delete' or 'overexpress', got {mode!r}.")
         pos = self._gene_positions(genes)
         self._check_if_trained(warn=True)
-        with self._aligned(adata) as internal:
-            out = self._run_inference(internal, indices=indices, batch_size=batch_size,
-                                      keys=(MODULE_KEYS.Z,), perturb=pos, perturb_mode=mode)
+        out = self._infer(adata, indices=indices, batch_size=batch_size, keys=(MODULE_KEYS.Z,),
+                          perturb=pos, perturb_mode=mode, desc="Geneformer.get_perturbed_representation")
         return out[MODULE_KEYS.Z]
 
     @scattn_dsp.dedent

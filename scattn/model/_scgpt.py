@@ -513,10 +513,9 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
             raise ValueError("layer_added writes every cell; call without indices.")
         self._check_if_trained(warn=True)
         code = self.conditions_.index(str(condition))
-        with self._aligned(adata) as internal:
-            out = self._run_inference(internal, indices=indices, batch_size=batch_size,
-                                      keys=(MODULE_KEYS.EXPRESSION,), return_expression=True,
-                                      condition_override=code)
+        out = self._infer(adata, indices=indices, batch_size=batch_size,
+                          keys=(MODULE_KEYS.EXPRESSION,), return_expression=True,
+                          condition_override=code, desc="SCGPT.predict_response")
         expression = out[MODULE_KEYS.EXPRESSION]
         if layer_added is None:
             return expression

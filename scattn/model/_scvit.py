@@ -369,9 +369,9 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
             return VAEMixin.get_elbo(self, internal, indices=indices, batch_size=batch_size, **kwargs)
 
     # -- new data ---------------------------------------------------------------------------------
-    def _align(self, adata: AnnData, *, min_gene_overlap: float) -> AnnData:
+    def _alignment_plan(self, adata: AnnData, *, min_gene_overlap: float, new_batches: bool = False):
         batch_key = self._setup_args.get("batch_key")
-        if batch_key is not None and isinstance(adata, AnnData) and batch_key in adata.obs:
+        if not new_batches and batch_key is not None and isinstance(adata, AnnData) and batch_key in adata.obs:
             known = pd.Index(self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
                              .categorical_mapping).astype(str)
             unseen = sorted(set(adata.obs[batch_key].astype(str)) - set(known))
@@ -381,7 +381,7 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
                     f"{', '.join(map(repr, unseen[:5]))}. Map a new batch onto the model with "
                     "`SCVIT.load_query_data(adata, model)` and train it."
                 )
-        return super()._align(adata, min_gene_overlap=min_gene_overlap)
+        return super()._alignment_plan(adata, min_gene_overlap=min_gene_overlap)
 
     @scattn_dsp.dedent
     def predict(self, adata: AnnData | None = None, *, key_added: str | None = None,
@@ -432,8 +432,8 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
             raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
         layer = reference_model._setup_args.get("layer")
         check_input(adata, layer, "counts")
-        # the base alignment: a query's new batches are expected here (SCVIT._align refuses them)
-        internal = super(SCVIT, reference_model)._align(adata, min_gene_overlap=0.5)
+        # a query's new batches are expected here (predict refuses them)
+        internal = reference_model._align(adata, min_gene_overlap=0.5, new_batches=True)
         internal.obs = adata.obs.copy()
         del internal.var[internal.var.columns[0]]
         return internal

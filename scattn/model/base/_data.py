@@ -6,6 +6,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -14,15 +15,60 @@ from anndata import AnnData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 
+from scattn._progress import progress
 from scattn._quiet import quiet
 from scattn._settings import settings
-from scattn.data import align_to_genes, check_input, iter_row_blocks
+from scattn.data import (
+    check_expression,
+    check_input,
+    check_nonempty_cells,
+    check_not_empty,
+    check_var_names,
+    gene_selector,
+    get_matrix,
+    is_backed,
+    iter_row_blocks,
+    read_rows,
+    select_columns,
+)
 from scattn.module import MODULE_KEYS
 
 #: column of a private aligned AnnData's ``var``: whether the user's data held the gene
 PRESENT = "_scattn_present"
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Alignment:
+    """What aligning an AnnData to a model needs, checked once; its cells are read later."""
+
+    matrix: object  # the user's matrix (X or the layer), in memory or on disk
+    where: str  # its name in messages
+    expression: str
+    selector: sparse.csr_matrix  # data genes x registered genes
+    present: np.ndarray  # registered genes the data hold
+    obs: pd.DataFrame  # the covariate columns the model was set up with
+
+
+def _positions(indices, n: int) -> np.ndarray:
+    """`indices` (positions or a boolean mask) as an array of positions."""
+    idx = np.asarray(indices).ravel()
+    if idx.dtype == bool:
+        if len(idx) != n:
+            raise ValueError(f"A boolean indices mask needs {n} entries, got {len(idx)}.")
+        return np.flatnonzero(idx)
+    return idx.astype(np.int64)
+
+
+def _concat_outputs(parts: list[dict]) -> dict:
+    """Concatenate per-chunk inference outputs (arrays row-wise, sparse matrices stacked)."""
+    out = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        out[key] = (sparse.vstack(values, format="csr") if sparse.issparse(values[0])
+                    else np.concatenate(values))
+    return out
 
 
 def covariate_keys(setup_args: dict) -> list[str]:
@@ -71,13 +117,18 @@ class AlignedDataMixin:
         checked (same kind of data, unique genes, no empty cells), aligned by gene name to the
         model's genes into a private AnnData, and that is registered for the duration of the
         block, then deregistered so the model keeps no copy. The user's object is never
-        written to.
+        written to. (:meth:`_infer` streams large data instead of copying it whole.)
         """
         if adata is None or adata is self.adata:
             self._check_own_data()
             yield self.adata
             return
-        internal = self._align(adata, min_gene_overlap=min_gene_overlap)
+        with self._registered(self._align(adata, min_gene_overlap=min_gene_overlap)) as internal:
+            yield internal
+
+    @contextmanager
+    def _registered(self, internal: AnnData) -> Iterator[AnnData]:
+        """Register a private aligned AnnData for the duration of the block."""
         with quiet():  # scvi announces the set-up transfer on every new AnnData
             self._validate_anndata(internal)
         try:
@@ -88,6 +139,47 @@ class AlignedDataMixin:
             uuid = internal.uns.get("_scvi_uuid")
             self._per_instance_manager_store.get(self.id, {}).pop(uuid, None)
             self._setup_adata_manager_store.pop(uuid, None)
+
+    def _infer(self, adata: AnnData | None, *, indices=None, min_gene_overlap: float = 0.5,
+               with_empty: bool = False, desc: str | None = None, **kwargs) -> dict:
+        """:meth:`_run_inference` on any AnnData, streamed: cells are read, aligned and run
+        :attr:`scattn.settings.chunk_size` at a time, so a backed (or zarr) AnnData is never
+        loaded whole and an in-memory one never copied whole; outputs are concatenated in the
+        order of `indices`. `with_empty` adds ``"empty"``: cells with no count on the model's
+        genes. A progress bar (`desc`) shows where there is more than one chunk.
+        """
+        if adata is None or adata is self.adata:
+            with self._aligned(adata) as internal:
+                out = self._run_inference(internal, indices=indices, **kwargs)
+                if with_empty:
+                    empty = self._empty_on_model_genes(internal)
+                    out["empty"] = empty if indices is None else empty[_positions(indices, len(empty))]
+            return out
+        plan = self._alignment_plan(adata, min_gene_overlap=min_gene_overlap)
+        rows = np.arange(adata.n_obs) if indices is None else _positions(indices, adata.n_obs)
+        step = settings.chunk_size
+        parts = []
+        with progress(total=len(rows), desc=desc or f"{type(self).__name__}", unit="cells",
+                      show=len(rows) > step) as bar:
+            for start in range(0, len(rows), step):
+                chunk = rows[start:start + step]
+                with self._registered(self._aligned_rows(plan, chunk)) as internal:
+                    part = self._run_inference(internal, **kwargs)
+                    if with_empty:
+                        part["empty"] = self._empty_on_model_genes(internal)
+                parts.append(part)
+                bar.update(len(chunk))
+        return _concat_outputs(parts)
+
+    def _obs_names_of(self, adata: AnnData | None, indices=None) -> pd.Index:
+        """Names of the cells `indices` of `adata` (`None`: the model's own AnnData)."""
+        names = (self.adata if adata is None else adata).obs_names
+        return names if indices is None else names[_positions(indices, len(names))]
+
+    def _align(self, adata: AnnData, *, min_gene_overlap: float, **plan_kwargs) -> AnnData:
+        """Check `adata` and copy its cells, aligned to the registered genes, into a new AnnData."""
+        plan = self._alignment_plan(adata, min_gene_overlap=min_gene_overlap, **plan_kwargs)
+        return self._aligned_rows(plan, None)
 
     def _check_own_data(self) -> None:
         """The model's own AnnData still fits its registration: same shape, same kind of values."""
@@ -111,21 +203,30 @@ class AlignedDataMixin:
             sums[start:stop] = np.asarray(block[:, pos].sum(axis=1)).ravel()
         return sums <= 0
 
-    def _align(self, adata: AnnData, *, min_gene_overlap: float) -> AnnData:
-        """Check `adata` and copy its cells, aligned to the registered genes, into a new AnnData."""
+    def _alignment_plan(self, adata: AnnData, *, min_gene_overlap: float) -> _Alignment:
+        """Every check on `adata` that needs no expression value, and how to align its genes.
+
+        An in-memory matrix's values are checked here too (one pass); a backed one's as its
+        cells are read (:meth:`_aligned_rows`), so that large data are read once.
+        """
         if not isinstance(adata, AnnData):
             raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
         layer = self._setup_args.get("layer")
         expression = self._setup_args.get("expression", "counts")
         try:
-            matrix = check_input(adata, layer, expression)
+            if is_backed(get_matrix(adata, layer)):
+                check_not_empty(adata)
+                check_var_names(adata.var_names)
+                matrix = get_matrix(adata, layer)
+            else:
+                matrix = check_input(adata, layer, expression)
         except KeyError as err:
             raise KeyError(
                 f"{err.args[0]} The model was set up with layer={layer!r}: new data must hold the "
                 "same kind of values in the same place."
             ) from None
         model_genes = self._read_genes
-        aligned, present = self._align_matrix(matrix, adata, min_gene_overlap=min_gene_overlap)
+        selector, present = self._gene_selector(adata, min_gene_overlap=min_gene_overlap)
         if expression == "counts" and self._library_over_all_genes:
             missing = self._registered_var_names[~present]
             n_other = int((~missing.isin(model_genes)).sum())
@@ -134,7 +235,7 @@ class AlignedDataMixin:
                     f"{n_other} of the {len(present)} genes the model takes library sizes over are "
                     "missing from the data; cells are normalised over the genes present.",
                     UserWarning,
-                    stacklevel=4,
+                    stacklevel=5,
                 )
         obs = pd.DataFrame(index=adata.obs_names.copy())
         for key in self._covariate_columns():
@@ -142,7 +243,31 @@ class AlignedDataMixin:
                 raise KeyError(f"adata.obs has no {key!r} column, which the model was set up with.")
             obs[key] = adata.obs[key].to_numpy()
         self._check_levels(obs)
-        var = pd.DataFrame({PRESENT: present}, index=self._registered_var_names)
+        where = f"adata.layers[{layer!r}]" if layer else "adata.X"
+        return _Alignment(matrix, where, expression, selector, present, obs)
+
+    def _aligned_rows(self, plan: _Alignment, rows: np.ndarray | None) -> AnnData:
+        """A private AnnData of the cells `rows` (`None`: all) aligned as `plan` says."""
+        layer = self._setup_args.get("layer")
+        block = plan.matrix if rows is None else read_rows(plan.matrix, rows)
+        obs = plan.obs if rows is None else plan.obs.iloc[rows]
+        if is_backed(block):  # the whole of a backed matrix: a block of rows at a time
+            parts = []
+            for start, stop, part in iter_row_blocks(block):
+                check_expression(part, plan.expression, where=plan.where)
+                check_nonempty_cells(part, obs.index[start:stop])
+                parts.append(select_columns(part, plan.selector))
+            aligned = sparse.vstack(parts, format="csr", dtype=np.float32) if parts else \
+                sparse.csr_matrix((0, plan.selector.shape[1]), dtype=np.float32)
+        else:
+            if is_backed(plan.matrix):  # a block just read from disk: its values not yet checked
+                check_expression(block, plan.expression, where=plan.where)
+                check_nonempty_cells(block, obs.index)
+            aligned = select_columns(block, plan.selector)
+        var = pd.DataFrame({PRESENT: plan.present}, index=self._registered_var_names)
+        obs = obs.copy()
+        if not obs.index.is_unique:  # cells asked for twice: the private copy needs unique names
+            obs.index = pd.RangeIndex(len(obs)).astype(str)
         internal = AnnData(X=aligned, obs=obs, var=var)
         if layer is not None:
             internal.layers[layer] = aligned
@@ -177,10 +302,11 @@ class AlignedDataMixin:
     #: warning when new data lack some); rank-based tokens do not
     _library_over_all_genes = True
 
-    def _align_matrix(self, matrix, adata: AnnData, *, min_gene_overlap: float):
-        """`adata`'s `matrix` with the registered genes as columns, and which of them it has."""
-        return align_to_genes(matrix, adata.var_names, self._registered_var_names,
-                              model_genes=self._read_genes, min_overlap=min_gene_overlap)
+    def _gene_selector(self, adata: AnnData, *, min_gene_overlap: float):
+        """How `adata`'s genes map onto the registered genes (a
+        :func:`~scattn.data.gene_selector`), and which of them it has."""
+        return gene_selector(adata.var_names, self._registered_var_names,
+                             model_genes=self._read_genes, min_overlap=min_gene_overlap)
 
     def _covariate_columns(self) -> list[str]:
         """obs columns besides labels that the model was set up with (batch, covariates)."""
@@ -193,6 +319,14 @@ class AlignedDataMixin:
         pos = pd.Index(internal.var_names).get_indexer(pd.Index(self.var_names_))
         present = internal.var[PRESENT].to_numpy(dtype=bool)
         return ~np.where(pos >= 0, present[np.maximum(pos, 0)], False)
+
+    #: cells per inference minibatch when none is given, as a multiple of
+    #: :attr:`scattn.settings.batch_size`: models whose activations per cell are small (CFAN,
+    #: SIMS) run bigger minibatches, where matrix products are faster per cell
+    _inference_batch_factor = 1
+
+    def _inference_batch_size(self) -> int:
+        return settings.batch_size * self._inference_batch_factor
 
     @torch.no_grad()  # not inference_mode: gradient attributions (CFAN) re-enable autograd inside
     def _run_inference(
@@ -215,7 +349,7 @@ class AlignedDataMixin:
         """
         self.module.eval()
         loader = self._make_data_loader(
-            adata=adata, indices=indices, batch_size=batch_size or settings.batch_size
+            adata=adata, indices=indices, batch_size=batch_size or self._inference_batch_size()
         )
         out: dict[str, list] = {k: [] for k in keys}
         att_rows: list[sparse.csr_matrix] = []

@@ -26,6 +26,6 @@ class LatentMixin:
         %(batch_size)s
         """
         self._check_if_trained(warn=True)
-        with self._aligned(adata) as internal:
-            out = self._run_inference(internal, indices=indices, batch_size=batch_size, keys=(MODULE_KEYS.Z,))
+        out = self._infer(adata, indices=indices, batch_size=batch_size, keys=(MODULE_KEYS.Z,),
+                          desc=f"{type(self).__name__}.get_latent_representation")
         return out[MODULE_KEYS.Z]

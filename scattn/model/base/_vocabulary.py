@@ -16,8 +16,8 @@ from scattn.data import (
     SPECIAL_TOKENS,
     GeneVocabulary,
     LengthGroupedDataSplitter,
-    align_to_genes,
     expressed_counts,
+    gene_selector,
 )
 
 from ._fitted import FittedState, Source
@@ -51,15 +51,15 @@ class VocabularyMixin:
     def _registered_var_names(self) -> pd.Index:
         return self._gene_names_of(self.adata, self._setup_args)
 
-    def _align_matrix(self, matrix, adata: AnnData, *, min_gene_overlap: float):
+    def _gene_selector(self, adata: AnnData, *, min_gene_overlap: float):
         try:
             ids = self._gene_names_of(adata, self._setup_args)
         except KeyError as err:
             raise KeyError(f"{err.args[0]} The model matches genes through that column; new data "
                            "need it too.") from None
         self._match_vocabulary(ids, min_gene_overlap=min_gene_overlap)
-        return align_to_genes(matrix, ids, self._registered_var_names, model_genes=self._read_genes,
-                              min_overlap=0.0, warn_missing=False)
+        return gene_selector(ids, self._registered_var_names, model_genes=self._read_genes,
+                             min_overlap=0.0, warn_missing=False)
 
     def _match_vocabulary(self, ids: pd.Index, *, min_gene_overlap: float) -> None:
         """Warn about genes outside the vocabulary; an error when too few are in it."""
