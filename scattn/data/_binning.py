@@ -38,7 +38,7 @@ def value_bins(matrix, *, n_bins: int = 51, chunk_size: int | None = None,
     """
     dtype = np.uint8 if n_bins <= 256 else np.int16
     out = []
-    for _, _, block in iter_row_blocks(matrix, chunk_size):
+    for _, _, block in iter_row_blocks(matrix, chunk_size, desc="Binning values"):
         block = sparse.csr_matrix(block)
         for start in range(0, block.shape[0], rows_per_step):
             part = block[start : start + rows_per_step]

@@ -69,7 +69,7 @@ class BackedLogNorm:
 
     def blocks(self, chunk_size: int | None = None) -> Iterator[tuple[int, int, object]]:
         """``(start, stop, block)``: the normalised rows ``start:stop``, in memory."""
-        for start, stop, block in iter_row_blocks(self.matrix, chunk_size):
+        for start, stop, block in iter_row_blocks(self.matrix, chunk_size, desc="Gene statistics"):
             yield start, stop, log_normalize(block, self.expression, target_sum=self.target_sum)
 
     def __getitem__(self, key):
@@ -97,7 +97,8 @@ def gene_mean_var(matrix, *, transform=None) -> tuple[np.ndarray, np.ndarray]:
     (in-memory, dense or CSR) block first. As scanpy's ``_get_mean_var`` computes them, so
     that statistics of a backed matrix match those of the same matrix in memory.
     """
-    blocks = matrix.blocks() if isinstance(matrix, BackedLogNorm) else iter_row_blocks(matrix)
+    blocks = matrix.blocks() if isinstance(matrix, BackedLogNorm) else \
+        iter_row_blocks(matrix, desc="Gene means and variances")
     n_rows, n_genes = matrix.shape
     total = np.zeros(n_genes, dtype=np.float64)
     total_sq = np.zeros(n_genes, dtype=np.float64)

@@ -57,7 +57,7 @@ def gene_nonzero_medians(matrix, *, expression: Literal["counts", "log1p"] = "co
     n_genes = matrix.shape[1]
     hist = np.zeros((n_genes, _N_BINS), dtype=np.int64)
     width = (_LOG_HI - _LOG_LO) / _N_BINS
-    for _, _, block in iter_row_blocks(matrix, chunk_size):
+    for _, _, block in iter_row_blocks(matrix, chunk_size, desc="Gene medians"):
         x = _normalised_block(block, expression, target_sum).tocoo()
         keep = x.data > 0
         b = np.clip(((np.log10(x.data[keep]) - _LOG_LO) / width).astype(np.int64), 0, _N_BINS - 1)
@@ -140,7 +140,7 @@ def rank_value_encode(matrix, token_ids: np.ndarray, medians: np.ndarray, *, max
     ids_t = torch.from_numpy(token_ids)
     inv_median = np.where(token_ids >= 0, 1.0 / medians, 0.0)
     rows_per_pass = max(1, min(1024, 2**24 // max(n_genes, 1)))  # dense passes of <= 64 MiB
-    for start, stop, block in iter_row_blocks(matrix, chunk_size):
+    for start, stop, block in iter_row_blocks(matrix, chunk_size, desc="Rank-value tokens"):
         x = _normalised_block(block, expression, target_sum)
         x.data *= inv_median[x.indices]
         for lo in range(0, stop - start, rows_per_pass):

@@ -31,13 +31,18 @@ def is_backed(matrix) -> bool:
     return isinstance(matrix, h5py.Dataset)
 
 
-def iter_row_blocks(matrix, chunk_size: int | None = None) -> Iterator[tuple[int, int, object]]:
+def iter_row_blocks(matrix, chunk_size: int | None = None, *,
+                    desc: str | None = None) -> Iterator[tuple[int, int, object]]:
     """``(start, stop, block)`` over the rows of `matrix`, each block in memory.
 
     A backed matrix (:func:`is_backed`) is read `chunk_size` rows at a time (default
-    :data:`CHUNK_SIZE`, fewer for wide dense data), so it never loads whole; an in-memory
-    matrix is a single block, itself.
+    :data:`CHUNK_SIZE`, fewer for wide dense data), so it never loads whole, with a progress
+    bar (`desc`, default ``"Reading cells from disk"``) where there is more than one block
+    (:attr:`scattn.settings.progress_bar` turns it off); an in-memory matrix is a single
+    block, itself.
     """
+    from scattn._progress import progress
+
     n_rows = matrix.shape[0]
     if not is_backed(matrix):
         yield 0, n_rows, matrix
@@ -45,9 +50,11 @@ def iter_row_blocks(matrix, chunk_size: int | None = None) -> Iterator[tuple[int
     step = CHUNK_SIZE if chunk_size is None else int(chunk_size)
     if chunk_size is None and not hasattr(matrix, "format"):  # dense: bound the values read
         step = min(step, max(1, _MAX_DENSE_VALUES // max(1, matrix.shape[1])))
-    for start in range(0, n_rows, step):
-        stop = min(start + step, n_rows)
-        yield start, stop, matrix[start:stop]
+    with progress(total=n_rows, desc=desc or "Reading cells from disk", show=n_rows > step) as bar:
+        for start in range(0, n_rows, step):
+            stop = min(start + step, n_rows)
+            yield start, stop, matrix[start:stop]
+            bar.update(stop - start)
 
 
 def read_rows(matrix, rows: np.ndarray):
@@ -114,7 +121,7 @@ def check_expression(matrix, expression: Expression, *, where: str = "adata.X") 
         if not np.issubdtype(matrix.dtype, np.number):
             raise TypeError(f"{where} has non-numeric dtype {matrix.dtype}.")
         n_bad, minimum, integral, maximum = 0, np.inf, True, -np.inf
-        for _, _, block in iter_row_blocks(matrix):
+        for _, _, block in iter_row_blocks(matrix, desc=f"Checking {where}"):
             b_bad, b_min, b_integral, b_max = _value_summary(_values(block), expression, skip=n_bad > 0)
             n_bad, minimum, integral = n_bad + b_bad, min(minimum, b_min), integral and b_integral
             maximum = max(maximum, b_max)
@@ -188,7 +195,7 @@ def check_nonempty_cells(matrix, obs_names: pd.Index, *, where: str = "adata") -
     """Raise if any cell has no expression at all (a backed matrix is read in row blocks)."""
     empty = np.concatenate([
         start + np.flatnonzero(np.asarray(block.sum(axis=1)).ravel() <= 0)
-        for start, _, block in iter_row_blocks(matrix)
+        for start, _, block in iter_row_blocks(matrix, desc="Looking for empty cells")
     ] or [np.zeros(0, dtype=int)])
     if len(empty):
         shown = ", ".join(map(str, obs_names[empty[:3]]))

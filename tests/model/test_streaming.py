@@ -117,3 +117,18 @@ def test_chunk_size_setting():
     with pytest.raises(ValueError, match="chunk_size"):
         sa.settings.chunk_size = 0
     assert "chunk_size" in repr(sa.settings)
+
+
+def test_progress_bar_reading_from_disk(adata, tmp_path, capsys):
+    adata.write_h5ad(tmp_path / "d.h5ad")
+    backed = ad.read_h5ad(tmp_path / "d.h5ad", backed="r")
+    sa.settings.progress_bar = True
+    try:
+        blocks = list(sa.data.iter_row_blocks(backed.X, 40, desc="Checking adata.X"))
+        assert [b[:2] for b in blocks] == [(0, 40), (40, 80), (80, 120), (120, 150)]
+        assert "Checking adata.X" in capsys.readouterr().err
+        sa.settings.progress_bar = False
+        list(sa.data.iter_row_blocks(backed.X, 40, desc="Checking adata.X"))
+        assert "Checking" not in capsys.readouterr().err
+    finally:
+        sa.settings.progress_bar = False
