@@ -102,7 +102,7 @@ class AttentionMixin:
         out = self._infer(adata, min_gene_overlap=min_gene_overlap, batch_size=batch_size,
                           attention_top_k=attention_top_k, keys=(z_key,),
                           desc=f"{type(self).__name__}.predict")
-        attention = self._attention_in_genes_of(out[MODULE_KEYS.ATTENTION], target.var_names)
+        attention = self._attention_in_genes_of(out.pop(MODULE_KEYS.ATTENTION), target.var_names)
         info = {"model": type(self).__name__, "scattn_version": __version__, "key_added": key,
                 "attention_top_k": attention_top_k, "n_model_genes": len(self.var_names_),
                 "attention": self._attention_description, **(params or {})}

@@ -98,6 +98,94 @@ def _restore_sigint(handler) -> None:
         signal.signal(signal.SIGINT, handler)
 
 
+#: programs that Lightning's "ddp" launcher cannot run again as a training script
+_NOT_A_SCRIPT = frozenset({"pytest", "_pytest", "py", "ipykernel_launcher", "ipykernel", "IPython",
+                           "ipython", "jupyter", "colab_kernel_launcher", "runpy"})
+
+
+def _ddp_start_method(strategy) -> str | None:
+    """How Lightning starts the processes of a DDP `strategy`: ``"popen"`` (it runs the
+    calling program again for each other process: ``"ddp"``), ``"spawn"`` (``"ddp_spawn"``),
+    ``"fork"`` (``"ddp_fork"``, ``"ddp_notebook"``); `None` for any other strategy."""
+    from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+
+    if isinstance(strategy, DDPStrategy):
+        return getattr(strategy, "_start_method", "popen")
+    if isinstance(strategy, str) and strategy in StrategyRegistry:
+        entry = StrategyRegistry[strategy]
+        if issubclass(entry["strategy"], DDPStrategy):
+            return entry["init_params"].get("start_method", "popen")
+    return None
+
+
+#: torch's warning when `find_unused_parameters=True` finds none (see `_with_unused_parameters`)
+_NO_UNUSED_PARAMETERS = r"find_unused_parameters=True was specified in DDP constructor, but did not find"
+
+
+def _with_unused_parameters(strategy, start_method: str):
+    """A DDP `strategy` named by a plain string (``"ddp"``, ``"ddp_spawn"``, ``"ddp_notebook"``...)
+    as Lightning's ``DDPStrategy(find_unused_parameters=True)``; any other as given.
+
+    Several objectives leave part of a model out of the loss (SIMS' decoder when classifying
+    and its head when pretraining, Geneformer's and scGPT's heads of other tasks), and DDP
+    without the flag stops at the second minibatch. With it, DDP walks the autograd graph once
+    per step to find them (a small cost; torch's warning when there are none is silenced).
+    ``"ddp_find_unused_parameters_false"`` or a ``DDPStrategy`` instance are kept as given.
+    """
+    if not isinstance(strategy, str) or "find_unused_parameters" in strategy:
+        return strategy
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return DDPStrategy(start_method=start_method, find_unused_parameters=True)
+
+
+def _default_strategy(accelerator, devices) -> str | None:
+    """The DDP strategy Lightning would choose for several `devices` without a strategy
+    (``"ddp"``; ``"ddp_notebook"`` in an interactive session), named so that scvi-tools gives
+    each process its share of the cells; `None` for one device."""
+    if devices in ("auto", None, 1, "1"):
+        return None
+    try:
+        from lightning.fabric.utilities.imports import _IS_INTERACTIVE
+        from lightning.pytorch.trainer.connectors.accelerator_connector import _AcceleratorConnector
+
+        _, lightning_devices, _ = parse_device_args(accelerator=accelerator, devices=devices,
+                                                    return_device="torch")
+        connector = _AcceleratorConnector(accelerator=accelerator, devices=lightning_devices)
+        several = len(connector._parallel_devices) > 1 and connector._num_nodes_flag == 1
+    except Exception:  # noqa: BLE001 - leave the arguments to Lightning, which names the problem
+        return None
+    if not several:
+        return None
+    return "ddp_notebook" if _IS_INTERACTIVE else "ddp"
+
+
+def _distributed_early_stopping(trainer_kwargs: dict) -> None:
+    """Early stopping for a DDP run, which scvi-tools' trainer switches off: Lightning's
+    callback (scvi-tools' ``LoudEarlyStopping``) on the validation loss, which every process
+    logs averaged over all of them, so all stop at the same epoch."""
+    from scvi.train._callbacks import LoudEarlyStopping
+
+    if not trainer_kwargs.pop("early_stopping", False):
+        return
+    callback = LoudEarlyStopping(
+        monitor=trainer_kwargs.pop("early_stopping_monitor", "elbo_validation"),
+        min_delta=trainer_kwargs.pop("early_stopping_min_delta", 0.0),
+        patience=trainer_kwargs.pop("early_stopping_patience", 45),
+        mode=trainer_kwargs.pop("early_stopping_mode", "min"),
+        warmup_epochs=trainer_kwargs.pop("early_stopping_warmup_epochs", 0),
+    )
+    trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), callback]
+    trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+
+
+def _logged_epochs(history) -> int:
+    """Epochs in a model's history (rows of ``train_loss``; 0 without one)."""
+    if isinstance(history, dict) and "train_loss" in history:
+        return len(history["train_loss"])
+    return 0
+
+
 class ScattnModel(AlignedDataMixin, BaseModelClass):
     """Base of every scattn model: AnnData fields, the model's genes, fitted state, save/load.
 
@@ -362,9 +450,30 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
 
         Ctrl+C keeps the weights of the last finished epoch (with a warning; `what` names the
         call in it) and marks the model trained; before the first epoch ends it restores the
-        weights it started from."""
+        weights it started from.
+
+        Several processes (Lightning's DDP, ``strategy="ddp"`` and its variants, or several
+        `devices` without a strategy) go through :meth:`_distributed_run`: each process trains
+        on its share of every epoch's cells (scvi-tools' distributed sampler), `batch_size`
+        cells per process and minibatch."""
+        import tempfile
+
         from scvi.model._utils import use_distributed_sampler
 
+        if trainer_kwargs.get("strategy") in (None, "auto"):
+            strategy = _default_strategy(accelerator, devices)
+            if strategy is not None:
+                trainer_kwargs["strategy"] = strategy
+        start_method = _ddp_start_method(trainer_kwargs.get("strategy"))
+        log_dir = None
+        if start_method is not None:
+            self._check_distributed(trainer_kwargs["strategy"], start_method)
+            trainer_kwargs["strategy"] = _with_unused_parameters(trainer_kwargs["strategy"], start_method)
+            if trainer_kwargs.get("logger") is None and not trainer_kwargs.get("log_save_dir"):
+                # scvi-tools writes the history of a DDP run to disk (rank 0; the main process
+                # reads it back after spawned workers): into a folder of ours, not the cwd
+                log_dir = trainer_kwargs["log_save_dir"] = tempfile.mkdtemp(prefix="scattn-ddp-")
+            _distributed_early_stopping(trainer_kwargs)
         manager = self.adata_manager if adata is None else self.get_anndata_manager(adata)
         splitter = self._make_splitter(
             manager, train_size=train_size, validation_size=validation_size, batch_size=batch_size,
@@ -374,25 +483,73 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         )
         snapshot = _LastEpochWeights()
         trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), snapshot]
+        logged_before = _logged_epochs(self.history_ if self.is_trained_ else None)
         # inference leaves the module in eval mode and Lightning keeps modes as it finds them:
         # without this, dropout would stay off when training follows a prediction
         self.module.train()
-        with quiet():  # Lightning's banners come when the trainer is made
-            runner = TrainRunner(self, training_plan=plan, data_splitter=splitter,
-                                 max_epochs=max_epochs, accelerator=accelerator, devices=devices,
-                                 **trainer_kwargs)
-        sigint = _sigint_handler()
+        finished = False
         try:
-            with quiet():
-                runner()
-        except (KeyboardInterrupt, SystemExit) as err:
-            # Lightning turns Ctrl+C into SystemExit(1) raised while handling the KeyboardInterrupt
-            if not isinstance(err, KeyboardInterrupt) and not isinstance(err.__context__, KeyboardInterrupt):
-                raise
-            self._after_interrupt(snapshot, runner, what)
+            with quiet(), warnings.catch_warnings():  # Lightning's banners come when the trainer is made
+                # scattn puts early stopping back under DDP (see _distributed_early_stopping)
+                warnings.filterwarnings("ignore", message="early_stopping was automatically disabled",
+                                        category=UserWarning)
+                runner = TrainRunner(self, training_plan=plan, data_splitter=splitter,
+                                     max_epochs=max_epochs, accelerator=accelerator, devices=devices,
+                                     **trainer_kwargs)
+            sigint = _sigint_handler()
+            try:
+                with quiet(), warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=_NO_UNUSED_PARAMETERS, category=UserWarning)
+                    runner()
+                finished = True
+            except (KeyboardInterrupt, SystemExit) as err:
+                # Lightning turns Ctrl+C into SystemExit(1) raised while handling the KeyboardInterrupt
+                if not isinstance(err, KeyboardInterrupt) and not isinstance(err.__context__, KeyboardInterrupt):
+                    raise
+                self._after_interrupt(snapshot, runner, what)
+            finally:
+                _restore_sigint(sigint)  # Lightning leaves Ctrl+C ignored after an interruption
         finally:
-            _restore_sigint(sigint)  # Lightning leaves Ctrl+C ignored after an interruption
-        return snapshot.epochs
+            if log_dir is not None:
+                import shutil
+
+                shutil.rmtree(log_dir, ignore_errors=True)
+        epochs = snapshot.epochs
+        if start_method is not None and finished:
+            if not epochs:
+                # spawned or forked workers trained; this process got rank 0's weights and
+                # history back, but not the callback's count
+                epochs = max(0, _logged_epochs(self.history_) - logged_before) or 1
+            # scvi-tools moves every process's model to the first device; keep each on its own
+            self.to_device(runner.trainer.strategy.root_device)
+        return epochs
+
+    def _check_distributed(self, strategy, start_method: str) -> None:
+        """A clear error, before any process starts, for a DDP run that cannot work.
+
+        ``strategy="ddp"`` (`start_method` ``"popen"``) makes Lightning run the program that
+        called ``train`` again for every other process: that must be a script, not pytest, a
+        notebook kernel or ``python -c``. A model that cannot be trained by several processes
+        overrides this to say so (and calls it)."""
+        if start_method != "popen" or "LOCAL_RANK" in os.environ:
+            return  # workers Lightning spawns or forks; or a process Lightning/torchrun started
+        import sys
+
+        import __main__
+
+        spec = getattr(__main__, "__spec__", None)
+        main_file = getattr(__main__, "__file__", None)
+        program = (spec.name if spec is not None else os.path.basename(main_file or "")).split(".")[0]
+        if main_file is None or program in _NOT_A_SCRIPT:
+            shown = " ".join(sys.argv) or "an interactive session"
+            raise ValueError(
+                f"strategy={strategy!r} starts the other processes by running this program again "
+                f"(here: {shown!r}), which works only from a training script (`python train.py`), "
+                "not from pytest, a notebook or `python -c`. Call train() from a script, or use "
+                "strategy='ddp_notebook' (Jupyter: forked processes, CPU or GPUs not yet used in "
+                "the notebook) or strategy='ddp_spawn' (a script whose code runs under "
+                "`if __name__ == \"__main__\":`)."
+            )
 
     def _make_splitter(self, manager: AnnDataManager, **kwargs) -> DataSplitter:
         """The data splitter of a training run (scvi-tools'; token models group cells by length)."""

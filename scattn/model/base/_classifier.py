@@ -293,7 +293,7 @@ class ClassifierMixin:
         attention = markers = None
         if attribution:
             params["attention"] = self._attention_description
-            attention = self._attention_in_genes_of(out[MODULE_KEYS.ATTENTION], target.var_names)
+            attention = self._attention_in_genes_of(out.pop(MODULE_KEYS.ATTENTION), target.var_names)
             markers = self._attention_markers(attention, prediction, target.var_names, key=key_added,
                                               top_k=attention_top_k, n_genes=n_markers)
         return PredictionResult(

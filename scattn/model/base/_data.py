@@ -61,14 +61,31 @@ def _positions(indices, n: int) -> np.ndarray:
     return idx.astype(np.int64)
 
 
-def _concat_outputs(parts: list[dict]) -> dict:
-    """Concatenate per-chunk inference outputs (arrays row-wise, sparse matrices stacked)."""
-    out = {}
-    for key in parts[0]:
-        values = [p[key] for p in parts]
-        out[key] = (sparse.vstack(values, format="csr") if sparse.issparse(values[0])
-                    else np.concatenate(values))
-    return out
+class _Outputs:
+    """Per-chunk inference outputs gathered into arrays allocated once for all `n` cells (no
+    list of parts and concatenated copy side by side); sparse outputs are stacked at the end."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.dense: dict[str, np.ndarray] = {}
+        self.sparse: dict[str, list] = {}
+
+    def add(self, start: int, part: dict) -> None:
+        for key, value in part.items():
+            if sparse.issparse(value):
+                self.sparse.setdefault(key, []).append(value)
+                continue
+            if key not in self.dense:
+                self.dense[key] = np.empty((self.n, *value.shape[1:]), dtype=value.dtype)
+            self.dense[key][start:start + len(value)] = value
+
+    def result(self) -> dict:
+        out = dict(self.dense)
+        for key in list(self.sparse):
+            parts = self.sparse.pop(key)
+            out[key] = parts[0] if len(parts) == 1 else sparse.vstack(parts, format="csr")
+            del parts
+        return out
 
 
 def covariate_keys(setup_args: dict) -> list[str]:
@@ -158,7 +175,7 @@ class AlignedDataMixin:
         plan = self._alignment_plan(adata, min_gene_overlap=min_gene_overlap)
         rows = np.arange(adata.n_obs) if indices is None else _positions(indices, adata.n_obs)
         step = settings.chunk_size
-        parts = []
+        out = _Outputs(len(rows))
         with progress(total=len(rows), desc=desc or f"{type(self).__name__}", unit="cells",
                       show=len(rows) > step) as bar:
             for start in range(0, len(rows), step):
@@ -167,9 +184,9 @@ class AlignedDataMixin:
                     part = self._run_inference(internal, **kwargs)
                     if with_empty:
                         part["empty"] = self._empty_on_model_genes(internal)
-                parts.append(part)
+                out.add(start, part)
                 bar.update(len(chunk))
-        return _concat_outputs(parts)
+        return out.result()
 
     def _obs_names_of(self, adata: AnnData | None, indices=None) -> pd.Index:
         """Names of the cells `indices` of `adata` (`None`: the model's own AnnData)."""
