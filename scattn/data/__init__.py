@@ -3,7 +3,7 @@
 from ._binning import value_bins
 from ._embed import Embedding, factorize, gd_embedding, svd_embedding
 from ._fields import LabelsField
-from ._files import read_h5ads
+from ._files import open_zarr, read_h5ads
 from ._gene_order import GENE_ORDERS, order_genes
 from ._genes import (
     align_to_genes,
@@ -76,6 +76,7 @@ __all__ = [
     "pad_groups",
     "rank_tokens",
     "rank_value_encode",
+    "open_zarr",
     "read_h5ads",
     "select_variable_genes",
     "seurat_dispersions_norm",

@@ -491,3 +491,58 @@ def _concat_backed(infos: list[_FileInfo], layer: str | None, out: Path | None,
             ) from err
         raise
     return ad.read_h5ad(out, backed="r")
+
+
+def open_zarr(path: str | PathLike) -> AnnData:
+    """Open an AnnData zarr store with its expression left on disk, as a backed h5ad is.
+
+    ``obs``, ``var``, ``obsm``, ``varm`` and ``uns`` are read into memory; ``X`` and every
+    layer stay in the store (sparse ones as anndata's on-disk sparse datasets, dense ones as
+    zarr arrays) and are read a block of cells at a time by scattn: ``model.predict(adata)``
+    streams the cells :attr:`scattn.settings.chunk_size` at a time. anndata's
+    ``read_zarr`` reads everything into memory instead; this is the zarr counterpart of
+    ``anndata.read_h5ad(path, backed="r")``.
+
+    Parameters
+    ----------
+    path
+        A zarr store written by anndata (``adata.write_zarr(path)``).
+
+    Returns
+    -------
+    AnnData whose ``X`` and ``layers`` read from `path`. Results written into it (``predict``)
+    stay in memory; the store is not changed (it is opened read-only).
+
+    Examples
+    --------
+    >>> adata = sa.data.open_zarr("atlas.zarr")
+    >>> model.predict(adata)  # streamed; writes adata.obs["cfan_prediction"], ...
+    """
+    import zarr
+    from anndata.io import read_elem, sparse_dataset
+
+    path = Path(os.fspath(path))
+    if not path.exists():
+        raise FileNotFoundError(f"{str(path)!r} does not exist.")
+    try:
+        group = zarr.open(str(path), mode="r")
+        encoding = group.attrs.get("encoding-type")
+    except Exception as err:  # any failure here means: not a zarr store
+        raise ValueError(f"{str(path)!r} is not a zarr store ({type(err).__name__}: {err}).") from None
+    if encoding != "anndata" or "obs" not in group or "var" not in group:
+        raise ValueError(f"{str(path)!r} is not an AnnData zarr store (write one with "
+                         "`adata.write_zarr(path)`).")
+
+    def on_disk(elem):
+        kind = elem.attrs.get("encoding-type")
+        if kind in ("csr_matrix", "csc_matrix"):
+            return sparse_dataset(elem)
+        if isinstance(elem, zarr.Array):
+            return elem
+        raise TypeError(f"{elem.name} of {str(path)!r} is a {kind!r}, not a matrix.")
+
+    parts = {key: read_elem(group[key]) for key in ("obs", "var", "obsm", "varm", "uns") if key in group}
+    x = on_disk(group["X"]) if "X" in group else None
+    layers = {name: on_disk(group["layers"][name]) for name in group["layers"]} if "layers" in group else {}
+    return AnnData(X=x, layers=layers, obs=parts["obs"], var=parts["var"], obsm=parts.get("obsm"),
+                   varm=parts.get("varm"), uns=parts.get("uns"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Literal
@@ -28,7 +29,10 @@ def is_backed(matrix) -> bool:
         return True
     import h5py
 
-    return isinstance(matrix, h5py.Dataset)
+    if isinstance(matrix, h5py.Dataset):
+        return True
+    zarr = sys.modules.get("zarr")  # a zarr array can only exist if zarr was imported
+    return zarr is not None and isinstance(matrix, zarr.Array)
 
 
 def iter_row_blocks(matrix, chunk_size: int | None = None, *,

@@ -32,15 +32,6 @@ def _query(adata: ad.AnnData, seed: int = 0) -> ad.AnnData:
     return q
 
 
-def _open_zarr(path) -> ad.AnnData:
-    import zarr
-    from anndata.io import read_elem, sparse_dataset
-
-    g = zarr.open(str(path), mode="r")
-    return ad.AnnData(obs=read_elem(g["obs"]), var=read_elem(g["var"]),
-                      layers={"counts": sparse_dataset(g["layers"]["counts"])})
-
-
 @pytest.mark.parametrize("store", ["h5ad", "zarr"])
 @pytest.mark.parametrize("name", ["trained", "trained_cfan", "trained_sims"])
 def test_predict_on_disk_equals_in_memory(name, store, request, tmp_path, small_chunks, monkeypatch):
@@ -52,7 +43,7 @@ def test_predict_on_disk_equals_in_memory(name, store, request, tmp_path, small_
         on_disk = ad.read_h5ad(tmp_path / "q.h5ad", backed="r")
     else:
         query.write_zarr(tmp_path / "q.zarr")
-        on_disk = _open_zarr(tmp_path / "q.zarr")
+        on_disk = sa.data.open_zarr(tmp_path / "q.zarr")
     sizes = []
     original = AlignedDataMixin._aligned_rows
 
@@ -132,3 +123,15 @@ def test_progress_bar_reading_from_disk(adata, tmp_path, capsys):
         assert "Checking" not in capsys.readouterr().err
     finally:
         sa.settings.progress_bar = False
+
+
+def test_open_zarr_keeps_matrices_on_disk(adata, tmp_path):
+    adata.layers["dense"] = adata.X.toarray()
+    adata.write_zarr(tmp_path / "d.zarr")
+    opened = sa.data.open_zarr(tmp_path / "d.zarr")
+    assert sa.data.is_backed(opened.X) and sa.data.is_backed(opened.layers["dense"])
+    assert list(opened.obs_names) == list(adata.obs_names)
+    np.testing.assert_array_equal(sa.data.read_rows(opened.layers["dense"], np.array([7, 2, 2])),
+                                  adata.layers["dense"][[7, 2, 2]])
+    with pytest.raises(ValueError, match="not an AnnData zarr store|not a zarr store"):
+        sa.data.open_zarr(tmp_path)
