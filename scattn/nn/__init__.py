@@ -9,7 +9,7 @@ from ._expression import (
     ValueEncoder,
     reverse_gradient,
 )
-from ._feature_attention import FeatureExtractors, FeatureSelfAttention
+from ._feature_attention import FeatureExtractors, FeatureSelfAttention, sparse_rows_linear
 from ._gene_panel import GenePanel, PanelInput
 from ._local_attention import (
     GeneGroups,
@@ -53,6 +53,7 @@ __all__ = [
     "ConvPatchStem",
     "CovariateLinear",
     "FeatureExtractors",
+    "sparse_rows_linear",
     "FeatureSelfAttention",
     "FeatureTransformer",
     "GLULayer",
