@@ -25,6 +25,7 @@ class _Sparsemax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: torch.Tensor) -> torch.Tensor:
+        z = z - z.amax(dim=-1, keepdim=True)  # shift-invariant; keeps values small (rounding)
         out = torch.clamp(z - sparsemax_threshold(z), min=0)
         ctx.save_for_backward(out)
         return out
