@@ -31,9 +31,8 @@ def _picks(attention: sparse.csr_matrix, n_top: int) -> sparse.csr_matrix:
             (att.data * keep, att.indices, att.indptr), shape=att.shape
         )
         att.eliminate_zeros()
-    picked = att.copy()
-    picked.data[:] = 1.0
-    return picked
+    # the same sparsity pattern with ones: a new data array, the indices shared
+    return sparse.csr_matrix((np.ones(att.nnz, dtype=np.float32), att.indices, att.indptr), shape=att.shape)
 
 
 def _bh(p: np.ndarray) -> np.ndarray:

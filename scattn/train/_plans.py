@@ -77,6 +77,33 @@ class ObjectivePlan(TrainingPlan):
         """Extra arguments of the module's ``inference`` in every forward pass."""
         return {}
 
+    def compute_and_log_metrics(self, loss_output, metrics, mode: str):
+        """scvi-tools' logging, with the module's extra metrics (e.g. ``accuracy``) logged
+        outside inference mode.
+
+        scvi-tools logs them inside ``torch.inference_mode``, so Lightning's running sums are
+        inference tensors; under DDP on CPU (gloo) Lightning averages them across processes in
+        place at the end of a training epoch, which inference tensors refuse. Logged here
+        (detached, under ``no_grad``), they are averaged over all processes' cells, weighted by
+        each minibatch's ``n_obs_minibatch``, as in one process.
+        """
+        extra = loss_output.extra_metrics
+        loss_output.extra_metrics = {}
+        try:
+            super().compute_and_log_metrics(loss_output, metrics, mode)
+        finally:
+            loss_output.extra_metrics = extra
+        import torch
+
+        with torch.no_grad():
+            for key, met in (extra or {}).items():
+                if isinstance(met, torch.Tensor):
+                    if met.dim():
+                        continue  # as scvi-tools: only 0-d tensors are logged
+                    met = met.detach().clone()
+                self.log(f"{key}_{mode}", met, on_step=self.on_step, on_epoch=self.on_epoch,
+                         batch_size=loss_output.n_obs_minibatch, sync_dist=self.use_sync_dist)
+
     def forward(self, *args, **kwargs):
         """The module's forward with this plan's inference arguments."""
         extra = self.inference_kwargs()

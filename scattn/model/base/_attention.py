@@ -70,12 +70,17 @@ class AttentionMixin:
     def _attention_in_genes_of(self, attention: sparse.csr_matrix, var_names: pd.Index) -> sparse.csr_matrix:
         """Map a cells x model-genes matrix onto the columns `var_names` (absent genes dropped)."""
         pos = pd.Index(var_names).get_indexer(pd.Index(self.var_names_))
-        keep = np.flatnonzero(self._readable_in(var_names))  # genes the model never reads get nothing
-        selector = sparse.csr_matrix(
-            (np.ones(len(keep), dtype=np.float32), (keep, pos[keep])),
-            shape=(len(self.var_names_), len(var_names)),
-        )
-        out = sparse.csr_matrix(attention @ selector, dtype=np.float32)
+        readable = self._readable_in(var_names)  # genes the model never reads get nothing
+        attention = sparse.csr_matrix(attention, dtype=np.float32)
+        if not readable.all():
+            attention = attention.copy()
+            attention.data[~readable[attention.indices]] = 0
+            attention.eliminate_zeros()
+        # each entry moves to its gene's column: only the column indices are new (no product)
+        out = sparse.csr_matrix((attention.data, pos[attention.indices].astype(attention.indices.dtype),
+                                 attention.indptr), shape=(attention.shape[0], len(var_names)))
+        out.has_sorted_indices = False
+        out.sort_indices()
         out.eliminate_zeros()
         return out
 

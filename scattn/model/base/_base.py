@@ -100,7 +100,7 @@ def _restore_sigint(handler) -> None:
 
 #: programs that Lightning's "ddp" launcher cannot run again as a training script
 _NOT_A_SCRIPT = frozenset({"pytest", "_pytest", "py", "ipykernel_launcher", "ipykernel", "IPython",
-                           "ipython", "jupyter", "colab_kernel_launcher", "runpy"})
+                           "ipython", "jupyter", "colab_kernel_launcher"})
 
 
 def _ddp_start_method(strategy) -> str | None:
@@ -118,21 +118,20 @@ def _ddp_start_method(strategy) -> str | None:
     return None
 
 
-#: torch's warning when `find_unused_parameters=True` finds none (see `_with_unused_parameters`)
-_NO_UNUSED_PARAMETERS = r"find_unused_parameters=True was specified in DDP constructor, but did not find"
-
-
-def _with_unused_parameters(strategy, start_method: str):
+def _with_unused_parameters(strategy, start_method: str, module):
     """A DDP `strategy` named by a plain string (``"ddp"``, ``"ddp_spawn"``, ``"ddp_notebook"``...)
-    as Lightning's ``DDPStrategy(find_unused_parameters=True)``; any other as given.
+    as Lightning's ``DDPStrategy(find_unused_parameters=True)`` when `module` has several
+    objectives; any other as given.
 
-    Several objectives leave part of a model out of the loss (SIMS' decoder when classifying
-    and its head when pretraining, Geneformer's and scGPT's heads of other tasks), and DDP
-    without the flag stops at the second minibatch. With it, DDP walks the autograd graph once
-    per step to find them (a small cost; torch's warning when there are none is silenced).
-    ``"ddp_find_unused_parameters_false"`` or a ``DDPStrategy`` instance are kept as given.
+    A module with several objectives leaves the parts of the others out of each loss (SIMS'
+    decoder when classifying and its head when pretraining, Geneformer's and scGPT's heads of
+    other tasks), and DDP without the flag stops at the second minibatch. With it, DDP walks
+    the autograd graph once per step to find them (a small cost, not paid by single-objective
+    modules). ``"ddp_find_unused_parameters_true"`` / ``"..._false"`` or a ``DDPStrategy``
+    instance are kept as given.
     """
-    if not isinstance(strategy, str) or "find_unused_parameters" in strategy:
+    if (not isinstance(strategy, str) or "find_unused_parameters" in strategy
+            or len(getattr(module, "objectives", ())) < 2):
         return strategy
     from lightning.pytorch.strategies import DDPStrategy
 
@@ -147,13 +146,15 @@ def _default_strategy(accelerator, devices) -> str | None:
         return None
     try:
         from lightning.fabric.utilities.imports import _IS_INTERACTIVE
-        from lightning.pytorch.trainer.connectors.accelerator_connector import _AcceleratorConnector
+        from lightning.pytorch.trainer.connectors.accelerator_connector import (
+            _AcceleratorConnector,
+        )
 
         _, lightning_devices, _ = parse_device_args(accelerator=accelerator, devices=devices,
                                                     return_device="torch")
         connector = _AcceleratorConnector(accelerator=accelerator, devices=lightning_devices)
         several = len(connector._parallel_devices) > 1 and connector._num_nodes_flag == 1
-    except Exception:  # noqa: BLE001 - leave the arguments to Lightning, which names the problem
+    except Exception:  # leave the arguments to Lightning, which names the problem
         return None
     if not several:
         return None
@@ -452,10 +453,13 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         call in it) and marks the model trained; before the first epoch ends it restores the
         weights it started from.
 
-        Several processes (Lightning's DDP, ``strategy="ddp"`` and its variants, or several
-        `devices` without a strategy) go through :meth:`_distributed_run`: each process trains
-        on its share of every epoch's cells (scvi-tools' distributed sampler), `batch_size`
-        cells per process and minibatch."""
+        Several processes (Lightning's DDP: ``strategy="ddp"`` and its variants, or several
+        `devices` without a strategy, which becomes ``"ddp"``): each process trains on its share
+        of every epoch's cells (scvi-tools' distributed sampler), `batch_size` cells per process
+        and minibatch; early stopping (which scvi-tools' trainer drops under DDP) is Lightning's
+        callback on the validation loss averaged over the processes; the history is kept in
+        rank 0 (other ranks get ``{}``); `Ctrl+C` keeps rank 0's last finished epoch as above.
+        :meth:`_check_distributed` refuses, before any process starts, a run that cannot work."""
         import tempfile
 
         from scvi.model._utils import use_distributed_sampler
@@ -468,11 +472,17 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         log_dir = None
         if start_method is not None:
             self._check_distributed(trainer_kwargs["strategy"], start_method)
-            trainer_kwargs["strategy"] = _with_unused_parameters(trainer_kwargs["strategy"], start_method)
+            trainer_kwargs["strategy"] = _with_unused_parameters(trainer_kwargs["strategy"], start_method,
+                                                                 plan.module)
             if trainer_kwargs.get("logger") is None and not trainer_kwargs.get("log_save_dir"):
-                # scvi-tools writes the history of a DDP run to disk (rank 0; the main process
-                # reads it back after spawned workers): into a folder of ours, not the cwd
-                log_dir = trainer_kwargs["log_save_dir"] = tempfile.mkdtemp(prefix="scattn-ddp-")
+                # scvi-tools' logger of a DDP run writes the history to disk (by default under
+                # the cwd), for a main process whose workers were spawned or forked to read back
+                if start_method == "popen":  # this process is rank 0 or a worker: in memory
+                    from scvi.train._logger import SimpleLogger
+
+                    trainer_kwargs["logger"] = SimpleLogger()
+                else:  # into a folder of ours, removed when the run ends
+                    log_dir = trainer_kwargs["log_save_dir"] = tempfile.mkdtemp(prefix="scattn-ddp-")
             _distributed_early_stopping(trainer_kwargs)
         manager = self.adata_manager if adata is None else self.get_anndata_manager(adata)
         splitter = self._make_splitter(
@@ -498,8 +508,7 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
                                      **trainer_kwargs)
             sigint = _sigint_handler()
             try:
-                with quiet(), warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=_NO_UNUSED_PARAMETERS, category=UserWarning)
+                with quiet():
                     runner()
                 finished = True
             except (KeyboardInterrupt, SystemExit) as err:

@@ -98,19 +98,22 @@ class ClassifierMixin:
         early_stopping_patience
             Epochs without improvement before stopping.
         accelerator, devices
-            Passed to Lightning (``"cpu"``, ``"gpu"``, ``"auto"``...).
+            Passed to Lightning (``"cpu"``, ``"gpu"``, ``"auto"``...). Several devices train
+            with Lightning's DDP (``strategy="ddp"``, run from a script; `batch_size` is then
+            per process): see the "Large data" page of the documentation.
         plan_kwargs
             Extra arguments of :class:`scattn.train.ClassificationPlan` (scvi-tools'
             :class:`~scvi.train.TrainingPlan`, e.g. ``weight_decay``).
         datasplitter_kwargs
             Extra arguments of :class:`scvi.dataloaders.DataSplitter`.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar``).
+            Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar``,
+            ``strategy="ddp"``).
 
         Notes
         -----
         Training history (``train_loss``, ``validation_loss``, ``accuracy_train``,
-        ``accuracy_validation``) is in ``model.history``.
+        ``accuracy_validation``) is in ``model.history`` (under DDP: in rank 0).
         """
         self._require_classifier()
         self._check_own_data()

@@ -82,10 +82,33 @@ class _Outputs:
     def result(self) -> dict:
         out = dict(self.dense)
         for key in list(self.sparse):
-            parts = self.sparse.pop(key)
-            out[key] = parts[0] if len(parts) == 1 else sparse.vstack(parts, format="csr")
-            del parts
+            out[key] = _stack_rows(self.sparse.pop(key))
         return out
+
+
+def _stack_rows(parts: list) -> sparse.csr_matrix:
+    """``sparse.vstack(parts)`` as CSR, emptying `parts` as it goes: the stacked matrix and one
+    part in memory at a time, not all parts and the result."""
+    if len(parts) == 1:
+        return sparse.csr_matrix(parts.pop())
+    parts[:] = [sparse.csr_matrix(p) for p in parts]
+    n_rows = sum(p.shape[0] for p in parts)
+    nnz = sum(p.nnz for p in parts)
+    dtype = np.result_type(*[p.dtype for p in parts])
+    data = np.empty(nnz, dtype=dtype)
+    indices = np.empty(nnz, dtype=np.int64 if nnz > np.iinfo(np.int32).max else np.int32)
+    indptr = np.empty(n_rows + 1, dtype=np.int64 if nnz > np.iinfo(np.int32).max else np.int32)
+    indptr[0] = 0
+    row = at = 0
+    n_cols = parts[0].shape[1]
+    while parts:
+        p = parts.pop(0)
+        data[at:at + p.nnz] = p.data
+        indices[at:at + p.nnz] = p.indices
+        indptr[row + 1:row + 1 + p.shape[0]] = p.indptr[1:] + at
+        row, at = row + p.shape[0], at + p.nnz
+        del p
+    return sparse.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols))
 
 
 def covariate_keys(setup_args: dict) -> list[str]:
