@@ -77,7 +77,7 @@ class AttentionMixin:
             attention.data[~readable[attention.indices]] = 0
             attention.eliminate_zeros()
         # each entry moves to its gene's column: only the column indices are new (no product)
-        out = sparse.csr_matrix((attention.data, pos[attention.indices].astype(attention.indices.dtype),
+        out = sparse.csr_matrix((attention.data, pos.astype(attention.indices.dtype)[attention.indices],
                                  attention.indptr), shape=(attention.shape[0], len(var_names)))
         out.has_sorted_indices = False
         out.sort_indices()

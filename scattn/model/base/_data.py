@@ -421,8 +421,8 @@ def _top_k_csr(weights: torch.Tensor, k: int) -> sparse.csr_matrix:
         return sparse.csr_matrix(weights.numpy())
     k = min(k, g)
     vals, idx = torch.topk(weights, k, dim=1)
-    indptr = np.arange(0, n * k + 1, k)
-    mat = sparse.csr_matrix((vals.numpy().ravel(), idx.numpy().ravel(), indptr), shape=(n, g))
+    indptr = np.arange(0, n * k + 1, k, dtype=np.int32 if n * k < 2**31 else np.int64)
+    mat = sparse.csr_matrix((vals.numpy().ravel(), idx.to(torch.int32).numpy().ravel(), indptr), shape=(n, g))
     mat.data[mat.data < 0] = 0  # a negative attribution is no evidence for the call
     mat.eliminate_zeros()
     mat.sort_indices()
