@@ -3,6 +3,8 @@
     python -m benchmarks            # default run: <= 45 min on 2 CPU cores
     python -m benchmarks --quick    # pbmc68k_reduced, CellBench cross-study and integration, 1 seed
     python -m benchmarks --full     # each method's own epoch budget, all cells (hours on CPU)
+    python -m benchmarks --scale    # the scale family only: 10k/100k/1M cells, one process per
+                                    # method (benchmarks/scale; --scale --help for its options)
 
 Tasks
     Within a dataset: pbmc68k_reduced (scanpy), paul15 and panc8_subset (``../shared/data``),
@@ -24,8 +26,12 @@ Families
     The *integration* family (:mod:`benchmarks.suite.tasks.integration`; tasks
     ``integration_paul15``, ``integration_cellbench``, ``integration_panc8``) scores scViT
     beside scVI and PCA: held-out likelihood, latent cell-type accuracy, scib-metrics batch
-    correction and bio conservation, time per epoch. Further families (response, scale)
-    register in :data:`benchmarks.suite.tasks.FAMILIES` and run under the same options.
+    correction and bio conservation, time per epoch. Further families (response) register in
+    :data:`benchmarks.suite.tasks.FAMILIES` and run under the same options. The *scale* family
+    (:mod:`benchmarks.scale`: prediction speed and peak memory at 10k/100k/1M resampled Kang
+    cells, one epoch from a backed file) runs only with ``--scale``, which hands every other
+    option to :func:`benchmarks.scale.run.main`: it measures each method in a process of its
+    own, which the loop below does not.
 Budgets
     To fit 30 minutes on 2 cores the default run caps the deep models' epochs (early stopping
     still applies) and subsamples paul15 to 1,000 cells, the size of the other sets
@@ -83,6 +89,13 @@ def _budget(args) -> tuple[str, dict, int | None]:
 
 
 def main(argv=None) -> pd.DataFrame:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--scale" in argv:  # the scale family: its own options and one process per measurement
+        from ..scale.run import main as scale_main
+
+        return scale_main([a for a in argv if a != "--scale"])
     families = list(FAMILIES.values())
     default_tasks = [t for f in families for t in f.tasks]
     known_tasks = {t for f in families for t in f.all_tasks}
@@ -98,6 +111,8 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--max-cells", type=int, default=None, help="subsample larger datasets")
     parser.add_argument("--k", type=int, default=10, help="markers scored per cell type")
     parser.add_argument("--out", default=str(RESULTS / "benchmark"))
+    parser.add_argument("--scale", action="store_true",
+                        help="run the scale family instead (benchmarks/scale; `--scale --help` for its options)")
     args = parser.parse_args(argv)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # before the first split's progress file
 
