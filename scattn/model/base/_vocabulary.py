@@ -20,6 +20,7 @@ from scattn.data import (
     gene_selector,
 )
 
+from ._data import _positions
 from ._fitted import FittedState, Source
 
 
@@ -108,9 +109,7 @@ class VocabularyMixin:
         longest cell), outputs returned in the order asked."""
         manager = self.adata_manager if adata is self.adata else self.get_anndata_manager(adata)
         lengths = self._token_counts(manager)
-        idx = np.arange(adata.n_obs) if indices is None else np.asarray(indices).ravel()
-        if idx.dtype == bool:
-            idx = np.flatnonzero(idx)
+        idx = np.arange(adata.n_obs) if indices is None else _positions(indices, adata.n_obs)
         order = np.argsort(-lengths[idx], kind="stable")
         out = super()._run_inference(adata, indices=idx[order], **kwargs)
         inverse = np.empty_like(order)
