@@ -343,3 +343,137 @@ def test_train_without_validation_set():
     m = sa.model.CGRAN(data, **{**TINY, "n_top_genes": 30})
     m.train(max_epochs=1, train_size=0.9, validation_size=0.0, batch_size=16)
     assert m.is_trained_ and "validation_loss" not in m.history
+
+
+# -- the fast training kernels (scattn.nn._local_attention) compute the paper's attention exactly --
+def _groups(grouping, n_genes):
+    import torch
+
+    from scattn.data import make_gene_groups
+    from scattn.nn import GeneGroups
+
+    gi = make_gene_groups(n_genes, grouping, group_size=50, n_groups=4,
+                          features=np.random.default_rng(0).normal(size=(n_genes, 5)))
+    return GeneGroups(torch.tensor(gi))
+
+
+@pytest.mark.parametrize("grouping, n_genes, chunk_bytes", [
+    ("uniform", 150, 1), ("uniform", 130, 1 << 30), ("kmeans", 130, 1), ("full", 40, 1 << 30),
+])
+def test_shared_base_block_equals_explicit_tokens(grouping, n_genes, chunk_bytes, monkeypatch):
+    """Block 1 (tokens B_j + s_0, factorised, chunked) = the same block on explicit tokens
+    (per-cell gene tokens, fused SDPA): outputs, attention and every gradient, in float64."""
+    import torch
+
+    import scattn.nn._local_attention as la
+    from scattn.nn import LocalAttentionBlock
+
+    monkeypatch.setattr(la, "_CHUNK_BYTES", chunk_bytes)
+    torch.manual_seed(0)
+    groups = _groups(grouping, n_genes)
+    block = LocalAttentionBlock(12, 3, 4, dropout=0.0).double()
+    cell, base = torch.randn(5, 12, dtype=torch.double), 2 * torch.randn(n_genes, 12, dtype=torch.double)
+    weight = torch.randn(n_genes, 12, dtype=torch.double)
+    results = []
+    for explicit in (False, True):
+        block.zero_grad()
+        if explicit:
+            c, g, w = block(cell, base.unsqueeze(0) + cell.unsqueeze(1), groups=groups, return_attention=True)
+        else:
+            c, g, w = block(cell, gene_base=base, groups=groups, return_attention=True)
+        (3 * c.sum() + (g * weight).sum() + w[..., 1:].pow(2).sum()).backward()
+        results.append((c, g, w, [p.grad.clone() for p in block.parameters()]))
+    (c1, g1, w1, grads1), (c2, g2, w2, grads2) = results
+    for a, b in [(c1, c2), (g1, g2), (w1, w2), *zip(grads1, grads2, strict=True)]:
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+
+
+def test_cell_query_block_equals_explicit_tokens():
+    """Block 2 (cell token only; keys and values folded into the projections) = SDPA on the
+    projected gene tokens: output, attention and gradients."""
+    import torch
+
+    from scattn.nn import LocalAttentionBlock
+
+    torch.manual_seed(1)
+    groups = _groups("uniform", 120)
+    block = LocalAttentionBlock(10, 2, 4, dropout=0.0).double()
+    cell = torch.randn(4, 10, dtype=torch.double, requires_grad=True)
+    genes = torch.randn(4, 120, 10, dtype=torch.double, requires_grad=True)
+    c1, _, w1 = block(cell, genes, groups=groups, cell_only=True, return_attention=True)
+    g1 = torch.autograd.grad((c1 * torch.arange(8)).sum(), [cell, genes, *block.parameters()])
+    att = block.attention
+    c_att, _, w2 = att._grouped_sdpa(cell, genes, None, groups, True, True)
+    import torch.nn.functional as F
+
+    c2 = F.normalize(c_att + block.residual(cell), dim=-1)
+    g2 = torch.autograd.grad((c2 * torch.arange(8)).sum(), [cell, genes, *block.parameters()])
+    torch.testing.assert_close(c1, c2)
+    torch.testing.assert_close(w1, w2)
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_shared_base_underflow_falls_back(monkeypatch):
+    """Scores spread by hundreds within a group underflow the factorised softmax: the block
+    then takes the general path and stays finite and equal to it."""
+    import torch
+
+    from scattn.nn import LocalAttentionBlock, LocalMultiheadAttention
+
+    general = LocalMultiheadAttention._grouped_sdpa
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return general(*args, **kwargs)
+
+    monkeypatch.setattr(LocalMultiheadAttention, "_grouped_sdpa", counted)
+    torch.manual_seed(2)
+    groups = _groups("uniform", 100)
+    block = LocalAttentionBlock(8, 2, 4, dropout=0.0)
+    with torch.no_grad():
+        block.attention.qkv.weight.mul_(40.0)
+    cell, base = torch.randn(3, 8), 5 * torch.randn(100, 8)
+    c1, g1, _ = block(cell, gene_base=base, groups=groups)
+    assert len(calls) == 1  # the factorised path gave up
+    c2, g2, _ = block(cell, base.unsqueeze(0) + cell.unsqueeze(1), groups=groups)
+    assert torch.isfinite(g1).all()
+    torch.testing.assert_close(g1, g2, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(c1, c2, atol=1e-4, rtol=1e-4)
+
+
+def test_gene_token_dropout_rate_and_seed():
+    """The gene tokens' dropout keeps 1 - p of the elements, scales them by 1 / (1 - p) and
+    repeats under a seed."""
+    import torch
+
+    import scattn.nn._local_attention as la
+
+    threshold, scale = la._dropout_level(0.1)
+    torch.manual_seed(3)
+    keep = la._uniform16(400_000, "cpu") >= threshold
+    assert abs(keep.float().mean().item() - 0.9) < 3e-3
+    assert abs(scale * 0.9 - 1) < 1e-4
+    torch.manual_seed(3)
+    torch.testing.assert_close(la._uniform16(400_000, "cpu") >= threshold, keep)
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_restore_best_weights(restore):
+    """With restore_best_weights (the default) the model ends on the weights of its lowest
+    validation loss; without, on the last epoch's."""
+    sa.settings.seed = 0
+    sa.settings.progress_bar = False
+    data = make_counts()
+    sa.model.CGRAN.setup_anndata(data, labels_key="cell_type", layer="counts")
+    model = sa.model.CGRAN(data, **TINY)
+    model.train(max_epochs=6, lr=0.05, early_stopping=False, restore_best_weights=restore,
+                check_val_every_n_epoch=1)
+    history = model.history["validation_loss"].to_numpy().ravel()
+    idx = model.validation_indices
+    proba = model.predict_proba(indices=idx).to_numpy()
+    y = data.obs["cell_type"].astype(str).to_numpy()[idx]
+    loss = -np.mean(np.log(proba[np.arange(len(y)), [model.classes_.index(c) for c in y]]))
+    expected = history.min() if restore else history[-1]
+    np.testing.assert_allclose(loss, expected, rtol=1e-4)

@@ -17,6 +17,7 @@ from scattn._version import __version__
 from scattn._write import write_results
 from scattn.module import MODULE_KEYS
 from scattn.train import ClassificationPlan
+from scattn.train._callbacks import BestValidationWeights
 
 from ._results import PredictionResult
 
@@ -28,7 +29,9 @@ UNKNOWN = "Unknown"
 class ClassifierMixin:
     """Training for labels, prediction and result writing.
 
-    A model using it sets ``_default_lr`` and ``_default_train_batch_size`` (or `None`) and
+    A model using it sets ``_default_lr`` and ``_default_train_batch_size`` (or `None`), and
+    may change ``_default_early_stopping_patience`` (10) and ``_default_restore_best_weights``
+    (`False`); it
     has a :class:`~scattn.module.PanelModule` whose ``inference`` returns ``logits`` and
     ``z`` once it has a head. A model built without labels (e.g. to pretrain) has no head;
     :meth:`PretrainingMixin.from_pretrained <scattn.model.base.PretrainingMixin.from_pretrained>`
@@ -39,6 +42,8 @@ class ClassifierMixin:
     _training_plan_cls = ClassificationPlan
     _default_lr = 1e-3
     _default_train_batch_size: int | None = None
+    _default_early_stopping_patience = 10
+    _default_restore_best_weights = False
 
     def _require_classifier(self) -> None:
         """A clear error for a model without labels or head."""
@@ -69,7 +74,8 @@ class ClassifierMixin:
         train_size: float = 0.9,
         validation_size: float | None = None,
         early_stopping: bool = True,
-        early_stopping_patience: int = 10,
+        early_stopping_patience: int | None = None,
+        restore_best_weights: bool | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         plan_kwargs: dict | None = None,
@@ -96,7 +102,12 @@ class ClassifierMixin:
             Stop when the validation loss has not improved for `early_stopping_patience`
             epochs. Ignored without a validation set.
         early_stopping_patience
-            Epochs without improvement before stopping.
+            Epochs without improvement before stopping; `None`: the model's default (10; CGRAN:
+            5).
+        restore_best_weights
+            At the end, load the weights of the epoch with the lowest validation loss (with a
+            validation set, which is then scored every epoch); otherwise the last epoch's
+            weights are kept. `None`: the model's default (`False`; CGRAN: `True`).
         accelerator, devices
             Passed to Lightning (``"cpu"``, ``"gpu"``, ``"auto"``...). Several devices train
             with Lightning's DDP (``strategy="ddp"``, run from a script; `batch_size` is then
@@ -118,9 +129,15 @@ class ClassifierMixin:
         self._require_classifier()
         self._check_own_data()
         self._require_labelled_cells()
-        self._prepare_training(
+        if early_stopping_patience is None:
+            early_stopping_patience = self._default_early_stopping_patience
+        has_validation = self._prepare_training(
             max_epochs, train_size, validation_size, early_stopping, early_stopping_patience, trainer_kwargs
         )
+        if has_validation and (self._default_restore_best_weights if restore_best_weights is None
+                               else restore_best_weights):
+            trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), BestValidationWeights()]
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)  # also without early stopping
         plan = {"lr": self._default_lr if lr is None else lr, "eps": 1e-8, "weight_decay": 0.0}
         plan.update(plan_kwargs or {})
         self._run_plan(
