@@ -318,41 +318,49 @@ class _SharedBaseGeneTokens(torch.autograd.Function):
         emat = e_gene.reshape(H * G, S, S)
         vg1 = F.pad(vg, (0, 1), value=1.0).unsqueeze(-2)  # (H, G, S, 1, d+1)
         e_cols = e_key.permute(1, 2, 3, 0)  # (H, G, S, B)
-        inv = torch.empty(H, G, S, B, **kw)
-        att = torch.empty(B, g, k, **kw)  # a, in gene order
+        # without a backward to come (inference), a, the inverse denominators and the matrix
+        # products' right sides are not kept: a goes through one chunk-sized buffer that stays in
+        # cache (a fresh (B, g, H*d) tensor costs a page fault per 4 KiB written)
+        backward = any(ctx.needs_input_grad)
+        step = _chunk_cells(H * G * S * (d + 1) * vg.element_size(), vg.device)
+        inv = torch.empty(H, G, S, B, **kw) if backward else None
+        att = torch.empty(B, g, k, **kw) if backward or r_gene is None else None  # a, in gene order
+        att_chunk = torch.empty(min(B, step), g, k, **kw) if att is None else None
         tokens = torch.empty(B, g, k, **kw) if r_gene is not None else None
         norm = torch.empty(B, g, 1, **kw) if r_gene is not None else None
         drop = r_gene is not None and training and p > 0
         keep = torch.empty(B, g, k, dtype=torch.bool, device=vg.device) if drop else None
         threshold, scale = _dropout_level(p) if drop else (0, 1.0)
         uniform = _uniform16(B * g * k, vg.device).view(B, g, k) if drop else None
-        step = _chunk_cells(H * G * S * (d + 1) * vg.element_size(), vg.device)
         saved_rhs = []
         for b0 in range(0, B, step):
             b1 = min(B, b0 + step)
             n = b1 - b0
             rhs = torch.empty(H, G, S, n, d + 1, **kw)
             torch.mul(e_cols[..., b0:b1].unsqueeze(-1), vg1, out=rhs)
-            saved_rhs.append(rhs)
+            if backward:
+                saved_rhs.append(rhs)
             prod = torch.bmm(emat, rhs.view(H * G, S, n * (d + 1))).view(H, G, S, n, d + 1)
             total = cell_term[..., b0:b1] + prod[..., d]
             if bool((total < _UNDERFLOW).any()):
                 raise _Underflow
             inv_c = torch.reciprocal(total)
-            inv[..., b0:b1] = inv_c
-            grouped = att[b0:b1] if positions is None else torch.empty(n, G * S, k, **kw)
+            if backward:
+                inv[..., b0:b1] = inv_c
+            a_c = att[b0:b1] if att is not None else att_chunk[:n]
+            grouped = a_c if positions is None else torch.empty(n, G * S, k, **kw)
             torch.addcmul(va[b0:b1].permute(1, 0, 2)[:, None, None], prod[..., :d], inv_c.unsqueeze(-1),
                           out=grouped.view(n, G, S, H, d).permute(3, 1, 2, 0, 4))
             if positions is not None:
-                torch.index_select(grouped, 1, positions, out=att[b0:b1])
+                torch.index_select(grouped, 1, positions, out=a_c)
             if r_gene is None:
                 continue
             z = tokens[b0:b1]
             if drop:
                 keep_c = torch.ge(uniform[b0:b1], threshold, out=keep[b0:b1])
-                torch.addcmul(r_gene, att[b0:b1], keep_c, value=scale, out=z)
+                torch.addcmul(r_gene, a_c, keep_c, value=scale, out=z)
             else:
-                torch.add(att[b0:b1], r_gene, out=z)
+                torch.add(a_c, r_gene, out=z)
             z += r_cell[b0:b1, None]
             nrm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
             norm[b0:b1] = nrm
