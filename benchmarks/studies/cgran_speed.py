@@ -61,6 +61,7 @@ import os
 import platform
 import time
 from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -398,6 +399,17 @@ def _append(rows: list[dict], path: str) -> None:
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
+def _run_all(jobs, env: dict, path: str, keys: tuple[str, ...]) -> None:
+    """Run each job (a callable returning rows), print `keys` of each row, rewrite `path` after
+    every job so that an interrupted run keeps what it measured."""
+    rows = []
+    for job in jobs:
+        for r in job():
+            rows.append({**r, **env})
+            print({k: r[k] for k in keys}, flush=True)
+        _append(rows, path)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--label", default="run", help="code version recorded in every row")
@@ -444,37 +456,20 @@ def main(argv=None):
                 rows.append({**info, **r})
                 print(rows[-1], flush=True)
             _append(rows, f"{args.out}_timing.csv")
+    common = ("dataset", "seed", "method", "macro_f1")
+    grid = [(name, seed) for name in args.default_sets for seed in args.seeds]
     if "defaults" in args.parts:
-        rows = []
-        for name in args.default_sets:
-            for seed in args.seeds:
-                for r in default_run(name, seed):
-                    rows.append({**r, **env})
-                    print({k: r[k] for k in ("dataset", "seed", "method", "macro_f1", "accuracy", "total_s",
-                                             "epochs")}, flush=True)
-                _append(rows, f"{args.out}_defaults_runs.csv")
+        _run_all([partial(default_run, name, seed) for name, seed in grid], env,
+                 f"{args.out}_defaults_runs.csv", (*common, "accuracy", "total_s", "epochs"))
     if "variants" in args.parts:
-        rows = []
-        for name in args.default_sets:
-            for seed in args.seeds:
-                for i, spec in enumerate(args.variants):
-                    variant, kwargs = parse_variant(spec)
-                    for r in default_run(name, seed, kwargs, variant=variant, baseline=i == 0):
-                        rows.append({**r, **env})
-                        print({k: r[k] for k in ("dataset", "seed", "method", "variant", "macro_f1", "accuracy",
-                                                 "train_cpu_s", "epochs", "best_epoch")}, flush=True)
-                    _append(rows, f"{args.out}_variants_runs.csv")
-
+        specs = [parse_variant(spec) for spec in args.variants]
+        jobs = [partial(default_run, name, seed, kwargs, variant=variant, baseline=i == 0)
+                for name, seed in grid for i, (variant, kwargs) in enumerate(specs)]
+        _run_all(jobs, env, f"{args.out}_variants_runs.csv",
+                 (*common, "variant", "accuracy", "train_cpu_s", "epochs", "best_epoch"))
     if "recipes" in args.parts:
-        rows = []
-        for name in args.recipe_sets:
-            for seed in args.seeds:
-                for r in recipe_run(name, seed):
-                    rows.append({**r, **env})
-                    print({k: r[k] for k in ("dataset", "seed", "method", "macro_f1", "train_cpu_s", "epochs")},
-                          flush=True)
-                _append(rows, f"{args.out}_recipes_runs.csv")
-
+        jobs = [partial(recipe_run, name, seed) for name in args.recipe_sets for seed in args.seeds]
+        _run_all(jobs, env, f"{args.out}_recipes_runs.csv", (*common, "train_cpu_s", "epochs"))
 
 if __name__ == "__main__":
     main()
