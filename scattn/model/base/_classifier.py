@@ -29,11 +29,10 @@ UNKNOWN = "Unknown"
 class ClassifierMixin:
     """Training for labels, prediction and result writing.
 
-    A model using it sets ``_default_lr`` and ``_default_train_batch_size`` (or `None`), and
-    may change ``_default_early_stopping_patience`` (10) and ``_default_restore_best_weights``
-    (`False`); it
-    has a :class:`~scattn.module.PanelModule` whose ``inference`` returns ``logits`` and
-    ``z`` once it has a head. A model built without labels (e.g. to pretrain) has no head;
+    A model using it sets ``_default_lr`` and ``_default_train_batch_size`` (or `None`), may
+    change ``_default_early_stopping_patience`` (10) and ``_default_restore_best_weights``
+    (`False`), and has a :class:`~scattn.module.PanelModule` whose ``inference`` returns
+    ``logits`` and ``z`` once it has a head. A model built without labels (e.g. to pretrain) has no head;
     :meth:`PretrainingMixin.from_pretrained <scattn.model.base.PretrainingMixin.from_pretrained>`
     starts a labelled model, head included, from it. With :class:`AttentionMixin`,
     ``predict`` also writes the attribution layer and markers.
