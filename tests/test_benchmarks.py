@@ -115,6 +115,18 @@ def test_benchmark_integration_quick_runs(tmp_path):
         assert Path(f"{out}{suffix}").stat().st_size > 0
 
 
+def test_benchmark_family_without_its_methods_is_skipped(tmp_path, capsys):
+    """--methods naming none of a family's methods skips that family's tasks (it crashed
+    scoring an empty set of latents)."""
+    from benchmarks.suite.run import main
+
+    table = main(["--quick", "--tasks", "integration_cellbench", "--methods", "CGRAN", "--out",
+                  str(tmp_path / "b")])
+    assert table.empty
+    assert "skipping integration_cellbench" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
+
+
 def test_geneformer_study_reports(tmp_path):
     """The Geneformer study's summary and perturbation figure from run rows (the runs themselves
     need a pretrained model: `python -m benchmarks.studies.geneformer pretrain`)."""

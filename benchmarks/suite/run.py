@@ -144,10 +144,15 @@ def main(argv=None) -> pd.DataFrame:
     seen = set()
     for family in families:
         wanted = [t for t in tasks if t in family.all_tasks]
+        family_methods = [m for m in methods if m in family.methods]
         if not wanted:
             continue
+        if not family_methods:  # e.g. --methods CGRAN: nothing of the integration family to fit
+            print(f"{family.name}: none of the methods {methods} applies; skipping {', '.join(wanted)}",
+                  flush=True)
+            seen.update(wanted)
+            continue
         rows, extra_rows = results[family.name] = ([], [])
-        family_methods = [m for m in methods if m in family.methods]
         for problem, note in family.problems(wanted, settings):
             seen.add(problem.task)
             new, new_extra = family.run(problem, note, family_methods, settings)
@@ -164,6 +169,8 @@ def main(argv=None) -> pd.DataFrame:
     tables = [FAMILIES[name].report(rows, extra_rows, settings, header)
               for name, (rows, extra_rows) in results.items()]
     print(f"total wall time {elapsed / 60:.1f} min", flush=True)
+    if not tables:
+        return pd.DataFrame()
     return tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)
 
 
