@@ -172,3 +172,32 @@ def test_strategies_scattn_reads():
     # several CPU processes without a strategy: DDP with scvi-tools' distributed sampler
     assert _default_strategy("cpu", 2) == "ddp"
     assert _default_strategy("cpu", 1) is None and _default_strategy("cpu", "auto") is None
+
+
+def test_step_budgets_count_each_process_share():
+    """Defaults counted in optimiser steps (SIMS' batch size and patiences, Geneformer's and
+    SCGPT's epochs and patience) see each DDP process's share of the cells: two processes take
+    half the steps per epoch, so a small set gets twice the epochs, as one process would."""
+    import math
+
+    from scattn.model import SIMS
+    from scattn.model.base import VocabularyMixin
+    from scattn.model.base._base import n_training_processes
+
+    assert n_training_processes({}) == 1
+    assert n_training_processes({"accelerator": "cpu", "devices": 2}) == 2
+    assert n_training_processes({"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"}) == 2
+    assert n_training_processes({"accelerator": "cpu", "devices": 2, "strategy": "ddp", "num_nodes": 3}) == 6
+    assert n_training_processes({"accelerator": "cpu", "devices": 2, "strategy": "single_device"}) == 1
+    assert n_training_processes({"accelerator": "cpu", "devices": 1, "strategy": "ddp"}) == 1
+
+    one = SIMS._steps_per_epoch(2000, 0.9, None, 64)
+    two = SIMS._steps_per_epoch(2000, 0.9, None, 64, n_processes=2)
+    assert (one, two) == (math.ceil(1800 / 64), math.ceil(900 / 64))
+    # the default batch size halves until *each process* has >= 8 minibatches an epoch
+    assert SIMS._batch_size_for(4000, 0.9, None) == 256
+    assert SIMS._batch_size_for(4000, 0.9, None, n_processes=2) == 128
+    # 270 training cells: 3 steps an epoch in one process, 2 in each of two; 300 steps and a
+    # patience of 100 steps make (100, 34) and (150, 50) epochs
+    assert VocabularyMixin._step_budget(300, 0.9, 128, None, None) == (100, 34)
+    assert VocabularyMixin._step_budget(300, 0.9, 128, None, None, n_processes=2) == (150, 50)

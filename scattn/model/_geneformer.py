@@ -32,6 +32,7 @@ from .base import (
     ScattnModel,
     VocabularyMixin,
 )
+from .base._base import n_training_processes
 
 logger = logging.getLogger(__name__)
 
@@ -372,7 +373,8 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
         """
         batch_size = batch_size or self._default_train_batch_size
         max_epochs, early_stopping_patience = self._step_budget(
-            self.adata.n_obs, train_size, batch_size, max_epochs, early_stopping_patience)
+            self.adata.n_obs, train_size, batch_size, max_epochs, early_stopping_patience,
+            n_processes=n_training_processes(kwargs))
         plan = dict(optimizer="AdamW", weight_decay=weight_decay, schedule="linear",
                     warmup_fraction=warmup_fraction, eps=1e-6)
         plan.update(plan_kwargs or {})

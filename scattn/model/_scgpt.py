@@ -31,6 +31,7 @@ from .base import (
     ScattnModel,
     VocabularyMixin,
 )
+from .base._base import n_training_processes
 
 logger = logging.getLogger(__name__)
 
@@ -417,7 +418,8 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         self._check_own_data()
         batch_size = batch_size or self._default_train_batch_size
         max_epochs, early_stopping_patience = self._step_budget(
-            self.adata.n_obs, train_size, batch_size, max_epochs, early_stopping_patience)
+            self.adata.n_obs, train_size, batch_size, max_epochs, early_stopping_patience,
+            n_processes=n_training_processes({"accelerator": accelerator, "devices": devices, **trainer_kwargs}))
         self._prepare_training(max_epochs, train_size, validation_size, early_stopping,
                                early_stopping_patience, trainer_kwargs)
         plan = dict(weights=task_weights, mask_ratio=mask_ratio, generative=False,

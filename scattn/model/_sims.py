@@ -17,6 +17,7 @@ from scattn._docs import scattn_dsp
 from scattn.module import SIMSModule
 
 from .base import FittedState, GenePanelClassifier, PretrainingMixin, Source
+from .base._base import n_training_processes
 
 logger = logging.getLogger(__name__)
 
@@ -245,8 +246,9 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
         ``max(15, ceil(300 / s))`` and ``max(5, ceil(100 / s))`` epochs for ``s`` minibatches
         per epoch: unchanged from about 20 minibatches per epoch (5,000 cells) up.
         """
-        batch_size = self._batch_size_for(self.adata.n_obs, train_size, validation_size, batch_size)
-        steps = self._steps_per_epoch(self.adata.n_obs, train_size, validation_size, batch_size)
+        procs = n_training_processes(kwargs)  # under DDP each process takes 1/procs of the cells
+        batch_size = self._batch_size_for(self.adata.n_obs, train_size, validation_size, batch_size, procs)
+        steps = self._steps_per_epoch(self.adata.n_obs, train_size, validation_size, batch_size, procs)
         if early_stopping_patience is None:
             early_stopping_patience = max(15, math.ceil(300 / steps))
         if lr_patience is None:
@@ -270,21 +272,24 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
 
     @classmethod
     def _batch_size_for(cls, n_obs: int, train_size: float, validation_size: float | None,
-                        batch_size: int | None = None) -> int:
+                        batch_size: int | None = None, n_processes: int = 1) -> int:
         """`batch_size` (at least 2: batch norm), or 256 (SIMS) lowered by powers of two (to 32)
-        until an epoch has >= 8 minibatches."""
+        until an epoch has >= 8 minibatches (in each of `n_processes` DDP processes)."""
         if batch_size is None:
             n_train, _ = validate_data_split(n_obs, train_size, validation_size, None, False, False)
-            batch_size = default_batch_size(n_train, cls._default_train_batch_size)
+            batch_size = default_batch_size(math.ceil(n_train / n_processes), cls._default_train_batch_size)
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (batch norm needs two cells), got {batch_size}.")
         return batch_size
 
     @classmethod
     def _steps_per_epoch(cls, n_obs: int, train_size: float, validation_size: float | None,
-                         batch_size: int) -> int:
-        """Optimiser steps in one training epoch."""
+                         batch_size: int, n_processes: int = 1) -> int:
+        """Optimiser steps in one training epoch (of each of `n_processes` DDP processes, which
+        share every epoch's cells)."""
         n_train, _ = validate_data_split(n_obs, train_size, validation_size, None, False, False)
+        if n_processes > 1:
+            return max(1, math.ceil(math.ceil(n_train / n_processes) / batch_size))
         drop = cls._drop_last(n_obs, train_size, validation_size, batch_size)
         return max(1, n_train // batch_size if drop else math.ceil(n_train / batch_size))
 

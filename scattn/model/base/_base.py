@@ -138,14 +138,12 @@ def _with_unused_parameters(strategy, start_method: str, module):
     return DDPStrategy(start_method=start_method, find_unused_parameters=True)
 
 
-def _default_strategy(accelerator, devices) -> str | None:
-    """The DDP strategy Lightning would choose for several `devices` without a strategy
-    (``"ddp"``; ``"ddp_notebook"`` in an interactive session), named so that scvi-tools gives
-    each process its share of the cells; `None` for one device."""
-    if devices in ("auto", None, 1, "1"):
-        return None
+def _device_count(accelerator, devices) -> int:
+    """How many devices Lightning would use for `accelerator` and `devices` on this machine
+    (1 where it cannot tell: Lightning then names the problem when training starts)."""
+    if devices in (1, "1"):
+        return 1
     try:
-        from lightning.fabric.utilities.imports import _IS_INTERACTIVE
         from lightning.pytorch.trainer.connectors.accelerator_connector import (
             _AcceleratorConnector,
         )
@@ -153,12 +151,35 @@ def _default_strategy(accelerator, devices) -> str | None:
         _, lightning_devices, _ = parse_device_args(accelerator=accelerator, devices=devices,
                                                     return_device="torch")
         connector = _AcceleratorConnector(accelerator=accelerator, devices=lightning_devices)
-        several = len(connector._parallel_devices) > 1 and connector._num_nodes_flag == 1
-    except Exception:  # leave the arguments to Lightning, which names the problem
+        return max(1, len(connector._parallel_devices))
+    except Exception:
+        return 1
+
+
+def _default_strategy(accelerator, devices) -> str | None:
+    """The DDP strategy Lightning would choose for several `devices` without a strategy
+    (``"ddp"``; ``"ddp_notebook"`` in an interactive session), named so that scvi-tools gives
+    each process its share of the cells; `None` for one device."""
+    if devices in ("auto", None) or _device_count(accelerator, devices) < 2:
         return None
-    if not several:
-        return None
+    from lightning.fabric.utilities.imports import _IS_INTERACTIVE
+
     return "ddp_notebook" if _IS_INTERACTIVE else "ddp"
+
+
+def n_training_processes(trainer_kwargs: dict) -> int:
+    """Processes a training run with these keyword arguments (``accelerator``, ``devices``,
+    ``strategy``, ``num_nodes``) splits each epoch's cells among: the devices times the nodes
+    under a DDP strategy (named, or chosen for several devices), else 1. Budgets counted in
+    optimiser steps per epoch use it: each process takes ``1 / n`` of the cells per epoch."""
+    accelerator = trainer_kwargs.get("accelerator", "auto")
+    devices = trainer_kwargs.get("devices", "auto")
+    strategy = trainer_kwargs.get("strategy")
+    if strategy in (None, "auto"):
+        strategy = _default_strategy(accelerator, devices)
+    if strategy is None or _ddp_start_method(strategy) is None:
+        return 1
+    return _device_count(accelerator, devices) * max(1, int(trainer_kwargs.get("num_nodes", 1) or 1))
 
 
 def _distributed_early_stopping(trainer_kwargs: dict) -> None:
