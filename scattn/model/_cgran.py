@@ -200,17 +200,14 @@ class CGRAN(GenePanelClassifier):
         if (pos < 0).any():
             missing = [g for g, p in zip(genes, pos, strict=True) if p < 0]
             raise ValueError(f"Genes not used by the model: {missing[:5]}.")
-        self.module.eval()
         idx = torch.as_tensor(pos, device=self.module.device)
-        total, n = None, 0
-        with self._aligned(adata) as internal:
-            loader = self._make_data_loader(adata=internal, indices=indices, batch_size=batch_size)
-            for tensors in loader:
-                x = tensors[REGISTRY_KEYS.X_KEY].to(self.module.device)
-                w = self.module.gene_gene_attention(x, idx).sum(0)
-                total = w if total is None else total + w
-                n += x.shape[0]
-        return pd.DataFrame((total / n).cpu().numpy(), index=genes, columns=genes)
+
+        def run(tensors):
+            x = tensors[REGISTRY_KEYS.X_KEY].to(self.module.device)
+            return {"sum": self.module.gene_gene_attention(x, idx).sum(0), "cells": x.shape[0]}
+
+        totals = self._reduce(adata, run, indices=indices, batch_size=batch_size, desc="gene-gene attention")
+        return pd.DataFrame((totals["sum"] / totals["cells"]).float().numpy(), index=genes, columns=genes)
 
     # -- transfer ---------------------------------------------------------------------------
     @classmethod

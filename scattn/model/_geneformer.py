@@ -433,20 +433,14 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
         """
         if n_ranks < 1:
             raise ValueError(f"n_ranks must be >= 1, got {n_ranks}.")
-        self.module.eval()
-        total: dict[str, torch.Tensor] = {}
-        n_cells = 0
-        with self._aligned(adata) as internal:
-            loader = self._make_data_loader(adata=internal, indices=indices,
-                                            batch_size=batch_size or settings.batch_size)
-            for tensors in loader:
-                x = tensors[REGISTRY_KEYS.X_KEY].to(self.module.device)
-                stats = self.module.attention_statistics(x, n_ranks)
-                for k, v in stats.items():
-                    total[k] = v.double().cpu() if k not in total else total[k] + v.double().cpu()
-                n_cells += x.shape[0]
+        def run(tensors):
+            x = tensors[REGISTRY_KEYS.X_KEY].to(self.module.device)
+            return {**self.module.attention_statistics(x, n_ranks), "cells": x.shape[0]}
+
+        total = self._reduce(adata, run, indices=indices, batch_size=batch_size or settings.batch_size,
+                             desc="attention statistics")
         count = total["count"].numpy()
         with np.errstate(invalid="ignore", divide="ignore"):
             received = total["received"].numpy() / np.where(count > 0, count, np.nan)
         return {"received": received, "count": count.astype(np.int64),
-                "norms": total["norms"].numpy() / max(n_cells, 1)}
+                "norms": total["norms"].numpy() / max(float(total["cells"]), 1.0)}

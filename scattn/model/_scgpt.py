@@ -562,17 +562,13 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
                              "(at most 5,000, e.g. the highly variable ones).")
         pos = self._gene_positions(list(chosen))
         self._check_if_trained(warn=True)
-        self.module.eval()
-        total = count = None
-        with self._aligned(adata) as internal:
-            loader = self._make_data_loader(adata=internal, indices=indices,
-                                            batch_size=batch_size or settings.batch_size)
-            for tensors in loader:
-                inputs = self.module._get_inference_input(tensors)
-                inputs = {k: v.to(self.module.device) for k, v in inputs.items()}
-                t, c = self.module.gene_attention(inputs["x"], inputs.get("condition"), genes=pos)
-                total = t.cpu() if total is None else total + t.cpu()
-                count = c.cpu() if count is None else count + c.cpu()
+        def run(tensors):
+            inputs = {k: v.to(self.module.device) for k, v in self.module._get_inference_input(tensors).items()}
+            total, count = self.module.gene_attention(inputs["x"], inputs.get("condition"), genes=pos)
+            return {"total": total, "count": count}
+
+        sums = self._reduce(adata, run, indices=indices, batch_size=batch_size or settings.batch_size,
+                            desc="gene attention")
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = (total / count).numpy()
+            mean = (sums["total"] / sums["count"]).numpy()
         return pd.DataFrame(mean, index=chosen, columns=chosen)

@@ -32,6 +32,19 @@ def _query(adata: ad.AnnData, seed: int = 0) -> ad.AnnData:
     return q
 
 
+def _chunk_sizes(monkeypatch) -> list[int]:
+    """The number of cells of every chunk read from here on (filled as they are read)."""
+    sizes = []
+    original = AlignedDataMixin._aligned_rows
+
+    def spy(self, plan, rows):
+        sizes.append(plan.matrix.shape[0] if rows is None else len(rows))
+        return original(self, plan, rows)
+
+    monkeypatch.setattr(AlignedDataMixin, "_aligned_rows", spy)
+    return sizes
+
+
 @pytest.mark.parametrize("store", ["h5ad", "zarr"])
 @pytest.mark.parametrize("name", ["trained", "trained_cfan", "trained_sims"])
 def test_predict_on_disk_equals_in_memory(name, store, request, tmp_path, small_chunks, monkeypatch):
@@ -44,14 +57,7 @@ def test_predict_on_disk_equals_in_memory(name, store, request, tmp_path, small_
     else:
         query.write_zarr(tmp_path / "q.zarr")
         on_disk = sa.data.open_zarr(tmp_path / "q.zarr")
-    sizes = []
-    original = AlignedDataMixin._aligned_rows
-
-    def spy(self, plan, rows):
-        sizes.append(plan.matrix.shape[0] if rows is None else len(rows))
-        return original(self, plan, rows)
-
-    monkeypatch.setattr(AlignedDataMixin, "_aligned_rows", spy)
+    sizes = _chunk_sizes(monkeypatch)
     model.predict(on_disk)
     assert max(sizes) <= small_chunks and sum(sizes) == query.n_obs  # streamed, every cell once
     key = model._key
@@ -135,3 +141,22 @@ def test_open_zarr_keeps_matrices_on_disk(adata, tmp_path):
                                   adata.layers["dense"][[7, 2, 2]])
     with pytest.raises(ValueError, match="not an AnnData zarr store|not a zarr store"):
         sa.data.open_zarr(tmp_path)
+
+
+def test_sums_over_cells_stream_from_disk(trained, tmp_path, small_chunks, monkeypatch):
+    """Analyses that average over cells (here CGRAN's gene-gene attention) read a backed file a
+    chunk at a time, with the same result as in memory and as on the model's own cells."""
+    model, data = trained
+    genes = list(model.var_names_[:6])
+    own = model.get_gene_attention(genes)
+    query = _query(data)
+    in_memory = model.get_gene_attention(genes, adata=query)
+    query.write_h5ad(tmp_path / "q.h5ad")
+    on_disk = ad.read_h5ad(tmp_path / "q.h5ad", backed="r")
+    sizes = _chunk_sizes(monkeypatch)
+    streamed = model.get_gene_attention(genes, adata=on_disk)
+    assert len(sizes) > 1 and max(sizes) <= small_chunks and sum(sizes) == query.n_obs
+    pd.testing.assert_frame_equal(streamed, in_memory, atol=1e-6, rtol=1e-5)
+    pd.testing.assert_frame_equal(streamed, own, atol=1e-6, rtol=1e-5)  # the same cells, reordered
+    # softmax over the chosen genes, summed over heads
+    np.testing.assert_allclose(streamed.sum(axis=1), model.module.blocks[0].attention.n_heads, rtol=1e-5)

@@ -211,6 +211,22 @@ class AlignedDataMixin:
                 bar.update(len(chunk))
         return out.result()
 
+    def _reduce(self, adata: AnnData | None, run, *, indices=None, batch_size: int | None = None,
+                min_gene_overlap: float = 0.5, desc: str | None = None) -> dict[str, torch.Tensor]:
+        """Totals over cells, read as :meth:`_infer` reads them (streamed, token models sorted
+        by length): `run` maps a minibatch's tensors to a dict of tensors, each already summed
+        over the minibatch's cells; returns their sums over all cells (float64, on the CPU)."""
+        totals: dict[str, torch.Tensor] = {}
+
+        def add(res: dict) -> None:
+            for key, value in res.items():
+                value = torch.as_tensor(value).detach().double().cpu()
+                totals[key] = value if key not in totals else totals[key] + value
+
+        self._infer(adata, indices=indices, keys=(), run=run, accumulate=add, batch_size=batch_size,
+                    min_gene_overlap=min_gene_overlap, desc=desc)
+        return totals
+
     def _obs_names_of(self, adata: AnnData | None, indices=None) -> pd.Index:
         """Names of the cells `indices` of `adata` (`None`: the model's own AnnData)."""
         names = (self.adata if adata is None else adata).obs_names
@@ -378,6 +394,7 @@ class AlignedDataMixin:
         attention_top_k: int | None = None,
         keys: tuple[str, ...] = (MODULE_KEYS.LOGITS, MODULE_KEYS.Z),
         accumulate=None,
+        run=None,
         **inference_kwargs,
     ) -> dict[str, np.ndarray | sparse.csr_matrix]:
         """Minibatch inference; concatenated outputs.
@@ -385,7 +402,9 @@ class AlignedDataMixin:
         With `attention_top_k`, the per-cell attention over the model's genes is kept as a
         CSR matrix holding each cell's top-k weights (``"attention"``); ``0`` keeps all.
         `accumulate`, if given, is called on every minibatch's inference output (with the
-        untruncated attention), e.g. to sum attention per class in the same pass.
+        untruncated attention), e.g. to sum attention per class in the same pass. `run`, if
+        given, replaces the module's ``inference`` (with `inference_kwargs`): it maps a
+        minibatch's tensors to its outputs.
         """
         self.module.eval()
         loader = self._make_data_loader(
@@ -394,10 +413,13 @@ class AlignedDataMixin:
         out: dict[str, list] = {k: [] for k in keys}
         att_rows: list[sparse.csr_matrix] = []
         want_att = attention_top_k is not None
-        if want_att or accumulate is not None:
+        if run is None and (want_att or accumulate is not None):
             inference_kwargs["return_attention"] = True
         for tensors in loader:
-            res = self.module.inference(**self.module._get_inference_input(tensors), **inference_kwargs)
+            if run is None:
+                res = self.module.inference(**self.module._get_inference_input(tensors), **inference_kwargs)
+            else:
+                res = run(tensors)
             if accumulate is not None:
                 accumulate(res)
             for k in keys:
