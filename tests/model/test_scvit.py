@@ -93,6 +93,31 @@ def test_train_and_scvi_methods(scvit):
     assert np.isfinite(float(model.get_elbo()))
 
 
+def test_latent_representation_streams_from_disk(scvit, tmp_path):
+    """The posterior mean of cells in a backed file, read a chunk at a time, equals scvi-tools'
+    computation on the same cells in memory (samples and distributions go through scvi-tools)."""
+    import anndata as ad
+    from scvi.model.base import VAEMixin
+
+    model, _ = scvit
+    q = _data(60, seed=3)
+    with model._scvi_data(q) as internal:
+        expected = VAEMixin.get_latent_representation(model, internal)
+    q.write_h5ad(tmp_path / "q.h5ad")
+    backed = ad.read_h5ad(tmp_path / "q.h5ad", backed="r")
+    old = sa.settings.chunk_size
+    sa.settings.chunk_size = 25
+    try:
+        z = model.get_latent_representation(backed)
+    finally:
+        sa.settings.chunk_size = old
+    np.testing.assert_allclose(z, expected, atol=1e-5)
+    rows = [7, 3, 55]
+    np.testing.assert_allclose(model.get_latent_representation(q, indices=rows), expected[rows], atol=1e-5)
+    sampled = model.get_latent_representation(q, give_mean=False)
+    assert sampled.shape == expected.shape and not np.allclose(sampled, expected)
+
+
 def test_predict_writes_documented_keys(scvit):
     model, _ = scvit
     q = _data(60, seed=3)
