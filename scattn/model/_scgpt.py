@@ -524,12 +524,17 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         target = self.adata if adata is None else adata
         from scipy import sparse
 
-        dense = np.zeros((target.n_obs, target.n_vars), dtype=np.float32)
         ids = self._gene_names_of(target, self._setup_args)
         pos = pd.Index(ids).get_indexer(self.var_names_)
-        have = pos >= 0
-        dense[:, pos[have]] = np.clip(expression[:, have], 0, None)
-        write_results(target, [("layers", layer_added, sparse.csr_matrix(dense))], by="SCGPT.predict_response")
+        have = np.flatnonzero(pos >= 0)
+        have = have[np.argsort(pos[have])]  # columns in `target`'s order
+        n, k = target.n_obs, len(have)
+        # built as CSR from the model genes' columns, never as a dense cells x all-genes matrix
+        layer = sparse.csr_matrix(
+            (np.clip(expression[:, have], 0, None).astype(np.float32).ravel(), np.tile(pos[have], n),
+             np.arange(0, n * k + 1, k, dtype=np.int64)), shape=(n, target.n_vars))
+        layer.eliminate_zeros()
+        write_results(target, [("layers", layer_added, layer)], by="SCGPT.predict_response")
         return None
 
     def get_gene_embeddings(self) -> pd.DataFrame:

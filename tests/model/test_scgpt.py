@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import sparse
 
 import scattn as sa
 from scattn.module import MODULE_KEYS
@@ -165,6 +166,12 @@ def test_predict_response_differs_between_conditions(integrated):
     m.predict_response(ctrl, condition="stimulated", layer_added="scgpt_stimulated")
     layer = ctrl.layers["scgpt_stimulated"].toarray()
     np.testing.assert_allclose(layer, np.clip(stim, 0, None), atol=1e-5)
+    perm = np.random.default_rng(0).permutation(ctrl.n_vars)  # the layer follows adata's genes
+    shuffled = ctrl[:, perm].copy()
+    m.predict_response(shuffled, condition="stimulated", layer_added="scgpt_stimulated")
+    assert sparse.isspmatrix_csr(shuffled.layers["scgpt_stimulated"])
+    np.testing.assert_allclose(shuffled.layers["scgpt_stimulated"].toarray(), np.clip(stim, 0, None)[:, perm],
+                               atol=1e-5)
     with pytest.raises(ValueError, match="not one the model was trained with"):
         m.predict_response(ctrl, condition="IFN-gamma")
 
