@@ -194,6 +194,9 @@ def test_step_budgets_count_each_process_share():
     one = SIMS._steps_per_epoch(2000, 0.9, None, 64)
     two = SIMS._steps_per_epoch(2000, 0.9, None, 64, n_processes=2)
     assert (one, two) == (math.ceil(1800 / 64), math.ceil(900 / 64))
+    # 66 cells in two processes are 33 each: a last minibatch of one cell, dropped (batch norm)
+    assert not SIMS._drop_last(66, 1.0, None, 32) and SIMS._drop_last(66, 1.0, None, 32, n_processes=2)
+    assert SIMS._steps_per_epoch(66, 1.0, None, 32, n_processes=2) == 1
     # the default batch size halves until *each process* has >= 8 minibatches an epoch
     assert SIMS._batch_size_for(4000, 0.9, None) == 256
     assert SIMS._batch_size_for(4000, 0.9, None, n_processes=2) == 128

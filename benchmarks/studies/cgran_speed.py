@@ -47,7 +47,8 @@ code before and after a change) into ``<out>.md``/``.csv``.
     OMP_NUM_THREADS=1 python -m benchmarks.studies.cgran_speed --label after \\
         --out benchmarks/results/cgran_speed_after --cgran-batch-sizes 128
     OMP_NUM_THREADS=1 python -m benchmarks.studies.cgran_speed --label variants --parts variants \\
-        --variants "old:lr=1e-4" "lr3:lr=1e-3" "lr3_p5_best:lr=1e-3,patience=5,restore=1" \\
+        --variants "old:lr=1e-4,patience=10,restore=0" "lr3:lr=1e-3,patience=10,restore=0" \\
+        "lr3_p5_best:lr=1e-3,patience=5,restore=1" \\
         --out benchmarks/results/cgran_speed
     python -m benchmarks.studies.cgran_speed --summarize benchmarks/results/cgran_speed_before \\
         benchmarks/results/cgran_speed_after --variants-from benchmarks/results/cgran_speed \\

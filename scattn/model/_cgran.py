@@ -152,12 +152,16 @@ class CGRAN(GenePanelClassifier):
         self._record_init_params(locals())
 
     def _inference_batch_size(self) -> int:
-        """At most :attr:`scattn.settings.batch_size` cells, fewer where a minibatch's first-block
-        gene tokens ``(cells, genes, n_heads * head_dims[0])`` would pass 16 MiB: a buffer that
-        large is fresh memory on every minibatch (a page fault per 4 KiB written), which cost a
-        quarter of the prediction time at 128 cells and 1,000 genes."""
+        """On a CPU, at most :attr:`scattn.settings.batch_size` cells, fewer where a minibatch's
+        first-block gene tokens ``(cells, genes, n_heads * head_dims[0])`` would pass 16 MiB: a
+        buffer that large is fresh memory on every minibatch (a page fault per 4 KiB written),
+        which cost a quarter of the prediction time at 128 cells and 1,000 genes. A single block
+        forms no gene tokens, and an accelerator keeps its memory."""
+        size = super()._inference_batch_size()
+        if self.module.device.type != "cpu" or len(self.module.blocks) < 2:
+            return size
         width = self.module.blocks[0].n_output * self.module.gene_embedding.shape[0] * 4
-        return max(1, min(super()._inference_batch_size(), (16 << 20) // width))
+        return max(1, min(size, (16 << 20) // width))
 
     def _fit_embeddings(self, n_top_genes, genes, n_embedding, method, grouping, group_size,
                         n_groups, *, seed: int) -> FittedState:

@@ -532,7 +532,7 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         # built as CSR from the model genes' columns, never as a dense cells x all-genes matrix
         layer = sparse.csr_matrix(
             (np.clip(expression[:, have], 0, None).astype(np.float32).ravel(), np.tile(pos[have], n),
-             np.arange(0, n * k + 1, k, dtype=np.int64)), shape=(n, target.n_vars))
+             np.arange(n + 1, dtype=np.int64) * k), shape=(n, target.n_vars))
         layer.eliminate_zeros()
         write_results(target, [("layers", layer_added, layer)], by="SCGPT.predict_response")
         return None

@@ -259,7 +259,7 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
             plan.update(reduce_lr_on_plateau=True, lr_factor=lr_factor, lr_patience=lr_patience,
                         lr_scheduler_metric="validation_loss", lr_threshold=0.0)
         plan.update(plan_kwargs or {})
-        splitter = {"drop_last": self._drop_last(self.adata.n_obs, train_size, validation_size, batch_size)}
+        splitter = {"drop_last": self._drop_last(self.adata.n_obs, train_size, validation_size, batch_size, procs)}
         splitter.update(datasplitter_kwargs or {})
         if gradient_clip_val is not None:
             kwargs.setdefault("gradient_clip_val", gradient_clip_val)
@@ -288,15 +288,17 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
         """Optimiser steps in one training epoch (of each of `n_processes` DDP processes, which
         share every epoch's cells)."""
         n_train, _ = validate_data_split(n_obs, train_size, validation_size, None, False, False)
-        if n_processes > 1:
-            return max(1, math.ceil(math.ceil(n_train / n_processes) / batch_size))
-        drop = cls._drop_last(n_obs, train_size, validation_size, batch_size)
+        n_train = math.ceil(n_train / n_processes)
+        drop = cls._drop_last(n_obs, train_size, validation_size, batch_size, n_processes)
         return max(1, n_train // batch_size if drop else math.ceil(n_train / batch_size))
 
     @staticmethod
-    def _drop_last(n_obs: int, train_size: float, validation_size: float | None, batch_size: int) -> bool:
-        """Drop a last training minibatch of a single cell (batch norm cannot train on one)."""
+    def _drop_last(n_obs: int, train_size: float, validation_size: float | None, batch_size: int,
+                   n_processes: int = 1) -> bool:
+        """Drop a last training minibatch of a single cell (batch norm cannot train on one); under
+        DDP each of `n_processes` processes batches its own share of the cells."""
         n_train, _ = validate_data_split(n_obs, train_size, validation_size, None, False, False)
+        n_train = math.ceil(n_train / n_processes)
         return n_train % batch_size == 1 and n_train > batch_size
 
     def pretrain(
@@ -352,7 +354,8 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
             Passed to :class:`scvi.train.Trainer`.
         """
         n_obs = self.adata.n_obs if adata is None else adata.n_obs
-        batch_size = self._batch_size_for(n_obs, train_size, None, batch_size)
+        procs = n_training_processes({"accelerator": accelerator, "devices": devices, **trainer_kwargs})
+        batch_size = self._batch_size_for(n_obs, train_size, None, batch_size, procs)
         self._pretrain(
             adata,
             plan_kwargs={"mask_ratio": mask_ratio, "lr": self._default_lr if lr is None else lr,
@@ -360,7 +363,7 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
             max_epochs=max_epochs, batch_size=batch_size, train_size=train_size,
             early_stopping=early_stopping, early_stopping_patience=early_stopping_patience,
             accelerator=accelerator, devices=devices, min_gene_overlap=min_gene_overlap,
-            datasplitter_kwargs={"drop_last": self._drop_last(n_obs, train_size, None, batch_size)},
+            datasplitter_kwargs={"drop_last": self._drop_last(n_obs, train_size, None, batch_size, procs)},
             **trainer_kwargs,
         )
 

@@ -342,7 +342,7 @@ class _SharedBaseGeneTokens(torch.autograd.Function):
                 saved_rhs.append(rhs)
             prod = torch.bmm(emat, rhs.view(H * G, S, n * (d + 1))).view(H, G, S, n, d + 1)
             total = cell_term[..., b0:b1] + prod[..., d]
-            if bool((total < _UNDERFLOW).any()):
+            if not bool((total >= _UNDERFLOW).all()):  # NaN included
                 raise _Underflow
             inv_c = torch.reciprocal(total)
             if backward:
@@ -493,7 +493,10 @@ def _shared_base_parts(
     if groups.padded:
         valid = groups.key_mask[:, 0, 1:]  # (G, S)
         scores = scores.masked_fill(~valid.unsqueeze(1), float("-inf"))
-        ug_max = ug.detach().masked_fill(~valid, float("-inf")).amax(-1, keepdim=True)
+        # padded slots hold u = 0: exp(0 - max) overflows once a group's real scores are all
+        # below about -88, and 0 * inf is NaN; as -inf they weigh exactly nothing
+        ug = ug.masked_fill(~valid, float("-inf"))
+        ug_max = ug.detach().amax(-1, keepdim=True)
     else:
         ug_max = ug.detach().amax(-1, keepdim=True)  # (B, H, G, 1)
     row_max = scores.detach().amax(-1, keepdim=True)  # (H, G, S, 1)

@@ -31,7 +31,8 @@ class BestValidationWeights(Callback):
         value = float(value)
         if value < self.best:  # NaN never is
             self.best, self.epoch = value, trainer.current_epoch
-            self.state = {k: v.detach().clone() for k, v in pl_module.module.state_dict().items()}
+            # on the CPU: an accelerator's memory holds the training weights only
+            self.state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.module.state_dict().items()}
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.state is not None:

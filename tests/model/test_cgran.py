@@ -445,6 +445,31 @@ def test_shared_base_underflow_falls_back(monkeypatch):
     torch.testing.assert_close(c1, c2, atol=1e-4, rtol=1e-4)
 
 
+def test_shared_base_padded_groups_with_very_negative_scores():
+    """Padded groups (k-means, or genes not a multiple of the group size) whose real scores for
+    the cell query are all far below zero: padding must weigh nothing (it overflowed to NaN)."""
+    import torch
+
+    from scattn.nn import LocalAttentionBlock
+
+    groups = _groups("uniform", 130)  # groups of 50: the last is padded
+    assert groups.padded
+    torch.manual_seed(0)
+    block = LocalAttentionBlock(4, 1, 4, dropout=0.0)
+    with torch.no_grad():
+        block.attention.qkv.weight.copy_(torch.eye(4).repeat(3, 1))
+        block.attention.qkv.bias.zero_()
+    # the cell query's score for every gene key is about 4 * 10 * -5 / 2 = -100 (float32: e^100
+    # overflows)
+    cell = 10 * torch.ones(3, 4)
+    base = -5 * torch.ones(130, 4) + 0.01 * torch.randn(130, 4)
+    c1, g1, _ = block(cell, gene_base=base, groups=groups)
+    c2, g2, _ = block(cell, base.unsqueeze(0) + cell.unsqueeze(1), groups=groups)
+    assert torch.isfinite(g1).all() and torch.isfinite(c1).all()
+    torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(c1, c2, atol=1e-5, rtol=1e-4)
+
+
 def test_gene_token_dropout_rate_and_seed():
     """The gene tokens' dropout keeps 1 - p of the elements, scales them by 1 / (1 - p) and
     repeats under a seed."""
