@@ -19,6 +19,7 @@ from scattn._write import write_results
 from scattn.module import SCGPTModule
 from scattn.module._constants import CONDITION_KEY, MODULE_KEYS
 from scattn.train import MultiTaskPlan
+from scattn.train._callbacks import restore_best_weights as restore_best_weights_of
 
 from .base import (
     AttentionMixin,
@@ -361,8 +362,9 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
               weights: dict[str, float] | None = None, mask_ratio: float = 0.4, lr: float | None = None,
               batch_size: int | None = None, weight_decay: float = 1e-4, warmup_fraction: float = 0.1,
               train_size: float = 0.9, validation_size: float | None = None, early_stopping: bool = True,
-              early_stopping_patience: int | None = None, accelerator: str = "auto", devices="auto",
-              plan_kwargs: dict | None = None, datasplitter_kwargs: dict | None = None, **trainer_kwargs):
+              early_stopping_patience: int | None = None, restore_best_weights: bool = False,
+              accelerator: str = "auto", devices="auto", plan_kwargs: dict | None = None,
+              datasplitter_kwargs: dict | None = None, **trainer_kwargs):
         """Fine-tune (or, without :meth:`pretrain`, train from scratch) for annotation or
         integration.
 
@@ -395,6 +397,9 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         early_stopping, early_stopping_patience
             Stop when the validation loss has not improved for that many epochs. `None`: 5
             epochs, or as many as make 100 optimiser steps when epochs are shorter.
+        restore_best_weights
+            At the end, load the weights of the epoch with the lowest validation loss (with a
+            validation set); otherwise the last epoch's are kept.
         accelerator, devices
             Passed to Lightning.
         plan_kwargs
@@ -420,8 +425,10 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         max_epochs, early_stopping_patience = self._step_budget(
             self.adata.n_obs, train_size, batch_size, max_epochs, early_stopping_patience,
             n_processes=n_training_processes({"accelerator": accelerator, "devices": devices, **trainer_kwargs}))
-        self._prepare_training(max_epochs, train_size, validation_size, early_stopping,
-                               early_stopping_patience, trainer_kwargs)
+        has_validation = self._prepare_training(max_epochs, train_size, validation_size, early_stopping,
+                                                early_stopping_patience, trainer_kwargs)
+        if restore_best_weights and has_validation:
+            restore_best_weights_of(trainer_kwargs)
         plan = dict(weights=task_weights, mask_ratio=mask_ratio, generative=False,
                     lr=self._default_lr if lr is None else lr, weight_decay=weight_decay,
                     optimizer="AdamW", schedule="linear", warmup_fraction=warmup_fraction, eps=1e-6)

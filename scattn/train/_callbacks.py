@@ -37,3 +37,10 @@ class BestValidationWeights(Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if self.state is not None:
             pl_module.module.load_state_dict(self.state)
+
+
+def restore_best_weights(trainer_kwargs: dict) -> None:
+    """Add :class:`BestValidationWeights` to a run's trainer arguments, validating every epoch
+    unless asked otherwise (also without early stopping)."""
+    trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), BestValidationWeights()]
+    trainer_kwargs.setdefault("check_val_every_n_epoch", 1)

@@ -300,3 +300,21 @@ def test_value_bins_stream_backed_files(tmp_path):
     direct = bin_values(torch.as_tensor(a.X.toarray(), dtype=torch.float32), 51).numpy()
     np.testing.assert_array_equal(streamed.toarray(), direct)
     assert streamed.nnz == a.X.nnz and streamed.dtype == np.uint8
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_restore_best_weights(restore):
+    """`restore_best_weights=True` ends on the weights of the lowest validation loss (here the
+    CLS cross-entropy); the default keeps the last epoch's."""
+    sa.settings.seed = 0
+    a = make_counts(90, seed=1)
+    sa.model.SCGPT.setup_anndata(a, labels_key="cell_type", layer="counts")
+    m = sa.model.SCGPT(a, **TINY)
+    m.train(max_epochs=5, lr=0.02, early_stopping=False, restore_best_weights=restore,
+            check_val_every_n_epoch=1)
+    history = m.history["validation_loss"].to_numpy().ravel().astype(float)
+    idx = m.validation_indices
+    proba = m.predict_proba(indices=idx).to_numpy()
+    y = a.obs["cell_type"].astype(str).to_numpy()[idx]
+    loss = -np.mean(np.log(proba[np.arange(len(y)), [m.classes_.index(c) for c in y]]))
+    np.testing.assert_allclose(loss, history.min() if restore else history[-1], rtol=1e-4)

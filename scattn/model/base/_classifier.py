@@ -17,7 +17,7 @@ from scattn._version import __version__
 from scattn._write import write_results
 from scattn.module import MODULE_KEYS
 from scattn.train import ClassificationPlan
-from scattn.train._callbacks import BestValidationWeights
+from scattn.train._callbacks import restore_best_weights as restore_best_weights_of
 
 from ._results import PredictionResult
 
@@ -135,8 +135,7 @@ class ClassifierMixin:
         )
         if has_validation and (self._default_restore_best_weights if restore_best_weights is None
                                else restore_best_weights):
-            trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), BestValidationWeights()]
-            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)  # also without early stopping
+            restore_best_weights_of(trainer_kwargs)
         plan = {"lr": self._default_lr if lr is None else lr, "eps": 1e-8, "weight_decay": 0.0}
         plan.update(plan_kwargs or {})
         self._run_plan(
