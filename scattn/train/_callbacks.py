@@ -6,6 +6,29 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 
+def cpu_state(pl_module) -> dict[str, torch.Tensor]:
+    """A copy of the trained module's weights on the CPU (an accelerator's memory holds the
+    training weights only)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in pl_module.module.state_dict().items()}
+
+
+class LastEpochWeights(Callback):
+    """Keeps a CPU copy of the module's weights at the end of every training epoch (and at
+    the start), so that an interrupted run can fall back on the last finished epoch."""
+
+    def __init__(self) -> None:
+        self.initial: dict | None = None
+        self.state: dict | None = None
+        self.epochs = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.initial = cpu_state(pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.state = cpu_state(pl_module)
+        self.epochs += 1
+
+
 class BestValidationWeights(Callback):
     """Keep a copy of the module's weights at the lowest validation loss; load it when training
     ends (not after an interruption, which keeps the last finished epoch's).
@@ -31,8 +54,7 @@ class BestValidationWeights(Callback):
         value = float(value)
         if value < self.best:  # NaN never is
             self.best, self.epoch = value, trainer.current_epoch
-            # on the CPU: an accelerator's memory holds the training weights only
-            self.state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.module.state_dict().items()}
+            self.state = cpu_state(pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.state is not None:

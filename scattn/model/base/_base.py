@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData, read_h5ad
-from lightning.pytorch.callbacks import Callback
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, LayerField
@@ -35,6 +34,7 @@ from scattn.data import (
     log_normalize,
     select_variable_genes,
 )
+from scattn.train._callbacks import LastEpochWeights
 
 from ._data import AlignedDataMixin, covariate_keys
 from ._fitted import FITTED_ATTR, FittedState, Source, read_checkpoint
@@ -64,27 +64,6 @@ def validate_setup(adata: AnnData, labels_key: str | None, layer: str | None, ex
             raise KeyError(f"labels_key {labels_key!r} is not a column of adata.obs (columns: {cols}).")
         check_labels(adata.obs[labels_key], unlabeled_category, labels_key=labels_key, classes=classes)
     check_input(adata, layer, expression)
-
-
-class _LastEpochWeights(Callback):
-    """Keeps a CPU copy of the module's weights at the end of every training epoch (and at
-    the start), so that an interrupted run can fall back on the last finished epoch."""
-
-    def __init__(self) -> None:
-        self.initial: dict | None = None
-        self.state: dict | None = None
-        self.epochs = 0
-
-    @staticmethod
-    def _copy(pl_module) -> dict:
-        return {k: v.detach().cpu().clone() for k, v in pl_module.module.state_dict().items()}
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.initial = self._copy(pl_module)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.state = self._copy(pl_module)
-        self.epochs += 1
 
 
 def _sigint_handler():
@@ -512,7 +491,7 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
             distributed_sampler=use_distributed_sampler(trainer_kwargs.get("strategy", None)),
             load_sparse_tensor=False, **(datasplitter_kwargs or {}),
         )
-        snapshot = _LastEpochWeights()
+        snapshot = LastEpochWeights()
         trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), snapshot]
         logged_before = _logged_epochs(self.history_ if self.is_trained_ else None)
         # inference leaves the module in eval mode and Lightning keeps modes as it finds them:
@@ -585,7 +564,7 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         """The data splitter of a training run (scvi-tools'; token models group cells by length)."""
         return DataSplitter(manager, **kwargs)
 
-    def _after_interrupt(self, snapshot: _LastEpochWeights, runner, what: str) -> None:
+    def _after_interrupt(self, snapshot: LastEpochWeights, runner, what: str) -> None:
         """Keep the weights of the last finished epoch and say so."""
         self.module.eval()
         if snapshot.state is None:
