@@ -276,8 +276,8 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
         """`batch_size` (at least 2: batch norm), or 256 (SIMS) lowered by powers of two (to 32)
         until an epoch has >= 8 minibatches (in each of `n_processes` DDP processes)."""
         if batch_size is None:
-            n_train, _ = validate_data_split(n_obs, train_size, validation_size, None, False, False)
-            batch_size = default_batch_size(math.ceil(n_train / n_processes), cls._default_train_batch_size)
+            n_train = cls._cells_per_process(n_obs, train_size, validation_size, n_processes)
+            batch_size = default_batch_size(n_train, cls._default_train_batch_size)
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (batch norm needs two cells), got {batch_size}.")
         return batch_size
@@ -287,19 +287,24 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
                          batch_size: int, n_processes: int = 1) -> int:
         """Optimiser steps in one training epoch (of each of `n_processes` DDP processes, which
         share every epoch's cells)."""
-        n_train, _ = validate_data_split(n_obs, train_size, validation_size, None, False, False)
-        n_train = math.ceil(n_train / n_processes)
+        n_train = cls._cells_per_process(n_obs, train_size, validation_size, n_processes)
         drop = cls._drop_last(n_obs, train_size, validation_size, batch_size, n_processes)
         return max(1, n_train // batch_size if drop else math.ceil(n_train / batch_size))
 
-    @staticmethod
-    def _drop_last(n_obs: int, train_size: float, validation_size: float | None, batch_size: int,
+    @classmethod
+    def _drop_last(cls, n_obs: int, train_size: float, validation_size: float | None, batch_size: int,
                    n_processes: int = 1) -> bool:
         """Drop a last training minibatch of a single cell (batch norm cannot train on one); under
         DDP each of `n_processes` processes batches its own share of the cells."""
-        n_train, _ = validate_data_split(n_obs, train_size, validation_size, None, False, False)
-        n_train = math.ceil(n_train / n_processes)
+        n_train = cls._cells_per_process(n_obs, train_size, validation_size, n_processes)
         return n_train % batch_size == 1 and n_train > batch_size
+
+    @staticmethod
+    def _cells_per_process(n_obs: int, train_size: float, validation_size: float | None,
+                           n_processes: int = 1) -> int:
+        """Training cells in an epoch of each of `n_processes` processes (DDP shares them out)."""
+        n_train, _ = validate_data_split(n_obs, train_size, validation_size, None, False, False)
+        return math.ceil(n_train / n_processes)
 
     def pretrain(
         self,
