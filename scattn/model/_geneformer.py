@@ -14,7 +14,6 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from scattn._docs import scattn_dsp
-from scattn._settings import settings
 from scattn.data import (
     SPECIAL_TOKENS,
     GeneVocabulary,
@@ -437,8 +436,7 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
             x = tensors[REGISTRY_KEYS.X_KEY].to(self.module.device)
             return {**self.module.attention_statistics(x, n_ranks), "cells": x.shape[0]}
 
-        total = self._reduce(adata, run, indices=indices, batch_size=batch_size or settings.batch_size,
-                             desc="attention statistics")
+        total = self._reduce(adata, run, indices=indices, batch_size=batch_size, desc="attention statistics")
         count = total["count"].numpy()
         with np.errstate(invalid="ignore", divide="ignore"):
             received = total["received"].numpy() / np.where(count > 0, count, np.nan)

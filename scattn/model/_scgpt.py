@@ -14,7 +14,6 @@ import torch
 from anndata import AnnData
 
 from scattn._docs import scattn_dsp
-from scattn._settings import settings
 from scattn._write import write_results
 from scattn.module import SCGPTModule
 from scattn.module._constants import CONDITION_KEY, MODULE_KEYS
@@ -579,8 +578,7 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
             total, count = self.module.gene_attention(inputs["x"], inputs.get("condition"), genes=pos)
             return {"total": total, "count": count}
 
-        sums = self._reduce(adata, run, indices=indices, batch_size=batch_size or settings.batch_size,
-                            desc="gene attention")
+        sums = self._reduce(adata, run, indices=indices, batch_size=batch_size, desc="gene attention")
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = (sums["total"] / sums["count"]).numpy()
         return pd.DataFrame(mean, index=chosen, columns=chosen)

@@ -308,8 +308,7 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         """
         if give_mean and not return_dist and not kwargs:  # the posterior mean: streamed like predict
             self._check_if_trained(warn=True)
-            return self._infer(adata, indices=indices, keys=("qz_mean",),
-                               batch_size=batch_size or settings.batch_size)["qz_mean"]
+            return self._infer(adata, indices=indices, keys=("qz_mean",), batch_size=batch_size)["qz_mean"]
         with self._scvi_data(adata) as internal:
             return VAEMixin.get_latent_representation(
                 self, internal, indices=indices, give_mean=give_mean, mc_samples=mc_samples,
