@@ -109,57 +109,63 @@ def _close(adata) -> None:
 
 
 # -- the methods ----------------------------------------------------------------------------------
-def _scattn(method, step, path, fmt, out_dir, row):
-    import scattn as sa
-
-    sa.settings.progress_bar = False
+def _loaded(row: dict, load):
+    """`load()`, its seconds in ``row["model_load_s"]``."""
     t0 = time.perf_counter()
-    model = getattr(sa.model, method).load(str(model_path(out_dir, method)))
+    model = load()
     row["model_load_s"] = time.perf_counter() - t0
-    row["reads"] = "backed h5ad (read_h5ad backed='r')" if fmt == "h5ad" else "zarr (X as anndata sparse_dataset)"
+    return model
+
+
+def _prediction(open_fn, predict_fn, still_backed: bool | None = None):
+    """``(run, state)``: `run()` opens the data (`open_fn()`, timed as ``open_s``), predicts
+    (`predict_fn(data, state)`, timed as ``run_s``) and returns ``(data, prediction)``;
+    ``still_backed``: whether the data are still on disk afterwards (unless given)."""
     state = {}
 
     def run():
         t = time.perf_counter()
-        adata = open_data(path, fmt)
+        data = open_fn()
         state["open_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        if step == "predict":
-            model.predict(adata)
-            pred = adata.obs[f"{model._key}_prediction"]
-            layer = adata.layers[f"{model._key}_attention"]
-            state["attention_nnz"] = int(layer.nnz)
-        else:
-            proba = model.predict_proba(adata)
-            pred = proba.columns.to_numpy()[proba.to_numpy().argmax(1)]
+        pred = predict_fn(data, state)
         state["run_s"] = time.perf_counter() - t
-        state["still_backed"] = bool(getattr(adata, "isbacked", False))
-        return adata, pred
+        state["still_backed"] = bool(getattr(data, "isbacked", False)) if still_backed is None else still_backed
+        return data, pred
 
     return run, state
+
+
+def _scattn(method, step, path, fmt, out_dir, row):
+    import scattn as sa
+
+    sa.settings.progress_bar = False
+    model = _loaded(row, lambda: getattr(sa.model, method).load(str(model_path(out_dir, method))))
+    row["reads"] = "backed h5ad (read_h5ad backed='r')" if fmt == "h5ad" else "zarr (X as anndata sparse_dataset)"
+
+    def predict(adata, state):
+        if step == "predict":
+            model.predict(adata)
+            state["attention_nnz"] = int(adata.layers[f"{model._key}_attention"].nnz)
+            return adata.obs[f"{model._key}_prediction"]
+        proba = model.predict_proba(adata)
+        return proba.columns.to_numpy()[proba.to_numpy().argmax(1)]
+
+    return _prediction(lambda: open_data(path, fmt), predict)
 
 
 def _scanvi(step, path, fmt, out_dir, row):
     import scvi
 
-    t0 = time.perf_counter()
-    model = scvi.model.SCANVI.load(str(model_path(out_dir, "scANVI")))
-    row["model_load_s"] = time.perf_counter() - t0
+    model = _loaded(row, lambda: scvi.model.SCANVI.load(str(model_path(out_dir, "scANVI"))))
     row["reads"] = "backed h5ad (read_h5ad backed='r'); obs['cell_type']='Unknown' added in memory"
-    state = {}
 
-    def run():
-        t = time.perf_counter()
+    def open_fn():
         adata = open_data(path, fmt)
         adata.obs[LABELS] = "Unknown"  # scANVI's query needs its labels column (unlabelled category)
-        state["open_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        pred = model.predict(adata)
-        state["run_s"] = time.perf_counter() - t
-        state["still_backed"] = bool(getattr(adata, "isbacked", False))
-        return adata, pred
+        return adata
 
-    return run, state
+    return _prediction(open_fn, lambda adata, state: model.predict(adata))
 
 
 def _celltypist(step, path, fmt, out_dir, row):
@@ -169,15 +175,12 @@ def _celltypist(step, path, fmt, out_dir, row):
 
     from .._peers import celltypist_labels
 
-    t0 = time.perf_counter()
-    model = Model.load(str(model_path(out_dir, "CellTypist")))
-    row["model_load_s"] = time.perf_counter() - t0
+    model = _loaded(row, lambda: Model.load(str(model_path(out_dir, "CellTypist"))))
     row["reads"] = ("in memory: backed h5ad read in blocks, log1p(CP10k) into one CSR matrix, "
                     "then celltypist.annotate (needs normalised values in memory)")
-    state = {}
+    lognorm = {}
 
-    def run():
-        t = time.perf_counter()
+    def open_fn():
         adata = ad.read_h5ad(path, backed="r")
         blocks = []
         for start in range(0, adata.n_obs, CT_BLOCK):
@@ -186,17 +189,16 @@ def _celltypist(step, path, fmt, out_dir, row):
             block = sparse.csr_matrix(sparse.diags(scale.astype(np.float32)) @ block)
             block.data = np.log1p(block.data)
             blocks.append(block)
-        x = sparse.vstack(blocks, format="csr")
+        lognorm["x"] = sparse.vstack(blocks, format="csr")
         del blocks
-        names, genes = adata.obs_names.copy(), adata.var_names.copy()
-        state["open_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        pred = celltypist_labels(model, x, names, genes)
-        state["run_s"] = time.perf_counter() - t
-        state["still_backed"] = False
-        return adata, pred
+        lognorm["names"], lognorm["genes"] = adata.obs_names.copy(), adata.var_names.copy()
+        return adata
 
-    return run, state
+    def predict(adata, state):
+        return celltypist_labels(model, lognorm.pop("x"), lognorm["names"], lognorm["genes"])
+
+    # the prediction reads the normalised copy in memory, not the file
+    return _prediction(open_fn, predict, still_backed=False)
 
 
 def _train_disk(method, path, out_dir, row, *, batch_size=None):
