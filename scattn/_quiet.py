@@ -8,7 +8,8 @@ it is shown again.
 
 Nothing is changed at import time and nothing outside the block: logger levels are raised on
 entry and put back on exit, the warning filters live in a :func:`warnings.catch_warnings`
-local to the block, and scvi-tools' early-stopping print is rerouted only while the block runs.
+local to the block, and scvi-tools' early-stopping print and its "Exception raised during
+training." print are rerouted only while the block runs.
 Not thread-safe (neither are :mod:`warnings` filters).
 
 Model code uses it as a context manager or a decorator::
@@ -90,7 +91,8 @@ def quiet() -> Iterator[None]:
     Unless :attr:`scattn.settings.verbosity` is ``INFO`` or more verbose, raises the loggers in
     :data:`CHATTY_LOGGERS` to their level, ignores the warnings in :data:`CHATTER_WARNINGS`
     (in a :func:`warnings.catch_warnings` block) and routes scvi-tools' early-stopping print
-    ("Monitored metric ... did not improve ...") to the ``scattn`` logger at INFO; all of it
+    ("Monitored metric ... did not improve ...") to the ``scattn`` logger at INFO and its
+    "Exception raised during training." print to DEBUG; all of it
     is restored on exit, also on an exception. Other warnings, scattn's own and scvi-tools'
     (e.g. about count data), pass through unchanged. Nests; usable as ``@quiet()``.
     """
@@ -107,6 +109,7 @@ def quiet() -> Iterator[None]:
         for message, category in CHATTER_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=category)
         _reroute_early_stopping_print(stack)
+        _reroute_failed_training_print(stack)
         yield
 
 
@@ -127,3 +130,24 @@ def _reroute_early_stopping_print(stack: ExitStack) -> None:
 
     LoudEarlyStopping.teardown = teardown
     stack.callback(setattr, LoudEarlyStopping, "teardown", original)
+
+
+def _reroute_failed_training_print(stack: ExitStack) -> None:
+    """scvi-tools' ``TrainRunner`` prints "Exception raised during training." before it
+    re-raises any error of a fit (the user sees the error itself anyway); log it at DEBUG
+    instead. Its module gets a ``print`` of its own for the block (other prints pass through)."""
+    try:
+        from scvi.train import _trainrunner
+    except ImportError:  # another scvi-tools layout: leave it as it is
+        return
+    if "print" in vars(_trainrunner):  # an enclosing block has rerouted it already
+        return
+
+    def routed(*args, **kwargs) -> None:
+        if args and isinstance(args[0], str) and args[0].startswith("Exception raised during training"):
+            logger.debug(" ".join(map(str, args)))
+            return
+        print(*args, **kwargs)
+
+    _trainrunner.print = routed
+    stack.callback(delattr, _trainrunner, "print")

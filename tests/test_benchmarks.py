@@ -4,6 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
+
+# the benchmark scripts need the `bench` extra: CI's second step (`python -m pytest -m bench`)
+pytestmark = pytest.mark.bench
 
 
 def test_accuracy_benchmark_runs(tmp_path):
@@ -70,7 +74,6 @@ def test_sims_benchmarks_run(tmp_path):
 
 def test_benchmark_quick_runs(tmp_path):
     """``python -m benchmarks --quick`` on tiny data: every method, every output."""
-    import pytest
 
     from benchmarks.suite.run import main
 

@@ -7,6 +7,9 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
+# the benchmark scripts need the `bench` extra: CI's second step (`python -m pytest -m bench`)
+pytestmark = pytest.mark.bench
+
 
 def _fake_source(path: Path, n_cells: int = 300, n_genes: int = 50, cells_per_condition="all") -> None:
     """A source file as :func:`benchmarks.scale.make_data.build_source` writes it, from synthetic

@@ -181,3 +181,36 @@ def test_setting_the_seed_is_quiet(verbosity, log_records):
     sa.settings.verbosity = "info"
     sa.settings.seed = 0
     assert any("Seed set to" in r.getMessage() for r in log_records)
+
+
+class _Fails(__import__("lightning").pytorch.Callback):
+    def on_train_start(self, trainer, pl_module):
+        raise RuntimeError("planted failure")
+
+
+def test_failed_training_prints_nothing_but_raises(verbosity, capsys):
+    """scvi-tools prints "Exception raised during training." before re-raising: not to the user."""
+    model = sa.model.CGRAN(_data(), **TINY)
+    with pytest.raises(RuntimeError, match="planted failure"):
+        model.train(max_epochs=1, enable_progress_bar=False, callbacks=[_Fails()])
+    assert "Exception raised" not in capsys.readouterr().out
+    from scvi.train import _trainrunner
+
+    assert "print" not in vars(_trainrunner)  # the module's print is the builtin again
+
+
+def test_few_cells_train_without_validation(verbosity, caplog):
+    """Fewer than ten cells leave none for validation at the default train_size: training goes
+    on without it (no early stopping, no best weights) and says so once."""
+    data = make_counts(8, seed=1)
+    sa.model.CGRAN.setup_anndata(data, labels_key="cell_type", layer="counts")
+    model = sa.model.CGRAN(data, **TINY)
+    with caplog.at_level(logging.WARNING, logger="scattn"):
+        model.train(max_epochs=2, enable_progress_bar=False)
+    said = [r.getMessage() for r in caplog.records if "none for validation" in r.getMessage()]
+    assert len(said) == 1 and "restoring the best weights" in said[0]
+    assert model.is_trained_ and len(model.history_["train_loss"]) == 2
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="scattn"):
+        model.train(max_epochs=1, train_size=1.0, enable_progress_bar=False)  # asked for: no word
+    assert not [r for r in caplog.records if "none for validation" in r.getMessage()]

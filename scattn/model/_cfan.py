@@ -151,7 +151,7 @@ class CFAN(GenePanelClassifier):
         ``(cells, u, u)`` array; row i of a cell's matrix is how feature i attends to each
         feature (rows sum to 1). With `return_features`, also the ``(cells, u, m)`` features.
         """
-        self._check_if_trained(warn=True)
+        self._check_usable()
         keys = (MODULE_KEYS.FEATURE_ATTENTION, MODULE_KEYS.FEATURES) if return_features \
             else (MODULE_KEYS.FEATURE_ATTENTION,)
         out = self._infer(adata, indices=indices, batch_size=batch_size, keys=keys,

@@ -287,7 +287,7 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         """What every scVI method here runs on: `adata` aligned to the model's genes, the
         module in eval mode (scvi-tools' mixins leave the mode as they find it; a model fresh
         from ``load_query_data`` is still in training mode)."""
-        self._check_if_trained(warn=True)
+        self._check_usable()
         self.module.eval()
         with self._aligned(adata) as internal:
             yield internal
@@ -307,7 +307,7 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         %(batch_size)s
         """
         if give_mean and not return_dist and not kwargs:  # the posterior mean: streamed like predict
-            self._check_if_trained(warn=True)
+            self._check_usable()
             return self._infer(adata, indices=indices, keys=("qz_mean",), batch_size=batch_size)["qz_mean"]
         with self._scvi_data(adata) as internal:
             return VAEMixin.get_latent_representation(

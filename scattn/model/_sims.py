@@ -404,7 +404,7 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
         over each class's cells, each gene divided by its largest value over classes. Genes
         `adata` lacks get 0.
         """
-        self._check_if_trained(warn=True)
+        self._check_usable()
         target = self.adata if adata is None else adata
         classes, codes = self.classes_, None
         if groupby is not None:

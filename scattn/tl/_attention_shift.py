@@ -12,6 +12,8 @@ from anndata import AnnData
 from scattn._docs import scattn_dsp
 from scattn._write import write_results
 
+from ._fitted import check_lineage
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["attention_shift"]
@@ -146,6 +148,7 @@ def attention_shift(
             "pretrained and finetuned are the same model; pass the pretrained model and the "
             "model fine-tuned from it (`Geneformer.from_pretrained(pretrained, labelled)`)."
         )
+    check_lineage(pretrained, finetuned, "attention_shift")
     if isinstance(n_ranks, bool) or not isinstance(n_ranks, int | np.integer) or n_ranks < 1:
         raise ValueError(f"n_ranks must be an integer >= 1, got {n_ranks!r}.")
     if rank_bins is not None and (

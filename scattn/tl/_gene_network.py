@@ -14,6 +14,7 @@ from anndata import AnnData
 from scattn._docs import scattn_dsp
 from scattn._write import write_results
 
+from ._fitted import check_fitted
 from ._gene_programs import _check_method, _is_int, _model_genes, match_genes
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ def gene_network(
     if adata.n_obs == 0:
         raise ValueError("adata has no cells: there is no attention to read.")
     _check_method(model, "get_gene_attention", "gene_network")
+    check_fitted(model, "gene_network")
     if not _is_int(top_k, 1):
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}.")
     if (

@@ -15,6 +15,8 @@ from scattn._docs import scattn_dsp
 from scattn._write import write_results
 from scattn.data import gene_ids
 
+from ._fitted import check_fitted
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["gene_programs"]
@@ -226,6 +228,7 @@ def gene_programs(
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
     _check_method(model, "get_gene_embeddings", "gene_programs")
+    check_fitted(model, "gene_programs")
     if not _is_int(n_neighbors, 2):
         raise ValueError(f"n_neighbors must be an integer >= 2, got {n_neighbors!r}.")
     if not _is_int(min_size, 1):
@@ -240,9 +243,15 @@ def gene_programs(
         model_genes,
         genes=genes,
         gene_id_key=gene_id_key,
-        need=max(n_neighbors + 1, min_size),
+        need=max(2, min_size),
         tool="gene_programs",
     )
+    if len(ids) < n_neighbors + 1:
+        raise ValueError(
+            f"gene_programs: n_neighbors={n_neighbors} needs at least n_neighbors + 1 = "
+            f"{n_neighbors + 1} genes, and {len(ids)} of the chosen genes are the model's. Pass "
+            f"n_neighbors={len(ids) - 1} or less (or choose more genes)."
+        )
     table = embeddings.set_axis(model_genes, axis=0)
     if table.index.has_duplicates:
         raise ValueError("The model's gene embeddings have repeated gene IDs.")

@@ -11,6 +11,7 @@ from scipy.spatial.distance import squareform
 from scattn._docs import scattn_dsp
 from scattn._write import write_results
 
+from ._fitted import check_fitted
 from ._keys import find_key
 from ._markers import get_markers
 
@@ -30,6 +31,7 @@ def _check_model(model) -> None:
             f"{type(model).__name__}'s markers alone, use `adata.uns['<key>_markers']` or "
             "`sa.tl.marker_genes_from_attention`."
         )
+    check_fitted(model, "gene_sets_from_attention")
 
 
 @scattn_dsp.dedent

@@ -14,6 +14,8 @@ from anndata import AnnData
 from scattn._docs import scattn_dsp
 from scattn._write import write_results
 
+from ._fitted import check_fitted
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["in_silico_perturbation"]
@@ -118,6 +120,7 @@ def in_silico_perturbation(
                 f"in_silico_perturbation needs a Geneformer-like model with `{method}` (e.g. a "
                 f"trained `sa.model.Geneformer`), got {type(model).__name__}."
             )
+    check_fitted(model, "in_silico_perturbation")
     if mode not in _MODES:
         raise ValueError(f"mode must be 'delete' or 'overexpress', got {mode!r}.")
     genes = [str(g) for g in ([genes] if isinstance(genes, str) else genes)]

@@ -158,8 +158,14 @@ def test_gene_programs_errors(model, cells):
         sa.tl.gene_programs(cells, object())
     with pytest.raises(ValueError, match=r"not in adata.var_names: \['NOPE'\]"):
         sa.tl.gene_programs(cells, model, genes=["A0", "NOPE"])
-    with pytest.raises(ValueError, match="only 4 of the 4 genes.*need at least 16"):
+    with pytest.raises(ValueError, match=r"n_neighbors=15 needs at least.*16 genes.*4 of the "
+                       r"chosen genes.*n_neighbors=3 or less"):
         sa.tl.gene_programs(cells, model, genes=["A0", "A1", "A2", "A3"])
+    with pytest.warns(UserWarning, match="left out"), pytest.raises(
+            ValueError, match=r"n_neighbors=1000 .*Pass n_neighbors=23 or less"):
+        sa.tl.gene_programs(cells, model, n_neighbors=1000)  # not the genes' fault
+    with pytest.raises(ValueError, match="only 1 of the 3 genes.*need at least 3"):
+        sa.tl.gene_programs(cells, model, genes=["A0", "X0", "X1"], min_size=3)
     symbols = make_cells()
     symbols.var_names = [f"SYM{i}" for i in range(symbols.n_vars)]
     with pytest.raises(ValueError, match="only 0 of the 26.*A0.*SYM.*gene_id_key="):

@@ -108,8 +108,10 @@ def test_attention_shift_bins_and_copy(pair, cells):
 def test_attention_shift_errors(pair, cells):
     base, ft, _ = pair
     other = sa.model.Geneformer(base.adata, **{**ARCH, "n_layers": 3})
-    with pytest.raises(ValueError, match="differ in architecture.*2 layers x 2 heads.*3 layers"):
+    with pytest.raises(ValueError, match="finetuned.*neither trained nor pretrained"):
         sa.tl.attention_shift(cells, base, other)
+    with pytest.raises(ValueError, match="pretrained.*was never pretrained"):
+        sa.tl.attention_shift(cells, other, ft)
     with pytest.raises(ValueError, match="same model"):
         sa.tl.attention_shift(cells, ft, ft)
     with pytest.raises(TypeError, match="Geneformer-like"):
@@ -118,6 +120,35 @@ def test_attention_shift_errors(pair, cells):
         with pytest.raises(ValueError, match=next(iter(bad))):
             sa.tl.attention_shift(cells, base, ft, **bad)
     assert "attention_shift" not in cells.uns
+
+
+def test_attention_shift_checks_lineage(pair, cells, tmp_path):
+    """The fine-tuned model must come from the pretrained one's very weights, also saved and
+    loaded; another pretrained model, or one trained on since, is refused."""
+    base, ft, labelled = pair
+    base.save(tmp_path / "base")
+    loaded = sa.model.Geneformer.load(tmp_path / "base", adata=base.adata)
+    ft.save(tmp_path / "ft")
+    ft_loaded = sa.model.Geneformer.load(tmp_path / "ft", adata=labelled)
+    sa.tl.attention_shift(cells.copy(), loaded, ft_loaded)  # the same lineage across save/load
+    fresh = sa.model.Geneformer.from_pretrained(base, labelled)
+    with pytest.raises(ValueError, match="not been trained since"):
+        sa.tl.attention_shift(cells, base, fresh)
+    scratch = sa.model.Geneformer(labelled, **ARCH)
+    scratch.train(max_epochs=1)
+    with pytest.raises(ValueError, match="not started from a pretrained model"):
+        sa.tl.attention_shift(cells, base, scratch)
+    other = sa.model.Geneformer(base.adata, **ARCH)
+    other.pretrain(max_epochs=1)
+    with pytest.raises(ValueError, match="not fine-tuned from this `pretrained`"):
+        sa.tl.attention_shift(cells, other, ft)
+    assert "attention_shift" not in cells.uns
+
+
+def test_perturbation_refuses_untrained_model(pair, cells):
+    with pytest.raises(ValueError, match="neither trained nor pretrained"):
+        sa.tl.in_silico_perturbation(cells, sa.model.Geneformer(pair[0].adata, **ARCH), genes=["MA0"])
+    assert "perturbation" not in cells.uns
 
 
 def test_perturbation_writes_results(pair, cells, tmp_path):

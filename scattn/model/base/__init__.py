@@ -14,7 +14,7 @@ from ._attention import AttentionMixin
 from ._base import ScattnModel, validate_setup
 from ._classifier import UNKNOWN, ClassifierMixin
 from ._data import AlignedDataMixin
-from ._fitted import FittedState, Source
+from ._fitted import FittedState, Source, weights_fingerprint
 from ._latent import LatentMixin
 from ._panel import GenePanelClassifier
 from ._pretraining import PretrainingMixin
@@ -38,4 +38,5 @@ __all__ = [
     "Source",
     "VocabularyMixin",
     "validate_setup",
+    "weights_fingerprint",
 ]

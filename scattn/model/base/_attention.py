@@ -51,7 +51,7 @@ class AttentionMixin:
         -------
         DataFrame, cells x the model's genes (``model.var_names_``).
         """
-        self._check_if_trained(warn=True)
+        self._check_usable()
         out = self._infer(adata, indices=indices, batch_size=batch_size, attention_top_k=top_k or 0,
                           keys=(), desc=f"{type(self).__name__}.get_attention")
         names = self._obs_names_of(adata, indices)
@@ -101,7 +101,7 @@ class AttentionMixin:
         :class:`EmbeddingResult` with ``inplace=False``. Needs the attention mixin."""
         if attention_top_k < 1:
             raise ValueError(f"attention_top_k must be >= 1, got {attention_top_k}.")
-        self._check_if_trained(warn=True)
+        self._check_usable()
         key = self._key if key_added is None else key_added
         target = self.adata if adata is None else adata
         out = self._infer(adata, min_gene_overlap=min_gene_overlap, batch_size=batch_size,

@@ -16,7 +16,7 @@ import torch
 from anndata import AnnData, read_h5ad
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalJointObsField, CategoricalObsField, LayerField
+from scvi.data.fields import CategoricalJointObsField, CategoricalObsField
 from scvi.dataloaders import DataSplitter
 from scvi.model._utils import parse_device_args
 from scvi.model.base import BaseModelClass
@@ -25,6 +25,7 @@ from scvi.train import TrainRunner
 from scattn._quiet import quiet
 from scattn._settings import settings
 from scattn.data import (
+    ExpressionField,
     LabelsField,
     check_input,
     check_labels,
@@ -34,7 +35,7 @@ from scattn.data import (
     log_normalize,
     select_variable_genes,
 )
-from scattn.train._callbacks import LastEpochWeights
+from scattn.train._callbacks import BestValidationWeights, LastEpochWeights
 
 from ._data import AlignedDataMixin, covariate_keys
 from ._fitted import FITTED_ATTR, FittedState, Source, read_checkpoint
@@ -178,6 +179,34 @@ def _distributed_early_stopping(trainer_kwargs: dict) -> None:
     )
     trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), callback]
     trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+
+
+def _without_validation(plan, trainer_kwargs: dict, n_cells: int, train_size: float,
+                        validation_size: float | None, what: str) -> None:
+    """A run whose split leaves no cell for validation (a few cells, or ``train_size=1``):
+    train on all of them without validation, early stopping, best-weights restoring or a
+    learning rate reduced on a validation plateau, and say so once when a validation set was
+    asked for (a `train_size` below 1, as by default)."""
+    callbacks = trainer_kwargs.get("callbacks") or []
+    best = [c for c in callbacks if isinstance(c, BestValidationWeights)]
+    plateau = bool(getattr(plan, "reduce_lr_on_plateau", False)) and "validation" in str(
+        getattr(plan, "lr_scheduler_metric", ""))
+    if ((1 - train_size) if validation_size is None else validation_size) > 0:
+        off = ["validation"]
+        off += ["early stopping"] if trainer_kwargs.get("early_stopping") else []
+        off += ["restoring the best weights"] if best else []
+        off += ["learning-rate reduction on a plateau"] if plateau else []
+        logger.warning(
+            "%s: %d cells leave none for validation (train_size=%s, validation_size=%s), so the "
+            "model trains on all of them without %s.", what, n_cells, train_size, validation_size,
+            " or ".join([", ".join(off[:-1]), off[-1]]) if len(off) > 1 else off[0],
+        )
+    if plateau:
+        plan.reduce_lr_on_plateau = False
+    trainer_kwargs["early_stopping"] = False
+    trainer_kwargs["callbacks"] = [c for c in callbacks if c not in best]
+    trainer_kwargs["check_val_every_n_epoch"] = None
+    trainer_kwargs["limit_val_batches"] = 0
 
 
 def _logged_epochs(history) -> int:
@@ -327,7 +356,7 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
                         batch_key, categorical_covariate_keys, condition_key=None) -> list:
         """The scvi-tools fields this model registers (expression; labels, batch, covariates,
         condition where given)."""
-        fields = [LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=expression == "counts")]
+        fields = [ExpressionField(REGISTRY_KEYS.X_KEY, layer, is_count_data=expression == "counts")]
         if labels_key is not None:
             fields.append(LabelsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category,
                                       classes=classes))
@@ -414,6 +443,14 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         # what scvi-tools saves: every attribute ending in "_", plus the fitted state
         return [*super()._get_user_attributes(), (FITTED_ATTR, self._fitted_state().to_dict())]
 
+    def _check_usable(self, *, head: bool = False) -> None:
+        """Warn before inference with an untrained model. A pretrained (or published-checkpoint)
+        model is ready for everything but its classifier head (`head`): its zero-shot
+        embedding, attention and expression outputs are what a user loads a checkpoint for."""
+        if getattr(self, "is_pretrained_", False) and not head:
+            return
+        self._check_if_trained(warn=True)
+
     # -- training runs -------------------------------------------------------------------------
     @staticmethod
     def _prepare_training(max_epochs: int, train_size: float, validation_size: float | None,
@@ -469,6 +506,15 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
             if strategy is not None:
                 trainer_kwargs["strategy"] = strategy
         start_method = _ddp_start_method(trainer_kwargs.get("strategy"))
+        manager = self.adata_manager if adata is None else self.get_anndata_manager(adata)
+        splitter = self._make_splitter(
+            manager, train_size=train_size, validation_size=validation_size, batch_size=batch_size,
+            shuffle_set_split=True,
+            distributed_sampler=use_distributed_sampler(trainer_kwargs.get("strategy", None)),
+            load_sparse_tensor=False, **(datasplitter_kwargs or {}),
+        )
+        if splitter.n_val == 0:
+            _without_validation(plan, trainer_kwargs, manager.adata.n_obs, train_size, validation_size, what)
         log_dir = None
         if start_method is not None:
             self._check_distributed(trainer_kwargs["strategy"], start_method)
@@ -484,13 +530,6 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
                 else:  # into a folder of ours, removed when the run ends
                     log_dir = trainer_kwargs["log_save_dir"] = tempfile.mkdtemp(prefix="scattn-ddp-")
             _distributed_early_stopping(trainer_kwargs)
-        manager = self.adata_manager if adata is None else self.get_anndata_manager(adata)
-        splitter = self._make_splitter(
-            manager, train_size=train_size, validation_size=validation_size, batch_size=batch_size,
-            shuffle_set_split=True,
-            distributed_sampler=use_distributed_sampler(trainer_kwargs.get("strategy", None)),
-            load_sparse_tensor=False, **(datasplitter_kwargs or {}),
-        )
         snapshot = LastEpochWeights()
         trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), snapshot]
         logged_before = _logged_epochs(self.history_ if self.is_trained_ else None)

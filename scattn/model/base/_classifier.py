@@ -164,7 +164,7 @@ class ClassifierMixin:
         %(batch_size)s
         """
         self._require_classifier()
-        self._check_if_trained(warn=True)
+        self._check_usable(head=True)
         out = self._infer(adata, indices=indices, batch_size=batch_size, keys=(MODULE_KEYS.LOGITS,),
                           desc=f"{type(self).__name__}.predict_proba")
         names = self._obs_names_of(adata, indices)
@@ -267,7 +267,7 @@ class ClassifierMixin:
         if attention_top_k < 1:
             raise ValueError(f"attention_top_k must be >= 1, got {attention_top_k}.")
         self._require_classifier()
-        self._check_if_trained(warn=True)
+        self._check_usable(head=True)
         target = self.adata if adata is None else adata
         attribution = hasattr(self, "_attention_summary")
         summary = self._attention_summary() if attribution else None

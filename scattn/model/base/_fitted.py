@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -161,3 +162,14 @@ def check_shared_genes(genes: pd.Index, var_names: pd.Index, *, min_overlap: flo
     if n_shared < len(genes):
         warnings.warn(f"{len(genes) - n_shared} of the {source}'s {len(genes)} genes are missing "
                       f"from the {target}; they read as zero.", UserWarning, stacklevel=4)
+
+
+def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """A SHA-256 of a module's weights (names, dtypes, shapes and values), e.g. to tell whether
+    a fine-tuned model started from a given pretrained one."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()

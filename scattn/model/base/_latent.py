@@ -25,7 +25,7 @@ class LatentMixin:
         %(indices)s
         %(batch_size)s
         """
-        self._check_if_trained(warn=True)
+        self._check_usable()
         out = self._infer(adata, indices=indices, batch_size=batch_size, keys=(MODULE_KEYS.Z,),
-                          desc=f"{type(self).__name__}.get_latent_representation")
-        return out[MODULE_KEYS.Z]
+                          with_empty=True, desc=f"{type(self).__name__}.get_latent_representation")
+        return self._blank_empty_cells(out[MODULE_KEYS.Z], out["empty"], "embedding")

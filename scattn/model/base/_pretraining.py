@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from scattn.train import MaskedPretrainingPlan
 
-from ._fitted import Source, check_shared_genes
+from ._fitted import Source, check_shared_genes, weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ class PretrainingMixin:
     is_pretrained_: bool = False
     #: the pretraining history (``train_loss``, ``validation_loss``), like ``history``
     pretrain_history_: dict | None = None
+    #: a fingerprint of the weights :meth:`from_pretrained` started from (saved with the model;
+    #: :func:`scattn.tl.attention_shift` checks a fine-tuned model against its pretrained one)
+    pretrained_from_: str | None = None
 
     def _pretrain(
         self,
@@ -137,5 +140,6 @@ class PretrainingMixin:
         cls._check_source(source, adata, manager, min_gene_overlap=min_gene_overlap)
         model = cls._from_source(source, adata)
         model.is_pretrained_ = source.pretrained
+        model.pretrained_from_ = weights_fingerprint(source.state_dict)
         model._model_summary_string += f"; started from a {'pretrained' if source.pretrained else 'trained'} {cls.__name__}"
         return model
