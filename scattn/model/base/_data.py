@@ -248,6 +248,20 @@ class AlignedDataMixin:
             )
         check_input(adata, self._setup_args.get("layer"), self._setup_args.get("expression", "counts"))
 
+    def _blank_empty_cells(self, values: np.ndarray, empty: np.ndarray, what: str) -> np.ndarray:
+        """`values` (cells x ...) with NaN rows for the cells with no counts on any of the
+        model's genes (`empty`), and one warning with their number: the rule ``predict`` follows
+        (there it labels them ``"Unknown"``), for every output computed from no input."""
+        if not empty.any():
+            return values
+        warnings.warn(
+            f"{int(empty.sum())} cells have no counts on any of the model's "
+            f"{len(self._read_genes)} genes; their {what} rows are NaN.", UserWarning, stacklevel=3,
+        )
+        values = np.asarray(values, dtype=np.result_type(values.dtype, np.float32))
+        values[empty] = np.nan
+        return values
+
     def _empty_on_model_genes(self, internal: AnnData) -> np.ndarray:
         """Cells of `internal` (registered) with no expression on any gene the model reads."""
         matrix = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY) if internal is self.adata \
