@@ -204,10 +204,17 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         vocabulary becomes the checkpoint's genes found among `adata`'s registered gene IDs
         (scGPT uses symbols), their embedding rows copied; the special tokens keep theirs.
         Encoder, value encoder, GEP and GEPC decoders, and (with the checkpoint's batch labels)
-        the batch embedding are loaded; keys the model does not use (``flag_encoder``) are
+        the batch embedding and discriminator are loaded; ``flag_encoder`` (pretraining only) is
         skipped. With labels registered a new cell-type head is added (``keep_classifier``:
         copy the checkpoint's when it has as many classes, taken in the order of
         ``model.classes_``).
+
+        Loading is strict: every tensor of the architecture ``args.json`` describes must be in
+        the file (a missing layer is not left random), every tensor of the file must have a
+        place in the model, and shapes must agree; otherwise a ``ValueError`` names the keys
+        (a few, and their number) and the likely cause (``args.json`` and ``best_model.pt``
+        from different models). A truncated or corrupt ``best_model.pt`` is refused naming
+        the file.
 
         Parameters
         ----------
@@ -231,9 +238,18 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
 
         Notes
         -----
-        Supported: ``input_emb_style="continuous"``, ``cell_emb_style="cls"``, post-norm
-        layers, no explicit zero probabilities, no domain-specific batch norm; other
-        checkpoints are refused with the reason. The checkpoint file is read with
+        Supported: scGPT's defaults, ``input_style="binned"``,
+        ``input_emb_style="continuous"``, ``cell_emb_style="cls"``, post-norm layers (PyTorch's
+        or flash-attention's), GEPC's ``"inner product"`` decoder or none (``MVC``/``do_mvc``
+        false: the GEPC decoder is then new, with a warning), ``use_batch_labels``, DAR.
+        Refused with the reason, because they change the outputs and are not implemented:
+        ``pre_norm=true`` (scGPT's flash-attention pre-norm layer keeps the normalised stream
+        as the residual, which is not PyTorch's ``norm_first``), ``cell_emb_style`` ``"avg-pool"``
+        (a mean over every position, padding included) or ``"w-pool"``,
+        ``explicit_zero_prob``, domain-specific batch norm (``domain_spec_batchnorm``/``DSBN``),
+        category or scaling value embeddings, unbinned ``input_style``, linear attention
+        (``fast_transformer_backend="linear"``), other GEPC decoder styles, a pad token other
+        than ``<pad>``. The checkpoint file is read with
         ``torch.load(weights_only=True)``.
         """
         from ._scgpt_checkpoint import load_scgpt
@@ -267,8 +283,12 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         if unknown:
             raise ValueError(f"Unknown task(s) {unknown}; choose among {', '.join(TASK_WEIGHTS)}.")
         if chosen.get("dar") and self.n_batch < 2:
-            raise ValueError("DAR (adversarial batch removal) needs at least two batches: set the model "
-                             "up with batch_key.")
+            key = self._setup_args.get("batch_key")
+            raise ValueError(
+                "DAR (adversarial batch removal) needs at least two batches; "
+                + (f"adata.obs[{key!r}] has one batch. Train without 'dar' or set up data with "
+                   "several batches." if key else "set the model up with batch_key.")
+            )
         if chosen.get("cls"):
             self._require_classifier()
             self._require_labelled_cells()
@@ -337,7 +357,8 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         datasplitter_kwargs
             Extra arguments of the data splitter.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer`.
+            Passed to :class:`scvi.train.Trainer` (Lightning), e.g. ``precision="bf16-mixed"`` for
+            bf16 mixed precision on a GPU (default fp32), ``enable_progress_bar``, ``strategy="ddp"``.
 
         Notes
         -----
@@ -406,7 +427,8 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         datasplitter_kwargs
             Extra arguments of the data splitter.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer`.
+            Passed to :class:`scvi.train.Trainer` (Lightning), e.g. ``precision="bf16-mixed"`` for
+            bf16 mixed precision on a GPU (default fp32), ``enable_progress_bar``, ``strategy="ddp"``.
 
         Notes
         -----
@@ -511,6 +533,8 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         -------
         Cells x model genes (columns ``model.var_names_``) predicted log-normalised expression
         (``log1p`` of counts per 10,000 over the model's genes), or `None` with `layer_added`.
+        Cells with no counts on any of the model's genes get NaN rows (one warning gives their
+        number), as ``predict`` labels them ``"Unknown"``.
         """
         if not self.conditions_:
             raise ValueError("This SCGPT has no condition tokens; set it up with condition_key.")
@@ -519,12 +543,13 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
                              f"({', '.join(map(repr, self.conditions_))}).")
         if layer_added is not None and indices is not None:
             raise ValueError("layer_added writes every cell; call without indices.")
-        self._check_if_trained(warn=True)
+        self._check_usable()
         code = self.conditions_.index(str(condition))
         out = self._infer(adata, indices=indices, batch_size=batch_size,
                           keys=(MODULE_KEYS.EXPRESSION,), return_expression=True,
-                          condition_override=code, desc="SCGPT.predict_response")
-        expression = out[MODULE_KEYS.EXPRESSION]
+                          condition_override=code, with_empty=True, desc="SCGPT.predict_response")
+        expression = self._blank_empty_cells(out[MODULE_KEYS.EXPRESSION], out["empty"],
+                                             "predicted expression")
         if layer_added is None:
             return expression
         target = self.adata if adata is None else adata
@@ -572,7 +597,7 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
             raise ValueError(f"{len(chosen)} genes make a {len(chosen)}^2 matrix; pass `genes=` "
                              "(at most 5,000, e.g. the highly variable ones).")
         pos = self._gene_positions(list(chosen))
-        self._check_if_trained(warn=True)
+        self._check_usable()
         def run(tensors):
             inputs = {k: v.to(self.module.device) for k, v in self.module._get_inference_input(tensors).items()}
             total, count = self.module.gene_attention(inputs["x"], inputs.get("condition"), genes=pos)

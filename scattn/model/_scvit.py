@@ -260,7 +260,8 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         datasplitter_kwargs, plan_kwargs
             Passed to scvi-tools' data splitter and to :class:`~scattn.train.GenerativePlan`.
         **trainer_kwargs
-            Passed to the Lightning trainer (e.g. ``enable_progress_bar``, ``strategy``).
+            Passed to :class:`scvi.train.Trainer` (Lightning), e.g. ``precision="bf16-mixed"`` for
+            bf16 mixed precision on a GPU (default fp32), ``enable_progress_bar``, ``strategy="ddp"``.
         """
         if self._frozen_query:
             weight_decay = 0.0  # decay would shrink the reference's batch columns, masked or not

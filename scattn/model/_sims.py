@@ -228,7 +228,7 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
             :class:`scvi.dataloaders.DataSplitter`.
         **kwargs
             Passed to :meth:`scattn.model.base.ClassifierMixin.train` (``accelerator``,
-            ``devices``) and to the Lightning trainer.
+            ``devices``) and to the Lightning trainer (e.g. ``precision="bf16-mixed"``).
 
         Notes
         -----
@@ -356,7 +356,8 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
         min_gene_overlap
             Smallest fraction of the model's genes that `adata` must have.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer`.
+            Passed to :class:`scvi.train.Trainer` (Lightning), e.g. ``precision="bf16-mixed"`` for
+            bf16 mixed precision on a GPU (default fp32), ``enable_progress_bar``, ``strategy="ddp"``.
         """
         n_obs = self.adata.n_obs if adata is None else adata.n_obs
         procs = n_training_processes({"accelerator": accelerator, "devices": devices, **trainer_kwargs})

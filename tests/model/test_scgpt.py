@@ -3,6 +3,7 @@ response prediction, gene embeddings and attention, save/load, bad input."""
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -318,3 +319,44 @@ def test_restore_best_weights(restore):
     y = a.obs["cell_type"].astype(str).to_numpy()[idx]
     loss = -np.mean(np.log(proba[np.arange(len(y)), [m.classes_.index(c) for c in y]]))
     np.testing.assert_allclose(loss, history.min() if restore else history[-1], rtol=1e-4)
+
+
+def test_pretrained_only_model_embeds_without_warning(recwarn):
+    """A pretrained (not fine-tuned) model's zero-shot embedding, attention and response are
+    what a checkpoint is loaded for: no "untrained model" warning; its classifier head is."""
+    sa.settings.seed = 0
+    a = _data(40, seed=2)
+    a.obs["label"] = a.obs["cell_type"].astype(str)
+    sa.model.SCGPT.setup_anndata(a, layer="counts", labels_key="label", condition_key="condition")
+    m = sa.model.SCGPT(a, **TINY)
+    m.pretrain(max_epochs=1)
+    m.get_latent_representation()
+    m.predict_response(a, condition="stimulated")
+    m.get_gene_attention(a, indices=[0, 1])
+    assert not [w for w in recwarn if "untrained" in str(w.message)]
+    with pytest.warns(UserWarning, match="untrained"):
+        m.predict(a.copy(), inplace=False)
+    fresh = sa.model.SCGPT(a, **TINY)
+    with pytest.warns(UserWarning, match="untrained"):
+        fresh.get_latent_representation()
+
+
+def test_cells_without_model_genes_get_nan_everywhere(integrated):
+    """Cells with counts only on genes outside the model: NaN response and embedding rows, one
+    warning each with their number (as predict labels them Unknown)."""
+    m, a = integrated
+    q = a[:6].copy()
+    q.X = q.X.toarray()
+    q.X[[1, 4]] = 0
+    extra = np.zeros((6, 1), dtype=np.float32)
+    extra[[1, 4]] = 3
+    q = ad.concat([q, ad.AnnData(extra, obs=q.obs, var=pd.DataFrame(index=["OUTSIDE"]))], axis=1,
+                  merge="first")
+    q.layers["counts"] = q.X.copy()
+    with pytest.warns(UserWarning, match="2 cells have no counts on any") as got:
+        response = m.predict_response(q, condition="stimulated")
+    assert len([w for w in got if "no counts" in str(w.message)]) == 1
+    assert np.isnan(response[[1, 4]]).all() and np.isfinite(np.delete(response, [1, 4], 0)).all()
+    with pytest.warns(UserWarning, match="2 cells have no counts on any.*embedding"):
+        z = m.get_latent_representation(q)
+    assert np.isnan(z[[1, 4]]).all() and np.isfinite(np.delete(z, [1, 4], 0)).all()

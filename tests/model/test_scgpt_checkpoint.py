@@ -138,3 +138,164 @@ def test_bad_checkpoints_are_refused(reference, tmp_path):
     sa.model.SCGPT.setup_anndata(symbols)
     with pytest.raises(ValueError, match="(?i)ensembl|symbol"):
         sa.model.SCGPT.from_scgpt(d, symbols)
+
+
+def _checkpoint(tmp_path, *, args: dict | None = None, drop=(), add: dict | None = None):
+    """A copy of the fixture with `args` merged into args.json, the keys starting with one of
+    `drop` removed from best_model.pt and `add` added to it."""
+    d = tmp_path / "ckpt"
+    shutil.copytree(FIXTURE, d, dirs_exist_ok=True)
+    if args:
+        merged = {**json.loads((FIXTURE / "args.json").read_text()), **args}
+        (d / "args.json").write_text(json.dumps(merged))
+    if drop or add:
+        state = torch.load(FIXTURE / "best_model.pt", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith(tuple(drop))}
+        torch.save({**state, **(add or {})}, d / "best_model.pt")
+    return d
+
+
+@pytest.fixture
+def plain(reference):
+    a = _adata(reference)
+    sa.model.SCGPT.setup_anndata(a)
+    return a
+
+
+def test_missing_tensors_are_refused(reference, plain, tmp_path):
+    """args.json with 3 layers and a file with 2: refused, naming the missing layer's keys and
+    the likely cause (not loaded with layer 3 random)."""
+    d = _checkpoint(tmp_path, args={"nlayers": 3})
+    with pytest.raises(ValueError, match=r"lacks 12 tensor\(s\)") as err:
+        sa.model.SCGPT.from_scgpt(d, plain)
+    msg = str(err.value)
+    assert "transformer_encoder.layers.2.self_attn.in_proj_weight" in msg
+    assert "holds 2 transformer layers, args.json says nlayers=3" in msg
+    assert "different models" in msg and "(and 7 more)" in msg
+    # one tensor missing anywhere (here the GEP decoder's last bias) is refused too
+    d = _checkpoint(tmp_path / "one", drop=("decoder.fc.4.bias",))
+    with pytest.raises(ValueError, match=r"lacks 1 tensor\(s\).*decoder\.fc\.4\.bias"):
+        sa.model.SCGPT.from_scgpt(d, plain)
+    # the GEPC decoder, which args.json's MVC=true says was trained
+    d = _checkpoint(tmp_path / "mvc", drop=("mvc_decoder.",))
+    with pytest.raises(ValueError, match=r"lacks 3 tensor\(s\).*mvc_decoder\.gene2query\.weight"):
+        sa.model.SCGPT.from_scgpt(d, plain)
+    # a batch embedding that use_batch_labels says is there
+    d = _checkpoint(tmp_path / "batch", args={"use_batch_labels": True})
+    with pytest.raises(ValueError, match=r"lacks 3 tensor\(s\).*batch_encoder\.embedding\.weight"):
+        sa.model.SCGPT.from_scgpt(d, plain)
+
+
+def test_gepc_decoder_off_in_args_loads_with_warning(reference, plain, tmp_path):
+    """A checkpoint trained without GEPC (args.json MVC=false, no mvc_decoder) loads, warns that
+    the GEPC decoder is new, and the transformer still reproduces scGPT's outputs."""
+    d = _checkpoint(tmp_path, args={"MVC": False}, drop=("mvc_decoder.",))
+    with pytest.warns(UserWarning, match="no GEPC decoder"):
+        model = sa.model.SCGPT.from_scgpt(d, plain)
+    _, h, _ = _encode(model, reference)
+    np.testing.assert_allclose(h[:, 0], reference["cell_emb"], atol=1e-5)
+
+
+def test_unexpected_tensors_are_refused(plain, tmp_path):
+    """A tensor of the file the model has no place for is refused by name: a stray key, or a
+    layer beyond args.json's nlayers."""
+    d = _checkpoint(tmp_path, add={"encoder.extra_norm.weight": torch.ones(32),
+                                   "something_else.weight": torch.ones(3)})
+    with pytest.raises(ValueError, match=r"has 2 tensor\(s\) that are no part") as err:
+        sa.model.SCGPT.from_scgpt(d, plain)
+    assert "encoder.extra_norm.weight" in str(err.value)
+    assert "something_else.weight" in str(err.value)
+    d = _checkpoint(tmp_path / "layers", args={"nlayers": 1})
+    with pytest.raises(ValueError, match=r"has 12 tensor\(s\)") as err:
+        sa.model.SCGPT.from_scgpt(d, plain)
+    assert "transformer_encoder.layers.1.linear1.weight" in str(err.value)
+    assert "holds 2 transformer layers, args.json says nlayers=1" in str(err.value)
+
+
+def test_shape_mismatches_are_refused(plain, tmp_path):
+    """A feed-forward width other than args.json's d_hid: refused naming each key and both
+    shapes."""
+    d = _checkpoint(tmp_path, args={"d_hid": 128})
+    with pytest.raises(ValueError, match=r"6 tensor\(s\) of best_model.pt do not have") as err:
+        sa.model.SCGPT.from_scgpt(d, plain)
+    msg = str(err.value)
+    want = "transformer_encoder.layers.0.linear1.weight (64, 32) in the file, (128, 32) expected"
+    assert want in msg
+    assert "d_hid=128" in msg
+    # a decoder grown for batches checks the checkpoint's own width, not a raw copy error
+    bad = torch.load(FIXTURE / "best_model.pt", weights_only=True)["decoder.fc.0.weight"][:, :16]
+    d = _checkpoint(tmp_path / "dec", add={"decoder.fc.0.weight": bad.clone()})
+    with pytest.raises(ValueError, match=r"fc\.0\.weight \(32, 16\) in the file, \(32, 32"):
+        sa.model.SCGPT.from_scgpt(d, plain)
+
+
+def test_corrupt_files_are_refused(plain, tmp_path):
+    """A truncated best_model.pt (a download cut in half) or a file of something else: a
+    ValueError naming the file, not a raw zip or pickle traceback."""
+    d = _checkpoint(tmp_path)
+    data = (FIXTURE / "best_model.pt").read_bytes()
+    (d / "best_model.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"best_model\.pt could not be read.*truncated"):
+        sa.model.SCGPT.from_scgpt(d, plain)
+    (d / "best_model.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        sa.model.SCGPT.from_scgpt(d, plain)
+    torch.save([torch.zeros(2)], d / "best_model.pt")
+    with pytest.raises(ValueError, match=r"best_model\.pt holds a list, not a state dict"):
+        sa.model.SCGPT.from_scgpt(d, plain)
+
+
+@pytest.mark.parametrize(("setting", "match"), [
+    ({"pre_norm": True}, "pre_norm=true.*neither PyTorch's norm_first nor post-norm"),
+    ({"cell_emb_style": "avg-pool"}, "cell_emb_style='avg-pool'.*padding"),
+    ({"cell_emb_style": "w-pool"}, "cell_emb_style='w-pool'.*only 'cls'"),
+    ({"explicit_zero_prob": True}, "explicit_zero_prob=true"),
+    ({"domain_spec_batchnorm": "dsbn"}, "domain-specific batch norm"),
+    ({"DSBN": True}, "domain-specific batch norm"),
+    ({"input_emb_style": "scaling"}, "input_emb_style='scaling'.*continuous"),
+    ({"input_style": "log1p"}, "input_style='log1p'.*unbinned"),
+    ({"fast_transformer_backend": "linear"}, "fast_transformer_backend='linear'"),
+    ({"mvc_decoder_style": "concat query"}, "mvc_decoder_style='concat query'"),
+    ({"pad_token": "<blank>"}, "pad_token='<blank>'"),
+])
+def test_settings_that_change_outputs_are_refused(plain, tmp_path, setting, match):
+    d = _checkpoint(tmp_path, args=setting)
+    with pytest.raises(ValueError, match=f"cannot reproduce: .*{match}"):
+        sa.model.SCGPT.from_scgpt(d, plain)
+
+
+def test_settings_that_keep_outputs_load(reference, plain, tmp_path):
+    """The same settings at scGPT's defaults, and ones that do not change the math (flash
+    attention, category bins unused with continuous values), load and reproduce scGPT."""
+    d = _checkpoint(tmp_path, args={
+        "pre_norm": False, "cell_emb_style": "cls", "explicit_zero_prob": False,
+        "domain_spec_batchnorm": False, "DSBN": False, "use_fast_transformer": True,
+        "fast_transformer": True, "fast_transformer_backend": "flash", "n_input_bins": 51,
+        "mvc_decoder_style": "inner product", "do_mvc": True, "use_batch_labels": False})
+    model = sa.model.SCGPT.from_scgpt(d, plain)
+    _, h, real = _encode(model, reference)
+    np.testing.assert_allclose(h[real], reference["transformer_output"][real.numpy()], atol=1e-5)
+
+
+def test_heads_are_kept_only_when_they_fit(reference, tmp_path):
+    """A checkpoint's batch discriminator is loaded into a model with as many batches and
+    dropped by one without batches; keep_classifier on a checkpoint without a head warns."""
+    state = torch.load(FIXTURE / "best_model.pt", weights_only=True)
+    disc = {k.replace("cls_decoder.", "grad_reverse_discriminator."): v.clone() + 1
+            for k, v in state.items() if k.startswith("cls_decoder.")}  # 3 classes
+    d = _checkpoint(tmp_path, add=disc)
+    a = _adata(reference, batches=3)
+    sa.model.SCGPT.setup_anndata(a, batch_key="batch")
+    model = sa.model.SCGPT.from_scgpt(d, a)
+    got = model.module.batch_discriminator.out_layer.weight
+    ref = disc["grad_reverse_discriminator.out_layer.weight"]
+    np.testing.assert_array_equal(got.detach(), ref)
+    a = _adata(reference)
+    sa.model.SCGPT.setup_anndata(a)
+    sa.model.SCGPT.from_scgpt(d, a)  # no batches: the discriminator is not needed
+    d = _checkpoint(tmp_path / "nohead", drop=("cls_decoder.",))
+    a = _adata(reference, labels=True)
+    sa.model.SCGPT.setup_anndata(a, labels_key="cell_type")
+    with pytest.warns(UserWarning, match=r"has no cell-type head \(cls_decoder\)"):
+        model = sa.model.SCGPT.from_scgpt(d, a, keep_classifier=True)
+    assert model.module.has_head

@@ -117,8 +117,8 @@ class ClassifierMixin:
         datasplitter_kwargs
             Extra arguments of :class:`scvi.dataloaders.DataSplitter`.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar``,
-            ``strategy="ddp"``).
+            Passed to :class:`scvi.train.Trainer` (Lightning), e.g. ``precision="bf16-mixed"`` for
+            bf16 mixed precision on a GPU (default fp32), ``enable_progress_bar``, ``strategy="ddp"``.
 
         Notes
         -----
