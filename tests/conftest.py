@@ -89,6 +89,32 @@ def trained_sims():
     return _train_tiny("SIMS", TINY_SIMS)
 
 
+#: a tiny architecture of every model, by class name (mechanics tests of all six)
+TINY_ARCH = {
+    "CFAN": TINY_CFAN,
+    "CGRAN": TINY,
+    "SIMS": TINY_SIMS,
+    "SCVIT": {"n_latent": 4, "n_hidden": 16, "patch_size": 8, "d_model": 8, "n_heads": 2},
+    "Geneformer": {"n_layers": 1, "d_model": 8, "n_heads": 2, "d_ff": 16, "max_length": 16},
+    "SCGPT": {"n_layers": 1, "d_model": 8, "n_heads": 2, "d_ff": 16, "max_length": 16},
+}
+#: models that can be set up without labels
+UNSUPERVISED = ("SCVIT", "Geneformer", "SCGPT")
+
+
+def tiny_model(name: str, adata: ad.AnnData, *, labels: bool = True):
+    """A tiny `name` model on `adata` (counts in ``layers["counts"]``, labels in
+    ``obs["cell_type"]``; set up without labels for an unsupervised model if `labels` is False)."""
+    import scattn as sa
+
+    cls = getattr(sa.model, name)
+    kwargs = {"layer": "counts"}
+    if labels or name not in UNSUPERVISED:
+        kwargs["labels_key"] = "cell_type"
+    cls.setup_anndata(adata, **kwargs)
+    return cls(adata, **TINY_ARCH[name])
+
+
 @pytest.fixture(params=["cfan", "sims"])
 def predicted_other(request, trained_cfan, trained_sims):
     """(key, model, adata): a CFAN or SIMS predicted into a fresh copy of its data."""
