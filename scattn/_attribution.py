@@ -18,7 +18,9 @@ __all__ = ["attention_markers"]
 
 def _picks(attention: sparse.csr_matrix, n_top: int) -> sparse.csr_matrix:
     """Binary cells x genes matrix: gene j is picked by cell i if in i's top `n_top` weights."""
-    att = sparse.csr_matrix(attention, dtype=np.float32)
+    # a copy: eliminate_zeros works in place on arrays the caller's matrix may share (a float32
+    # CSR input is not copied by the constructor), which left the user's layer corrupt
+    att = sparse.csr_matrix(attention, dtype=np.float32, copy=True)
     att.eliminate_zeros()
     rows = np.diff(att.indptr)
     if rows.max(initial=0) > n_top:

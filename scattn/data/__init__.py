@@ -2,7 +2,7 @@
 
 from ._binning import value_bins
 from ._embed import Embedding, factorize, gd_embedding, svd_embedding
-from ._fields import LabelsField
+from ._fields import ExpressionField, LabelsField
 from ._files import open_zarr, read_h5ads
 from ._gene_order import GENE_ORDERS, order_genes
 from ._genes import (
@@ -43,6 +43,7 @@ __all__ = [
     "TARGET_SUM",
     "BackedLogNorm",
     "Embedding",
+    "ExpressionField",
     "GeneVocabulary",
     "LabelsField",
     "LengthGroupedBatchSampler",

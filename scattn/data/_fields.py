@@ -1,13 +1,69 @@
-"""scvi-tools AnnData fields with the behaviour scattn documents for labels."""
+"""scvi-tools AnnData fields with the behaviour scattn documents: the expression matrix in any
+form anndata holds it, labels with unlabelled cells."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scvi.data.fields import LabelsWithUnlabeledObsField
+from scipy import sparse
+from scvi.data.fields import LabelsWithUnlabeledObsField, LayerField
 
-from ._validate import label_strings
+from ._validate import _values, label_strings, read_rows
+
+#: rows whose stored values :class:`ExpressionField` looks at for its counts warning
+_COUNTS_SAMPLE_ROWS = 100
+
+
+class ExpressionField(LayerField):
+    """scvi-tools' ``LayerField`` (``X`` or a layer) that also takes scipy sparse *arrays*.
+
+    ``scipy.sparse.csr_array`` and ``csc_array`` (what anndata reads with
+    ``anndata.settings.use_sparse_array_on_read = True``, in memory and backed) are refused by
+    scvi-tools' registration ("data type not understood"), though its data loader reads them
+    minibatch by minibatch like sparse matrices. This field registers them as they are: the
+    user's matrix is neither converted nor copied, and every minibatch is densified on its own
+    as for a ``csr_matrix``. A ``csc_array`` gets scvi-tools' warning for a ``csc_matrix``
+    (cells are read by rows: CSR is faster).
+
+    The warning for data that do not look like counts (``is_count_data``) is scvi-tools' own,
+    from the stored values of the first rows (a few, read from disk for a backed matrix).
+    scattn checks every value itself before registration (:func:`~scattn.data.check_input`).
+    """
+
+    def __init__(self, registry_key: str, layer: str | None, *,
+                 is_count_data: bool = True) -> None:
+        super().__init__(registry_key, layer, is_count_data=is_count_data)
+
+    def validate_field(self, adata: AnnData) -> None:
+        """Warn (as scvi-tools does) when `is_count_data` and the first rows are not counts."""
+        matrix = self.get_field_data(adata)  # scvi's ValueError for a missing layer
+        if not self.is_count_data or matrix.shape[0] == 0:
+            return
+        values = _values(read_rows(matrix, np.arange(min(matrix.shape[0], _COUNTS_SAMPLE_ROWS))))
+        if values.size and (np.any(values < 0) or np.any(values % 1 != 0)):
+            where = "adata.X" if self.attr_key is None else f"adata.layers[{self.attr_key}]"
+            warnings.warn(
+                f"{where} does not contain unnormalized count data. Are you sure this is what "
+                "you want?",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def register_field(self, adata: AnnData) -> dict:
+        """Register the field (scvi-tools' state: cells, genes, gene names)."""
+        state = super().register_field(adata)
+        matrix = self.get_field_data(adata)
+        if sparse.issparse(matrix) and not sparse.isspmatrix(matrix) and matrix.format != "csr":
+            warnings.warn(
+                "Training will be faster when sparse matrix is formatted as CSR. It is safe to "
+                "cast before model initialization.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return state
 
 
 class LabelsField(LabelsWithUnlabeledObsField):

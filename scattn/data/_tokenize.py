@@ -97,16 +97,19 @@ class RankTokens:
 
 def rank_value_encode(matrix, token_ids: np.ndarray, medians: np.ndarray, *, max_length: int = 2048,
                       expression: Literal["counts", "log1p"] = "counts", target_sum: float = TARGET_SUM,
-                      pad_id: int = 0, cls_id: int | None = None, chunk_size: int | None = None
-                      ) -> RankTokens:
+                      pad_id: int = 0, cls_id: int | None = None, eos_id: int | None = None,
+                      chunk_size: int | None = None) -> RankTokens:
     """Geneformer's rank-value encoding of each cell.
 
     Each cell's counts are scaled to `target_sum`, divided by each gene's `medians` (its
     non-zero median over the pretraining corpus, :func:`gene_nonzero_medians`), and the
-    expressed genes of the vocabulary are listed by decreasing value (ties by gene position),
-    truncated to `max_length` tokens (with `cls_id`, a ``<cls>`` token first). A backed matrix
-    is read block by block; each block is ranked by :func:`rank_tokens`, the kernel the
-    models run on every minibatch, so files and models tokenise alike.
+    expressed genes of the vocabulary are listed by decreasing value (in float64, as
+    Geneformer's tokeniser; ties by token id, whatever the order of the matrix's columns),
+    truncated to `max_length` tokens, special tokens included: with `cls_id` a ``<cls>``
+    first, with `eos_id` an ``<eos>`` after the genes (Geneformer V2: ``<cls>``, at most
+    ``max_length - 2`` genes, ``<eos>``). A backed matrix is read block by block; each block is
+    ranked by :func:`rank_tokens`, the kernel the models run on every minibatch, so files and
+    models tokenise alike.
 
     Parameters
     ----------
@@ -115,13 +118,14 @@ def rank_value_encode(matrix, token_ids: np.ndarray, medians: np.ndarray, *, max
     token_ids
         ``(genes,)`` token id of each gene, -1 for genes outside the vocabulary (ignored).
     medians
-        ``(genes,)`` normalisation factors.
+        ``(genes,)`` normalisation factors (positive; ``inf`` leaves a gene out of the tokens).
     max_length
-        Tokens per cell at most (Geneformer V1: 2,048).
+        Tokens per cell at most (Geneformer V1: 2,048; V2: 4,096).
     expression, target_sum
         Kind of values and the per-cell total.
-    pad_id, cls_id
-        Padding id; a ``<cls>`` id to put first (`None`: none).
+    pad_id, cls_id, eos_id
+        Padding id; the ``<cls>`` id to put first and the ``<eos>`` id to put after the genes
+        (`None`: none).
     chunk_size
         Rows per block of a backed matrix.
     """
@@ -130,23 +134,26 @@ def rank_value_encode(matrix, token_ids: np.ndarray, medians: np.ndarray, *, max
     medians = np.asarray(medians, dtype=np.float64)
     if token_ids.shape != (n_genes,) or medians.shape != (n_genes,):
         raise ValueError(f"token_ids and medians need one entry per gene ({n_genes}).")
-    if not np.all(np.isfinite(medians) & (medians > 0)):
-        raise ValueError("medians must be positive and finite.")
-    offset = 0 if cls_id is None else 1
-    if max_length <= offset:
-        raise ValueError(f"max_length must be > {offset}, got {max_length}.")
+    if not np.all(medians > 0):  # NaN fails too
+        raise ValueError("medians must be positive (inf leaves a gene out).")
+    n_special = (cls_id is not None) + (eos_id is not None)
+    if max_length <= n_special:
+        raise ValueError(f"max_length must be > {n_special}, got {max_length}.")
     out = np.full((n_cells, max_length), pad_id, dtype=np.int64)
     lengths = np.zeros(n_cells, dtype=np.int64)
-    ids_t = torch.from_numpy(token_ids)
-    inv_median = np.where(token_ids >= 0, 1.0 / medians, 0.0)
-    rows_per_pass = max(1, min(1024, 2**24 // max(n_genes, 1)))  # dense passes of <= 64 MiB
+    # the vocabulary's columns in token-id order: a stable sort then breaks ties by token id
+    in_vocab = np.flatnonzero(token_ids >= 0)
+    cols = in_vocab[np.argsort(token_ids[in_vocab], kind="stable")]
+    ids_t = torch.from_numpy(token_ids[cols])
+    col_medians = medians[cols]
+    rows_per_pass = max(1, min(1024, 2**24 // max(len(cols), 1)))  # dense passes of <= 64 MiB
     for start, stop, block in iter_row_blocks(matrix, chunk_size, desc="Rank-value tokens"):
-        x = _normalised_block(block, expression, target_sum)
-        x.data *= inv_median[x.indices]
+        x = _normalised_block(block, expression, target_sum)[:, cols].tocsr()
+        x.data /= col_medians[x.indices]
         for lo in range(0, stop - start, rows_per_pass):
             part = x[lo : lo + rows_per_pass]
             ids, n, _ = rank_tokens(torch.from_numpy(part.toarray()), ids_t, max_length=max_length,
-                                    pad_id=pad_id, cls_id=cls_id)
+                                    pad_id=pad_id, cls_id=cls_id, eos_id=eos_id)
             out[start + lo : start + lo + part.shape[0], : ids.shape[1]] = ids.numpy()
             lengths[start + lo : start + lo + part.shape[0]] = n.numpy()
     return RankTokens(out, lengths)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -77,10 +78,18 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
     activation
         Feed-forward activation (Geneformer V1: ``"relu"``).
     pooling
-        Cell embedding: ``"cls"`` (default) the ``<cls>`` token's last state, or ``"mean"`` the
-        mean of the gene tokens' last states (Geneformer's own cell embeddings).
+        Cell embedding: ``"cls"`` (default) the ``<cls>`` token's state, or ``"mean"`` the
+        mean of the gene tokens' states (Geneformer's ``emb_mode="cell"``; ``<cls>``,
+        ``<eos>`` and padding left out).
+    emb_layer
+        Layer the cell embedding is read from, counted back from the last as in Geneformer's
+        ``EmbExtractor(emb_layer=...)``: ``0`` (default here) the last layer, ``-1`` the one
+        before (Geneformer's default, and :meth:`from_huggingface`'s), down to ``-n_layers``
+        (the embedding layer). Saved with the model; the classifier reads the last layer
+        whatever it is.
     special_tokens
-        Special tokens of the vocabulary (ids first, genes after).
+        Special tokens of the vocabulary (ids first, genes after). With ``<eos>`` (Geneformer
+        V2) every cell's genes are followed by it.
     %(fitted)s
 
     Notes
@@ -92,9 +101,12 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
     * **Tokeniser**: counts or log1p values (the ranks are the same: the per-cell scale
       cancels); the gene medians are computed on the data the model is built on (its
       pretraining corpus) with :func:`scattn.data.gene_nonzero_medians` and kept with the
-      model, as Geneformer keeps its corpus's.
-    * **Embedding** (``obsm["X_geneformer"]``): the ``<cls>`` token's last hidden state (or the
-      mean of the gene tokens' with ``pooling="mean"``), the state the classifier reads.
+      model, as Geneformer keeps its corpus's. Values are compared in float64; equal values
+      come in token-id order, whatever the order of the data's genes.
+    * **Embedding** (``obsm["X_geneformer"]``, :meth:`get_latent_representation`): the
+      ``<cls>`` token's hidden state (or the mean of the gene tokens' with ``pooling="mean"``)
+      in layer ``emb_layer`` (default: the last, the state the classifier reads). A cell with
+      no count on any vocabulary gene has no tokens: its row is NaN, with a warning.
     * **Attribution** (``get_attention``, ``layers["geneformer_attention"]``): the attention
       each gene token receives from ``<cls>`` in the last layer, averaged over heads (with
       ``pooling="mean"``: averaged over every token). Genes not among a cell's tokens get 0.
@@ -136,6 +148,7 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
         attention_dropout: float | None = None,
         activation: Literal["relu", "gelu"] | None = None,
         pooling: Literal["cls", "mean"] | None = None,
+        emb_layer: int | None = None,
         special_tokens: Sequence[str] = SPECIAL_TOKENS,
         fitted: FittedState | None = None,
     ) -> None:
@@ -162,6 +175,7 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
             normalize_counts=self._setup_args["expression"] == "counts",
             special_tokens=tuple(special_tokens),
             pooling=pooling,
+            emb_layer=0 if emb_layer is None else emb_layer,
             **arch,
         )
         if self.module.pooling == "mean":
@@ -172,6 +186,7 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
             f"{len(self.classes_) or 'no'} classes, {arch['n_layers']} layers, width "
             f"{arch['d_model']}, {arch['n_heads']} heads, feed-forward {arch['d_ff']}, "
             f"{arch['max_length']} tokens, {self.module.pooling} pooling"
+            + (f" of layer {self.module.emb_layer}" if self.module.emb_layer else "")
         )
         self._record_init_params(locals())
 
@@ -184,18 +199,23 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
         token_dictionary: dict[str, int] | str | os.PathLike,
         gene_median_dictionary: dict[str, float] | str | os.PathLike,
         max_length: int | None = None,
+        pooling: Literal["cls", "mean"] | None = None,
+        emb_layer: int = -1,
     ) -> Geneformer:
         """A model on `adata` with the weights of an original Geneformer checkpoint.
 
         Reads a Hugging Face ``BertForMaskedLM`` directory (``config.json`` and
         ``model.safetensors`` or ``pytorch_model.bin``), e.g. Geneformer's ``gf-6L-30M-i2048``
-        with its token and gene median dictionaries. The vocabulary is the token dictionary's
-        (its special tokens, then its genes in token-id order), matched to `adata`'s registered
-        gene IDs (vocabulary genes `adata` lacks read as zero); the tokeniser divides by the
-        dictionary's medians. The architecture is the checkpoint's; its weights fill the
-        encoder and the masked-LM head (token-type row 0 folded into the position embeddings,
-        the decoder tied to the token embeddings). With labels registered, a new classifier
-        head is added; :meth:`train` fine-tunes it.
+        (V1) or ``gf-12L-95M-i4096`` (V2) with its token and gene median dictionaries. The
+        vocabulary is the token dictionary's (its special tokens, then its genes in token-id
+        order), matched to `adata`'s registered gene IDs (vocabulary genes `adata` lacks read
+        as zero); the tokeniser divides by the dictionary's medians and builds Geneformer's
+        sequences: V1 dictionaries (``<pad>``, ``<mask>``) the ranked genes; V2 dictionaries
+        (with ``<cls>`` and ``<eos>``) ``<cls>``, the ranked genes, ``<eos>`` (as
+        ``TranscriptomeTokenizer(special_token=True)``). The architecture is the checkpoint's;
+        its weights fill the encoder and the masked-LM head (token-type row 0 folded into the
+        position embeddings, the decoder tied to the token embeddings). With labels
+        registered, a new classifier head is added; :meth:`train` fine-tunes it.
 
         Parameters
         ----------
@@ -209,10 +229,22 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
             ``<cls>`` and ``<eos>``), or the path of Geneformer's pickle.
         gene_median_dictionary
             ``{gene ID: non-zero median}``, or the path of Geneformer's pickle. A vocabulary
-            gene missing from it gets the median 1.0 (its counts are ranked unscaled).
+            gene of `adata` missing from it is an error (Geneformer's tokeniser cannot
+            normalise it either); vocabulary genes `adata` lacks need none (they are never
+            tokenised).
         max_length
-            Tokens per cell at most; `None`: the checkpoint's ``max_position_embeddings``
-            (also the upper limit).
+            Tokens per cell at most, special tokens included (V2: ``<cls>`` and ``<eos>``
+            leave ``max_length - 2`` genes, as Geneformer's ``model_input_size - 2``); `None`:
+            the checkpoint's ``max_position_embeddings`` (also the upper limit).
+        pooling
+            Cell embedding: ``"cls"`` the ``<cls>`` state (Geneformer V2's
+            ``emb_mode="cls"``), ``"mean"`` the mean of the gene tokens' states, ``<cls>`` and
+            ``<eos>`` left out (``emb_mode="cell"``, V1's only mode). `None`: ``"cls"`` when
+            the vocabulary has ``<cls>``, else ``"mean"`` (Geneformer's defaults).
+        emb_layer
+            Layer of the cell embedding, as Geneformer's ``EmbExtractor(emb_layer=...)``:
+            ``-1`` (Geneformer's default) the layer before the last, ``0`` the last. Saved with
+            the model; :meth:`get_latent_representation` takes another per call.
 
         Returns
         -------
@@ -221,10 +253,12 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
 
         Notes
         -----
-        Pooling is ``"cls"`` when the vocabulary has a ``<cls>`` token, else ``"mean"``
-        (Geneformer V1's cell embeddings). Only BERT's layer norm epsilon (1e-12) and
-        ``relu``/``gelu`` activations are supported. Pickles run code when read: load only
-        files you trust.
+        Cell embeddings equal ``EmbExtractor(emb_mode=..., emb_layer=...)``'s on the same
+        cells: ``pooling="cls"``/``"mean"`` is ``emb_mode="cls"``/``"cell"``, ``emb_layer``
+        the same number. Equally expressed genes (ties) come in token-id order; Geneformer's
+        ``np.argsort`` leaves their order to NumPy's unstable sort, which differs between
+        machines. Only BERT's layer norm epsilon (1e-12) and ``relu``/``gelu`` activations are
+        supported. Pickles run code when read: load only files you trust.
         """
         from . import _geneformer_hf as hf
 
@@ -241,8 +275,10 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
         vocab.match(genes, what="adata")
         fitted = hf.fitted_state(vocab, genes, adata.n_vars, hf.read_gene_medians(gene_median_dictionary))
         weights = hf.module_state_from_bert(state, n_layers=arch["n_layers"], max_length=arch["max_length"])
-        model = cls(adata, **arch, pooling="cls" if "<cls>" in specials else "mean",
-                    special_tokens=specials, fitted=fitted)
+        if pooling is None:
+            pooling = "cls" if "<cls>" in specials else "mean"
+        model = cls(adata, **arch, pooling=pooling, emb_layer=emb_layer, special_tokens=specials,
+                    fitted=fitted)
         hf.load_into_module(model.module, weights)
         model.module.eval()
         model.is_pretrained_ = True
@@ -317,7 +353,8 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
         datasplitter_kwargs
             Extra arguments of the data splitter.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer`.
+            Passed to :class:`scvi.train.Trainer` (Lightning), e.g. ``precision="bf16-mixed"`` for
+            bf16 mixed precision on a GPU (default fp32), ``enable_progress_bar``, ``strategy="ddp"``.
 
         Notes
         -----
@@ -381,11 +418,52 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
                              early_stopping=early_stopping,
                              early_stopping_patience=early_stopping_patience, plan_kwargs=plan, **kwargs)
 
-    # -- analyses ------------------------------------------------------------------------------
+    # -- embeddings and analyses -----------------------------------------------------------
+    @scattn_dsp.dedent
+    def get_latent_representation(
+        self, adata: AnnData | None = None, indices=None, batch_size: int | None = None, *,
+        emb_layer: int | None = None,
+    ) -> np.ndarray:
+        """The cell embedding (cells x width): the ``<cls>`` state, or the mean of the gene
+        tokens' states with ``pooling="mean"``, in layer `emb_layer`.
+
+        Parameters
+        ----------
+        %(adata)s
+        %(indices)s
+        %(batch_size)s
+        emb_layer
+            Layer counted back from the last, as Geneformer's ``EmbExtractor(emb_layer=...)``:
+            0 the last, -1 the one before. `None`: the model's (``model.module.emb_layer``;
+            -1 for :meth:`from_huggingface`, else 0).
+
+        Returns
+        -------
+        ``(cells, d_model)`` float32; NaN rows for cells with no count on any vocabulary gene
+        (no tokens to embed), with a warning saying how many.
+        """
+        self._check_usable()
+        out = self._infer(adata, indices=indices, batch_size=batch_size, keys=(MODULE_KEYS.Z,),
+                          emb_layer=emb_layer, desc=f"{type(self).__name__}.get_latent_representation")
+        return self._warn_untokenised(out[MODULE_KEYS.Z])
+
+    def _warn_untokenised(self, z: np.ndarray, *, perturbed: bool = False) -> np.ndarray:
+        """Warn once about the NaN rows of an embedding (cells without a gene token)."""
+        empty = int(np.isnan(z).all(axis=1).sum()) if z.size else 0
+        if empty:
+            why = " (or only the deleted genes)" if perturbed else ""
+            warnings.warn(
+                f"{empty} cells have no counts on any of the model's {len(self.var_names_)} "
+                f"vocabulary genes{why}, so no gene tokens; their embedding rows are NaN.",
+                UserWarning, stacklevel=3,
+            )
+        return z
+
     @scattn_dsp.dedent
     def get_perturbed_representation(
         self, adata: AnnData | None = None, indices=None, *, genes: Sequence[str],
         mode: Literal["delete", "overexpress"] = "delete", batch_size: int | None = None,
+        emb_layer: int | None = None,
     ) -> np.ndarray:
         """The cell embedding after deleting `genes` from each cell's tokens, or moving them to
         the front (``"overexpress"``; in the order given), as Geneformer's in-silico perturbation.
@@ -399,14 +477,21 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
         mode
             ``"delete"`` or ``"overexpress"``.
         %(batch_size)s
+        emb_layer
+            As :meth:`get_latent_representation`.
+
+        Returns
+        -------
+        ``(cells, d_model)``; NaN rows (with a warning) for cells left without a gene token.
         """
         if mode not in ("delete", "overexpress"):
             raise ValueError(f"mode must be 'delete' or 'overexpress', got {mode!r}.")
         pos = self._gene_positions(genes)
-        self._check_if_trained(warn=True)
+        self._check_usable()
         out = self._infer(adata, indices=indices, batch_size=batch_size, keys=(MODULE_KEYS.Z,),
-                          perturb=pos, perturb_mode=mode, desc="Geneformer.get_perturbed_representation")
-        return out[MODULE_KEYS.Z]
+                          perturb=pos, perturb_mode=mode, emb_layer=emb_layer,
+                          desc="Geneformer.get_perturbed_representation")
+        return self._warn_untokenised(out[MODULE_KEYS.Z], perturbed=mode == "delete")
 
     @scattn_dsp.dedent
     @torch.no_grad()

@@ -87,8 +87,13 @@ def read_gene_medians(gene_median_dictionary: Mapping[str, float] | str | os.Pat
     return {str(k): float(v) for k, v in gene_median_dictionary.items()}
 
 
-def vocabulary_medians(vocab: GeneVocabulary, medians: Mapping[str, float]) -> torch.Tensor:
-    """``(genes,)`` float32 median of each vocabulary gene; 1.0 for a gene the dictionary lacks.
+def vocabulary_medians(vocab: GeneVocabulary, medians: Mapping[str, float],
+                       present: np.ndarray | None = None) -> torch.Tensor:
+    """``(genes,)`` float64 median of each vocabulary gene.
+
+    A gene the dictionary lacks gets ``inf`` (never tokenised: its value divided by it is 0)
+    when it is not `present` in the data; a gene of the data without a median is an error,
+    as in Geneformer's ``TranscriptomeTokenizer`` (its ``gene_median_dict[gene]`` lookup).
 
     Parameters
     ----------
@@ -96,18 +101,29 @@ def vocabulary_medians(vocab: GeneVocabulary, medians: Mapping[str, float]) -> t
         The vocabulary (its genes in token-id order).
     medians
         ``{gene ID: median}``.
+    present
+        ``(genes,)`` whether each vocabulary gene is among the data's genes (`None`: all are).
     """
     values = np.array([medians.get(g, np.nan) for g in vocab.genes], dtype=np.float64)
     missing = np.isnan(values)
+    present = np.ones(len(values), dtype=bool) if present is None else np.asarray(present, dtype=bool)
+    if (missing & present).any():
+        names = vocab.genes[missing & present]
+        raise ValueError(
+            f"{len(names)} vocabulary genes of adata have no median in the gene median dictionary "
+            f"(e.g. {', '.join(names[:3])}); Geneformer's tokeniser cannot normalise them either. "
+            "Give the median dictionary that belongs to the token dictionary (Geneformer V1 and "
+            "V2 ship different pairs), or drop these genes from adata."
+        )
     if missing.any():
-        logger.info("%d of the %d vocabulary genes have no median in the dictionary; they get 1.0.",
-                    int(missing.sum()), len(values))
-        values[missing] = 1.0
-    bad = ~(np.isfinite(values) & (values > 0))
+        logger.info("%d vocabulary genes absent from the data have no median; they are never "
+                    "tokenised.", int(missing.sum()))
+        values[missing] = np.inf
+    bad = ~(values > 0) | (np.isinf(values) & ~missing)
     if bad.any():
         raise ValueError(f"The gene median dictionary has {int(bad.sum())} non-positive or "
                          f"non-finite medians (e.g. {', '.join(vocab.genes[bad][:3])}).")
-    return torch.as_tensor(values, dtype=torch.float32)
+    return torch.as_tensor(values, dtype=torch.float64)
 
 
 def fitted_state(vocab: GeneVocabulary, adata_genes: pd.Index, n_vars: int,
@@ -124,12 +140,12 @@ def fitted_state(vocab: GeneVocabulary, adata_genes: pd.Index, n_vars: int,
     n_vars
         Registered gene count (the position of genes the data lack).
     medians
-        ``{gene ID: median}`` (1.0 for genes it lacks).
+        ``{gene ID: median}`` (see :func:`vocabulary_medians` for genes it lacks).
     """
     pos = pd.Index(adata_genes).get_indexer(vocab.genes)
     gene_index = np.where(pos >= 0, pos, n_vars).astype(np.int64)
     return FittedState(list(vocab.genes), gene_index,
-                       {"gene_medians": vocabulary_medians(vocab, medians)})
+                       {"gene_medians": vocabulary_medians(vocab, medians, present=pos >= 0)})
 
 
 # -- checkpoint ----------------------------------------------------------------------------------
@@ -354,8 +370,4 @@ def special_tokens_of(vocab: GeneVocabulary, config: Mapping) -> tuple[str, ...]
     if pad is not None and int(pad) != vocab.pad_id:
         raise ValueError(f"The checkpoint pads with token {pad}, the token dictionary's <pad> is "
                          f"{vocab.pad_id}.")
-    if "<eos>" in specials:
-        warnings.warn("The token dictionary has an <eos> token; scattn's tokeniser does not append it "
-                      "(Geneformer V2's tokeniser does), so inputs differ from the original there.",
-                      UserWarning, stacklevel=3)
     return tuple(specials)

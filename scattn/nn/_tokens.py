@@ -6,12 +6,15 @@ import torch
 
 
 def rank_tokens(values: torch.Tensor, token_ids: torch.Tensor, *, max_length: int, pad_id: int = 0,
-                cls_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                cls_id: int | None = None, eos_id: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rank-value tokens of a dense minibatch (the kernel behind :func:`rank_value_encode`).
 
     Each row's positive `values` are listed by decreasing value (ties by column, a stable
-    sort), truncated to `max_length` tokens (with `cls_id`, a ``<cls>`` first). Columns whose
-    token id is negative (outside the vocabulary) are ignored. The sequence is as long as the
+    sort), truncated to `max_length` tokens, special tokens included: with `cls_id` a
+    ``<cls>`` first, with `eos_id` an ``<eos>`` right after the last gene (Geneformer V2's
+    ``<cls>`` + genes + ``<eos>``, the genes cut to ``max_length - 2``). Columns whose token
+    id is negative (outside the vocabulary) are ignored. The sequence is as long as the
     longest row needs, not `max_length`: a minibatch of short cells gives short sequences.
 
     Parameters
@@ -22,33 +25,40 @@ def rank_tokens(values: torch.Tensor, token_ids: torch.Tensor, *, max_length: in
     token_ids
         ``(G,)`` token id per column, -1 outside the vocabulary.
     max_length
-        Tokens per cell at most, `<cls>` included.
-    pad_id, cls_id
-        Padding id; the ``<cls>`` id to put first (`None`: none).
+        Tokens per cell at most, `<cls>` and `<eos>` included.
+    pad_id, cls_id, eos_id
+        Padding id; the ``<cls>`` id to put first and the ``<eos>`` id to put after the genes
+        (`None`: none).
 
     Returns
     -------
-    ``input_ids`` ``(B, T)``, ``lengths`` ``(B,)`` (tokens per cell, `<cls>` included) and
-    ``columns`` ``(B, T)``: each token's column in `values` (-1 for `<cls>` and padding).
+    ``input_ids`` ``(B, T)``, ``lengths`` ``(B,)`` (tokens per cell, `<cls>` and `<eos>`
+    included) and ``columns`` ``(B, T)``: each token's column in `values` (-1 for `<cls>`,
+    `<eos>` and padding).
     """
-    offset = 0 if cls_id is None else 1
-    if max_length <= offset:
-        raise ValueError(f"max_length must be > {offset}, got {max_length}.")
+    n_special = (cls_id is not None) + (eos_id is not None)
+    if max_length <= n_special:
+        raise ValueError(f"max_length must be > {n_special} (the special tokens take "
+                         f"{n_special}), got {max_length}.")
+    b = values.shape[0]
     values = values.masked_fill((token_ids < 0)[None, :], 0)
-    n_expressed = (values > 0).sum(dim=1)
-    n = int(min(int(n_expressed.max()) if values.shape[0] else 0, max_length - offset))
+    n_genes = (values > 0).sum(dim=1).clamp(max=max_length - n_special)
+    n = int(n_genes.max()) if b else 0
     _, order = torch.sort(values, dim=1, descending=True, stable=True)
     order = order[:, :n]
-    valid = torch.arange(n, device=values.device)[None, :] < n_expressed[:, None]
+    valid = torch.arange(n, device=values.device)[None, :] < n_genes[:, None]
     ids = token_ids[order].masked_fill(~valid, pad_id)
     columns = order.masked_fill(~valid, -1)
-    lengths = n_expressed.clamp(max=max_length - offset) + offset
+    if eos_id is not None:  # one more position; <eos> right after each cell's last gene
+        ids = torch.cat([ids, torch.full((b, 1), pad_id, dtype=ids.dtype, device=ids.device)], dim=1)
+        ids.scatter_(1, n_genes[:, None], eos_id)
+        columns = torch.cat([columns, torch.full((b, 1), -1, dtype=columns.dtype,
+                                                 device=columns.device)], dim=1)
     if cls_id is not None:
-        b = values.shape[0]
         ids = torch.cat([torch.full((b, 1), cls_id, dtype=ids.dtype, device=ids.device), ids], dim=1)
         columns = torch.cat([torch.full((b, 1), -1, dtype=columns.dtype, device=columns.device),
                              columns], dim=1)
-    return ids, lengths, columns
+    return ids, n_genes + n_special, columns
 
 
 def bin_values(values: torch.Tensor, n_bins: int) -> torch.Tensor:

@@ -32,6 +32,30 @@ def _top_genes(markers: dict, n_genes: int) -> tuple[list[str], list[tuple[int, 
     return genes, spans, groups
 
 
+def _as_matrix(x):
+    """`x`, or a scipy sparse *array* as the sparse matrix sharing its values (no copy)."""
+    if not sparse.issparse(x) or sparse.isspmatrix(x):
+        return x
+    return sparse.csc_matrix(x) if x.format == "csc" else sparse.csr_matrix(x)
+
+
+def _scanpy_readable(adata: AnnData, key: str, layer: str | None) -> AnnData:
+    """`adata`, or where its expression is a scipy sparse array (``csr_array``, which
+    ``anndata.settings.use_sparse_array_on_read`` gives and scanpy 1.11's ``sc.get.obs_df``
+    does not densify), an AnnData of its cells, genes and markers sharing the values as
+    sparse matrices. Nothing is written to `adata`."""
+    raw = adata.raw
+    matrices = [adata.X, adata.layers[layer] if layer in adata.layers else None,
+                None if raw is None else raw.X]
+    if not any(sparse.issparse(x) and not sparse.isspmatrix(x) for x in matrices):
+        return adata
+    return AnnData(
+        X=_as_matrix(adata.X), obs=adata.obs, var=adata.var, uns={key: adata.uns[key]},
+        layers={layer: _as_matrix(adata.layers[layer])} if layer in adata.layers else None,
+        raw=None if raw is None else {"X": _as_matrix(raw.X), "var": raw.var},
+    )
+
+
 def _model_slots(adata: AnnData, *, groupby: str | None, layer: str | None,
                  markers_key: str | None) -> tuple[str, str, str]:
     """Fill in the prediction column, attention layer and markers one model wrote."""
@@ -102,7 +126,8 @@ def marker_dotplot(
     get_markers(adata, key)
     kwargs.setdefault("cmap", "Reds")
     dp = sc.pl.rank_genes_groups_dotplot(
-        adata, key=key, n_genes=n_genes, ax=ax, show=False, return_fig=True, **kwargs
+        _scanpy_readable(adata, key, kwargs.get("layer")), key=key, n_genes=n_genes, ax=ax,
+        show=False, return_fig=True, **kwargs
     )
     dp.make_figure()
     fig = dp.fig

@@ -89,3 +89,31 @@ def test_rank_value_encoding():
                                   rank_value_encode(x, ids, medians).input_ids)
     with pytest.raises(ValueError, match="positive"):
         rank_value_encode(x, ids, np.array([0.0, 1, 1, 1]))
+
+
+def test_rank_value_encoding_with_eos_truncation_and_ties():
+    # Geneformer V2: <cls>, at most max_length - 2 genes, <eos>
+    x = sparse.csr_matrix(np.array([[3, 1, 2, 5, 4], [0, 0, 7, 0, 0], [0, 0, 0, 0, 0]], dtype=np.float32))
+    ids = np.array([20, 21, 22, 23, 24])
+    tok = rank_value_encode(x, ids, np.ones(5), max_length=5, pad_id=0, cls_id=2, eos_id=3)
+    np.testing.assert_array_equal(tok.input_ids, [[2, 23, 24, 20, 3], [2, 22, 3, 0, 0], [2, 3, 0, 0, 0]])
+    np.testing.assert_array_equal(tok.lengths, [5, 3, 2])
+    with pytest.raises(ValueError, match="max_length must be > 2"):
+        rank_value_encode(x, ids, np.ones(5), max_length=2, cls_id=2, eos_id=3)
+    # the kernel: <eos> and <cls> have no column
+    import torch
+
+    from scattn.nn import rank_tokens
+
+    t_ids, t_len, cols = rank_tokens(torch.as_tensor(x.toarray()), torch.as_tensor(ids), max_length=5,
+                                     cls_id=2, eos_id=3)
+    np.testing.assert_array_equal(t_ids.numpy(), tok.input_ids)
+    np.testing.assert_array_equal(cols.numpy(), [[-1, 3, 4, 0, -1], [-1, 2, -1, -1, -1], [-1, -1, -1, -1, -1]])
+    # ties come in token-id order, whatever the order of the columns
+    tied = sparse.csr_matrix(np.array([[2, 2, 2, 9]], dtype=np.float32))
+    for order in ([0, 1, 2, 3], [2, 0, 3, 1], [3, 2, 1, 0]):
+        enc = rank_value_encode(tied[:, order], np.array([30, 31, 32, 33])[order], np.ones(4), max_length=4)
+        np.testing.assert_array_equal(enc.input_ids, [[33, 30, 31, 32]])
+    # an infinite median leaves a gene out
+    enc = rank_value_encode(tied, np.array([30, 31, 32, 33]), np.array([1, np.inf, 1, 1]), max_length=4)
+    np.testing.assert_array_equal(enc.input_ids, [[33, 30, 32, 0]])

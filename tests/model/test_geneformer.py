@@ -11,6 +11,7 @@ from scipy import sparse
 import scattn as sa
 from scattn.data import rank_value_encode
 from scattn.module import MODULE_KEYS
+from scattn.nn import padding_mask, run_blocks
 from tests.conftest import make_counts
 
 TINY_GF = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_ff": 32, "max_length": 32}
@@ -47,7 +48,7 @@ def test_module_tokens_equal_the_file_tokeniser(pretrained):
     a = pretrained.adata
     x = torch.as_tensor(a.layers["counts"].toarray())
     ids, lengths, genes = pretrained.module.tokenize(x)
-    medians = pretrained.module.gene_medians.numpy().astype(np.float64)
+    medians = pretrained.module.medians_float64().numpy()  # the float64 medians it ranks by
     ref = rank_value_encode(a.layers["counts"], np.arange(a.n_vars) + 3, medians, max_length=32,
                             cls_id=2)
     np.testing.assert_array_equal(ids.numpy(), ref.input_ids[:, : ids.shape[1]])
@@ -181,6 +182,37 @@ def test_cells_without_vocabulary_genes(pretrained):
     a.layers["counts"] = a.X.copy()
     with pytest.raises(ValueError, match="1 cells express none of the model's"):
         pretrained.pretrain(a, max_epochs=1)
+    # they have no tokens to embed: NaN rows, one warning with the count
+    with pytest.warns(UserWarning) as caught:
+        z = pretrained.get_latent_representation(a)
+    assert [str(w.message) for w in caught if "vocabulary genes" in str(w.message)] == [
+        "1 cells have no counts on any of the model's 80 vocabulary genes, so no gene tokens; "
+        "their embedding rows are NaN."]
+    assert np.isnan(z[0]).all() and np.isfinite(z[1:]).all()
+
+
+def test_emb_layer(finetuned):
+    model, data = finetuned
+    module = model.module
+    assert module.emb_layer == 0  # a model built here embeds with its last layer
+    x = torch.as_tensor(data.layers["counts"][:6].toarray())
+    ids, lengths, genes = module.tokenize(x)
+    h0 = module.encoder.embed(ids)
+    h1, _ = run_blocks(module.encoder.blocks[:1], h0, padding_mask(lengths, ids.shape[1]))
+    for layer, h in ((-1, h1), (-2, h0)):
+        out = module.inference(x, emb_layer=layer)
+        torch.testing.assert_close(out[MODULE_KEYS.Z], h[:, 0], atol=1e-5, rtol=1e-5)
+        # the classifier reads the last layer whatever the embedding's
+        torch.testing.assert_close(out[MODULE_KEYS.LOGITS], module.inference(x)[MODULE_KEYS.LOGITS])
+    z = model.get_latent_representation(data, indices=np.arange(6), emb_layer=-1)
+    np.testing.assert_allclose(z, h1[:, 0].detach().numpy(), atol=1e-5, rtol=1e-5)
+    a = _unlabelled(20)
+    sa.model.Geneformer.setup_anndata(a, layer="counts")
+    m = sa.model.Geneformer(a, emb_layer=-1, **TINY_GF)
+    assert m.module.emb_layer == -1 and m.init_params_["non_kwargs"]["emb_layer"] == -1
+    for bad in (1, -3, 0.5, True):
+        with pytest.raises(ValueError, match="emb_layer must be an integer from -2"):
+            sa.model.Geneformer(a, emb_layer=bad, **TINY_GF)
 
 
 def test_too_long_is_refused():

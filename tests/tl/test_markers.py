@@ -29,6 +29,19 @@ def test_planted_markers_rank_first():
     assert res["pts"].loc["g0", "a"] == 1.0 and res["pts_rest"].loc["g0", "a"] == 0.0
 
 
+def test_markers_leave_the_attention_matrix_untouched():
+    """A float32 CSR layer (what predict writes) with explicit zeros and more than n_top
+    weights per cell: picking the top weights once rewrote its arrays in place (the layer's
+    indptr said n_top per row, its data did not, and later reads corrupted memory)."""
+    att, groups, genes = _planted()
+    att = att.astype(np.float32)
+    att.data[::7] = 0  # explicit zeros
+    before = (att.data.copy(), att.indices.copy(), att.indptr.copy())
+    attention_markers(att, groups, genes, n_top=3, n_genes=5)
+    for now, then in zip((att.data, att.indices, att.indptr), before, strict=True):
+        np.testing.assert_array_equal(now, then)
+
+
 def test_contrast_rest_keeps_markers_shared_by_related_groups():
     """A gene picked by all cells of a and b (not c) scores 0 against the max other group,
     and P(a) - P(rest) = 1 - 30/60 = 0.5 against the rest, which ranks it first for a."""
