@@ -24,9 +24,11 @@ _MODES = ("delete", "overexpress")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (a zero row stays zero)."""
+    """Rows scaled to unit length (a zero row stays zero, a NaN row NaN)."""
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+    out = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+    out[np.isnan(norm[..., 0])] = np.nan
+    return out
 
 
 def _default_groupby(adata: AnnData, model) -> str:
@@ -92,7 +94,8 @@ def in_silico_perturbation(
     `None`, or a copy of `adata` with `copy=True`. Writes:
 
     ``adata.obs[f"{key_added}_shift"]``
-        Cosine distance between each cell's original and perturbed embedding (0: unmoved).
+        Cosine distance between each cell's original and perturbed embedding (0: unmoved);
+        NaN for a cell with no count on any vocabulary gene (left out of the class centroids).
     ``adata.obsm[f"{key_added}_toward"]``
         DataFrame cells x classes (the groups of `groupby`): the change in cosine similarity
         to each class centroid (positive: toward the class).
@@ -141,7 +144,10 @@ def in_silico_perturbation(
     original = np.asarray(model.get_latent_representation(adata, batch_size=batch_size), dtype=float)
     classes = [str(c) for c in groups.cat.categories]
     codes = groups.cat.codes.to_numpy()
-    centroids = np.stack([original[codes == i].mean(0) for i in range(len(classes))])
+    # cells without a gene token have NaN embeddings (the model warned): left out of centroids
+    embedded = np.isfinite(original).all(1)
+    centroids = np.stack([original[(codes == i) & embedded].mean(0) if ((codes == i) & embedded).any()
+                          else np.full(original.shape[1], np.nan) for i in range(len(classes))])
     z, zp, mu = _unit(original), _unit(perturbed), _unit(centroids)
     shift = 1.0 - np.clip((z * zp).sum(1), -1.0, 1.0)
     toward = pd.DataFrame(zp @ mu.T - z @ mu.T, index=adata.obs_names, columns=classes)
@@ -166,5 +172,6 @@ def in_silico_perturbation(
         ],
         by="sa.tl.in_silico_perturbation",
     )
-    logger.info("in_silico_perturbation: %s %s; mean shift %.3g", mode, ", ".join(genes), float(shift.mean()))
+    logger.info("in_silico_perturbation: %s %s; mean shift %.3g", mode, ", ".join(genes),
+                float(np.nanmean(shift)) if np.isfinite(shift).any() else float("nan"))
     return adata if copy else None

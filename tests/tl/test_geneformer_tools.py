@@ -205,3 +205,18 @@ def test_perturbation_errors(pair, cells):
     with pytest.raises(TypeError, match="Geneformer-like"):
         sa.tl.in_silico_perturbation(cells, object(), genes="MA0", groupby="cell_type")
     assert "perturbation" not in cells.uns and "perturbation_shift" not in cells.obs
+
+
+def test_perturbation_leaves_cells_without_tokens_out_of_centroids(pair, cells):
+    """A cell with no count on any vocabulary gene has a NaN embedding (with the model's
+    warning): its own shift is NaN, its class's centroid and summary come from the others."""
+    _, ft, _ = pair
+    x = cells.X.toarray()
+    x[0] = 0  # cell 0 counts only a gene outside the vocabulary
+    cells = ad.AnnData(np.hstack([x, np.eye(cells.n_obs, 1, dtype=np.float32)]), obs=cells.obs.copy(),
+                       var=pd.DataFrame(index=[*cells.var_names, "OUTSIDE"]))
+    with pytest.warns(UserWarning, match="1 cells have no counts"):
+        sa.tl.in_silico_perturbation(cells, ft, genes=["MA0"], groupby="cell_type")
+    assert np.isnan(cells.obs["perturbation_shift"].iloc[0])
+    assert np.isfinite(cells.obs["perturbation_shift"].iloc[1:]).all()
+    assert np.isfinite(cells.uns["perturbation"]["summary"].to_numpy()).all()
