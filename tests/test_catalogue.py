@@ -910,6 +910,152 @@ def _(ctx):
     sa.model.SCGPT.from_scgpt(ctx["tmp"], d)
 
 
+# -- issue 25: fresh install, new models' inputs, checkpoints as published -------------------------
+@case("setup-csc-array", "set-up", "X as a scipy sparse array in CSC form (csr_array/csc_array are accepted, read per minibatch)", "warns", "CSR")
+def _(ctx):
+    d = _data(30)
+    d.layers["counts"] = sparse.csc_array(d.layers["counts"])
+    _set(d)
+
+
+@case("train-few-cells", "training", "nine cells or fewer: none left for validation at the default train_size", "logs", "none for validation.*without validation")
+def _(ctx):
+    d = _set(_data(9))
+    sa.model.CFAN(d, **TINY_CFAN).train(max_epochs=1)
+
+
+@case("pretrain-few-cells", "training", "pretraining on nine cells or fewer (none left for validation)", "logs", "pretrain\\(\\): 9 cells leave none for validation")
+def _(ctx):
+    d = _data(9)
+    sa.model.SCGPT.setup_anndata(d, layer="counts")
+    sa.model.SCGPT(d, **_TINY_GPT).pretrain(max_epochs=1)
+
+
+@case("tools-untrained-model", "tools", "a tool given a model that is neither trained nor pretrained", "raises", "neither trained nor pretrained")
+def _(ctx):
+    d = _data(30)
+    sa.model.SCGPT.setup_anndata(d, layer="counts")
+    sa.tl.gene_programs(d, sa.model.SCGPT(d, **_TINY_GPT), n_neighbors=5)
+
+
+def _geneformer_pair(ctx):
+    """A pretrained Geneformer and one fine-tuned from it (made once)."""
+    if "gf_pair" not in ctx:
+        unlabelled, labelled = _data(40, seed=8), _data(40, seed=8)
+        sa.model.Geneformer.setup_anndata(unlabelled, layer="counts")
+        base = sa.model.Geneformer(unlabelled, **_TINY_GF)
+        base.pretrain(max_epochs=1)
+        sa.model.Geneformer.setup_anndata(labelled, layer="counts", labels_key="label")
+        tuned = sa.model.Geneformer.from_pretrained(base, labelled)
+        tuned.train(max_epochs=1)
+        ctx["gf_pair"] = (base, tuned, labelled)
+    return ctx["gf_pair"]
+
+
+@case("attention-shift-not-pretrained", "tools", "attention_shift with a never-pretrained model as the pretrained one", "raises", "was never pretrained")
+def _(ctx):
+    base, tuned, labelled = _geneformer_pair(ctx)
+    sa.tl.attention_shift(labelled.copy(), sa.model.Geneformer(base.adata, **_TINY_GF), tuned)
+
+
+@case("attention-shift-other-lineage", "tools", "attention_shift with a fine-tuned model that comes from another pretrained model", "raises", "not fine-tuned from this `pretrained`")
+def _(ctx):
+    base, tuned, labelled = _geneformer_pair(ctx)
+    other = sa.model.Geneformer(base.adata, **_TINY_GF)
+    other.pretrain(max_epochs=2)  # (the same seed and epochs would give the very same weights)
+    sa.tl.attention_shift(labelled.copy(), other, tuned)
+
+
+@case("gene-programs-n-neighbors", "tools", "gene_programs with n_neighbors above the number of model genes", "raises", "n_neighbors=1000 needs at least n_neighbors \\+ 1")
+def _(ctx):
+    m, d = _scgpt(ctx)
+    sa.tl.gene_programs(d.copy(), m, n_neighbors=1000)
+
+
+@case("scgpt-dar-one-batch", "training", "adversarial batch removal on data set up with batch_key but one batch", "raises", "has one batch")
+def _(ctx):
+    d = _data(30)
+    d.obs["batch"] = "only"
+    sa.model.SCGPT.setup_anndata(d, layer="counts", batch_key="batch")
+    sa.model.SCGPT(d, **_TINY_GPT).train(max_epochs=1, tasks=("gep", "dar"))
+
+
+@case("scgpt-response-empty-cells", "tools", "predict_response on cells with no counts on any model gene", "warns", "have no counts on any of the model's .* predicted expression rows are NaN")
+def _(ctx):
+    m, d = _scgpt(ctx)
+    x = np.hstack([d.layers["counts"][:4].toarray(), np.ones((4, 1), dtype=np.float32)])
+    x[0, :-1] = 0
+    q = ad.AnnData(sparse.csr_matrix(x), obs=d.obs.iloc[:4].copy(), var=pd.DataFrame(index=[*d.var_names, "OUT"]))
+    q.layers["counts"] = q.X.copy()
+    with pytest.warns(UserWarning, match="not in the model's vocabulary"):
+        m.predict_response(q, condition="stimulated")
+
+
+_SCGPT_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "scgpt_tiny"
+
+
+def _scgpt_checkpoint_data():
+    import json
+
+    ref = np.load(_SCGPT_FIXTURE / "reference.npz")
+    inv = {v: k for k, v in json.loads((_SCGPT_FIXTURE / "vocab.json").read_text()).items()}
+    a = ad.AnnData(sparse.csr_matrix(ref["counts"]), var=pd.DataFrame(index=[inv[int(i)] for i in ref["col_gene_ids"]]))
+    a.obs_names = [f"c{i}" for i in range(a.n_obs)]
+    sa.model.SCGPT.setup_anndata(a)
+    return a
+
+
+@case("scgpt-checkpoint-missing-tensors", "model", "an scGPT args.json with 3 layers beside a best_model.pt with 2", "raises", "lacks 12 tensor\\(s\\)")
+def _(ctx):
+    import json
+    import shutil
+
+    d = ctx["tmp"] / "missing"
+    shutil.copytree(_SCGPT_FIXTURE, d, dirs_exist_ok=True)
+    args = json.loads((_SCGPT_FIXTURE / "args.json").read_text())
+    (d / "args.json").write_text(json.dumps({**args, "nlayers": 3}))
+    sa.model.SCGPT.from_scgpt(d, _scgpt_checkpoint_data())
+
+
+@case("scgpt-checkpoint-truncated", "model", "an scGPT best_model.pt cut in half", "raises", "truncated or corrupt")
+def _(ctx):
+    import shutil
+
+    d = ctx["tmp"] / "truncated"
+    shutil.copytree(_SCGPT_FIXTURE, d, dirs_exist_ok=True)
+    data = (d / "best_model.pt").read_bytes()
+    (d / "best_model.pt").write_bytes(data[: len(data) // 2])
+    sa.model.SCGPT.from_scgpt(d, _scgpt_checkpoint_data())
+
+
+@case("scgpt-checkpoint-unsupported", "model", "an scGPT args.json with a setting scattn cannot reproduce (pre_norm, avg-pool, ...)", "raises", "cannot reproduce")
+def _(ctx):
+    import json
+    import shutil
+
+    d = ctx["tmp"] / "prenorm"
+    shutil.copytree(_SCGPT_FIXTURE, d, dirs_exist_ok=True)
+    args = json.loads((_SCGPT_FIXTURE / "args.json").read_text())
+    (d / "args.json").write_text(json.dumps({**args, "pre_norm": True}))
+    sa.model.SCGPT.from_scgpt(d, _scgpt_checkpoint_data())
+
+
+@case("geneformer-emb-layer", "model", "a Geneformer embedding layer outside -n_layers..0", "raises", "emb_layer must be an integer from -")
+def _(ctx):
+    _geneformer(ctx).get_latent_representation(emb_layer=3)
+
+
+@case("geneformer-embedding-no-vocabulary-gene", "predict", "an embedding of cells with no count on any vocabulary gene", "warns", "have no counts on any of the model's")
+def _(ctx):
+    d = _data(20, seed=9)
+    x = np.hstack([d.layers["counts"].toarray(), np.ones((20, 1), dtype=np.float32)])
+    x[0, :-1] = 0
+    q = ad.AnnData(sparse.csr_matrix(x), obs=d.obs.copy(), var=pd.DataFrame(index=[*d.var_names, "OUT"]))
+    q.layers["counts"] = q.X.copy()
+    with pytest.warns(UserWarning, match="not in the model's vocabulary"):
+        _geneformer(ctx).get_latent_representation(q)
+
+
 def _snapshot(x) -> tuple:
     if not isinstance(x, ad.AnnData):
         return ()
