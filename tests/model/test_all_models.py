@@ -34,3 +34,19 @@ def test_few_cells_train_without_validation(name, caplog):
     assert np.isfinite(model.history_["train_loss"].to_numpy(dtype=float)).all()
     assert "validation_loss" not in model.history_
     assert len(model.get_latent_representation()) == 9
+
+
+@pytest.mark.parametrize("name", ["Geneformer", "SCGPT"])
+def test_pretrained_only_model_embeds_without_untrained_warning(name, recwarn):
+    """The zero-shot embedding of a pretrained (not fine-tuned) model is what a checkpoint is
+    loaded for: no "untrained model" warning; an untouched model still warns."""
+    sa.settings.seed = 0
+    sa.settings.progress_bar = False
+    model = tiny_model(name, make_counts(40, seed=3), labels=False)
+    model.pretrain(max_epochs=1)
+    z = model.get_latent_representation()
+    assert z.shape[0] == 40 and np.isfinite(z).all()
+    assert not [w for w in recwarn if "untrained" in str(w.message)]
+    fresh = tiny_model(name, make_counts(40, seed=3), labels=False)
+    with pytest.warns(UserWarning, match="untrained"):
+        fresh.get_latent_representation()
