@@ -395,6 +395,7 @@ def _(ctx):
     q.layers["counts"] = sparse.csr_matrix(x)
     res = model.predict(q, inplace=False)
     assert res.prediction.iloc[0] == "Unknown" and np.isnan(res.confidence.iloc[0])
+    assert np.isnan(res.embedding[0]).all() and np.isfinite(res.embedding[1:]).all()
 
 
 @case("predict-duplicated-genes", "predict", "new data with duplicated genes", "raises", "duplicated gene names")

@@ -31,6 +31,7 @@ from .base import (
     PretrainingMixin,
     ScattnModel,
     VocabularyMixin,
+    weights_fingerprint,
 )
 from .base._base import n_training_processes
 
@@ -282,6 +283,7 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
         hf.load_into_module(model.module, weights)
         model.module.eval()
         model.is_pretrained_ = True
+        model.pretrained_from_ = weights_fingerprint(model.module)  # the published weights
         model._model_summary_string += f"; weights from {os.path.basename(os.path.normpath(model_dir))}"
         return model
 

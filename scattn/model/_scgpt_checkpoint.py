@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from .base import FittedState
+from .base import FittedState, weights_fingerprint
 
 #: checkpoint prefix -> this module's prefix (per layer keys handled in `_module_key`)
 _PREFIXES = {
@@ -379,5 +379,6 @@ def load_scgpt(cls, model_dir, adata: AnnData, *, max_length: int | None = None,
     model.module.load_state_dict(own)
     model.module.eval()
     model.is_pretrained_ = True
+    model.pretrained_from_ = weights_fingerprint(model.module)  # the published weights
     model._model_summary_string += f"; weights from {os.path.basename(os.path.normpath(model_dir))}"
     return model

@@ -49,8 +49,9 @@ def _scanpy_readable(adata: AnnData, key: str, layer: str | None) -> AnnData:
                 None if raw is None else raw.X]
     if not any(sparse.issparse(x) and not sparse.isspmatrix(x) for x in matrices):
         return adata
+    # uns shallow-copied: the user's colours and dendrograms reach scanpy, nothing is written back
     return AnnData(
-        X=_as_matrix(adata.X), obs=adata.obs, var=adata.var, uns={key: adata.uns[key]},
+        X=_as_matrix(adata.X), obs=adata.obs, var=adata.var, uns=dict(adata.uns),
         layers={layer: _as_matrix(adata.layers[layer])} if layer in adata.layers else None,
         raw=None if raw is None else {"X": _as_matrix(raw.X), "var": raw.var},
     )

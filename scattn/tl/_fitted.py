@@ -3,6 +3,8 @@ fine-tuned model."""
 
 from __future__ import annotations
 
+import warnings
+
 __all__ = ["check_fitted", "check_lineage"]
 
 
@@ -41,17 +43,18 @@ def check_lineage(pretrained, finetuned, tool: str) -> None:
     check_fitted(finetuned, tool, name="finetuned")
     if not hasattr(finetuned, "pretrained_from_"):
         return
-    if finetuned.pretrained_from_ is None:
-        raise ValueError(
-            f"{tool}: `finetuned` was not started from a pretrained model; make it with "
-            f"`sa.model.{type(finetuned).__name__}.from_pretrained(pretrained, labelled)` and "
-            "train it."
-        )
     if not finetuned.is_trained_:
-        raise ValueError(f"{tool}: `finetuned` has not been trained since `from_pretrained`; call "
-                         "`finetuned.train()` first.")
+        raise ValueError(f"{tool}: `finetuned` has not been trained since it was made from the "
+                         "pretrained weights; call `finetuned.train()` first.")
+    if finetuned.pretrained_from_ is None:
+        warnings.warn(
+            f"{tool}: `finetuned` records no pretrained weights it started from (trained from "
+            "scratch, or saved by an earlier scattn), so whether it comes from `pretrained` "
+            "cannot be checked.", UserWarning, stacklevel=3,
+        )
+        return
     if hasattr(pretrained, "module") and finetuned.pretrained_from_ != weights_fingerprint(
-            pretrained.module.state_dict()):
+            pretrained.module):
         raise ValueError(
             f"{tool}: `finetuned` was not fine-tuned from this `pretrained` model (it started from "
             "other weights: another checkpoint, or this model was trained further afterwards). "

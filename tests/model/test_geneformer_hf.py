@@ -11,6 +11,7 @@ V2 layout (``<pad>``, ``<mask>``, ``<cls>``, ``<eos>``).
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -420,3 +421,19 @@ def test_cells_without_vocabulary_genes_get_nan(checkpoint, checkpoint_v2, v2):
     assert any("4 cells have no counts" in str(w.message) and "(or only the deleted genes)" in str(w.message)
                for w in caught)
     assert np.isnan(zp).all()
+
+
+def test_checkpoint_lineage_is_the_published_weights(checkpoint):
+    """A checkpoint loaded onto two AnnData (other genes, cells, labels) is one lineage, so that
+    attention_shift accepts a model fine-tuned from one load against another load."""
+    sa.settings.seed = 0
+    sa.settings.progress_bar = False
+    a = _setup(_counts(n_cells=40, seed=1))
+    b = _setup(_counts(n_cells=30, seed=2, genes=[*GENES[4:], OUTSIDE]), labels_key="cell_type")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # genes outside the vocabulary
+        base, other = _load(checkpoint, a), _load(checkpoint, b)
+    assert base.pretrained_from_ is not None and base.pretrained_from_ == other.pretrained_from_
+    other.train(max_epochs=1, batch_size=16)
+    with pytest.warns(UserWarning, match="not in the model's vocabulary"):
+        sa.tl.attention_shift(b.copy(), base, other, n_ranks=4)

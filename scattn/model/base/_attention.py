@@ -105,8 +105,9 @@ class AttentionMixin:
         key = self._key if key_added is None else key_added
         target = self.adata if adata is None else adata
         out = self._infer(adata, min_gene_overlap=min_gene_overlap, batch_size=batch_size,
-                          attention_top_k=attention_top_k, keys=(z_key,),
+                          attention_top_k=attention_top_k, keys=(z_key,), with_empty=True,
                           desc=f"{type(self).__name__}.predict")
+        out[z_key] = self._blank_empty_cells(out[z_key], out.pop("empty"), "embedding")
         attention = self._attention_in_genes_of(out.pop(MODULE_KEYS.ATTENTION), target.var_names)
         info = {"model": type(self).__name__, "scattn_version": __version__, "key_added": key,
                 "attention_top_k": attention_top_k, "n_model_genes": len(self.var_names_),

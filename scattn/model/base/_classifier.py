@@ -286,9 +286,10 @@ class ClassifierMixin:
         if empty.any():
             warnings.warn(
                 f"{int(empty.sum())} cells have no counts on any of the model's "
-                f"{len(self._read_genes)} genes; they are labelled {UNKNOWN!r} with confidence "
-                "and probabilities NaN.", UserWarning, stacklevel=3,
+                f"{len(self._read_genes)} genes; they are labelled {UNKNOWN!r} with confidence, "
+                "probabilities and embedding NaN.", UserWarning, stacklevel=3,
             )
+            out[MODULE_KEYS.Z] = np.where(empty[:, None], np.nan, out[MODULE_KEYS.Z])
             labels = np.where(empty, UNKNOWN, labels)
             confidence = np.where(empty, np.nan, confidence)
             probs = np.where(empty[:, None], np.nan, probs)

@@ -164,11 +164,23 @@ def check_shared_genes(genes: pd.Index, var_names: pd.Index, *, min_overlap: flo
                       f"from the {target}; they read as zero.", UserWarning, stacklevel=4)
 
 
-def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
-    """A SHA-256 of a module's weights (names, dtypes, shapes and values), e.g. to tell whether
-    a fine-tuned model started from a given pretrained one."""
+#: parameters of heads a model may replace when another starts from it (not part of its lineage)
+_HEAD_PREFIXES = ("classifier.", "batch_discriminator.")
+
+
+def weights_fingerprint(module: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> str:
+    """A SHA-256 of the weights a model passes on to models started from it, e.g. to tell
+    whether a fine-tuned model started from a given pretrained one.
+
+    Hashes names, dtypes, shapes and values of `state` (default: `module`'s own state dict)
+    less what depends on the data rather than on training: `module`'s buffers (gene positions,
+    medians of the data's genes) and the heads a new model replaces (classifier, batch
+    discriminator). So one checkpoint loaded onto two AnnData gives one fingerprint.
+    """
+    state = module.state_dict() if state is None else state
+    buffers = {name for name, _ in module.named_buffers()}
     digest = hashlib.sha256()
-    for key in sorted(state):
+    for key in sorted(k for k in state if k not in buffers and not k.startswith(_HEAD_PREFIXES)):
         tensor = state[key].detach().cpu().contiguous()
         digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")

@@ -29,8 +29,9 @@ class PretrainingMixin:
     is_pretrained_: bool = False
     #: the pretraining history (``train_loss``, ``validation_loss``), like ``history``
     pretrain_history_: dict | None = None
-    #: a fingerprint of the weights :meth:`from_pretrained` started from (saved with the model;
-    #: :func:`scattn.tl.attention_shift` checks a fine-tuned model against its pretrained one)
+    #: a fingerprint of the pretrained weights the model started from (:meth:`from_pretrained`,
+    #: a published checkpoint) or that :meth:`pretrain` left; saved with the model, so that
+    #: :func:`scattn.tl.attention_shift` can check a fine-tuned model against its pretrained one
     pretrained_from_: str | None = None
 
     def _pretrain(
@@ -84,6 +85,7 @@ class PretrainingMixin:
             self.pretrain_history_ = pretrain_history
             self.is_pretrained_ = True
             self.is_trained_ = False  # the classifier no longer matches the changed network
+            self.pretrained_from_ = weights_fingerprint(self.module)
 
     @classmethod
     def _check_source(cls, source: Source, adata: AnnData, manager, *, min_gene_overlap: float) -> None:
@@ -140,6 +142,6 @@ class PretrainingMixin:
         cls._check_source(source, adata, manager, min_gene_overlap=min_gene_overlap)
         model = cls._from_source(source, adata)
         model.is_pretrained_ = source.pretrained
-        model.pretrained_from_ = weights_fingerprint(source.state_dict)
+        model.pretrained_from_ = weights_fingerprint(model.module, source.state_dict)
         model._model_summary_string += f"; started from a {'pretrained' if source.pretrained else 'trained'} {cls.__name__}"
         return model
