@@ -192,6 +192,17 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
         self._record_init_params(locals())
 
     @classmethod
+    def _readable_source_genes(cls, source) -> np.ndarray:
+        """Genes whose median the source lacked (``inf``: absent from the data it was loaded
+        on and from the median dictionary) stay unread on new data that has them, as the
+        tokens never hold them: dropped with the alignment's warning, and a cell expressing only
+        them counts as empty, instead of being silently tokenised as nothing."""
+        medians = source.fitted.buffers.get("gene_medians")
+        if medians is None:
+            return super()._readable_source_genes(source)
+        return np.isfinite(torch.as_tensor(medians, dtype=torch.float64).cpu().numpy())
+
+    @classmethod
     def from_huggingface(
         cls,
         model_dir: str | os.PathLike,

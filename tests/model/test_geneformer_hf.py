@@ -271,6 +271,16 @@ def test_genes_without_a_median(checkpoint):
     assert x[:, 0].sum() > 0
     ids = moved.module.tokenize(x)[0]
     assert not (ids == N_SPECIAL + 0).any() and (ids == N_SPECIAL + 1).any()
+    # ... and says so: the gene is not read (dropped with a warning), a cell expressing only
+    # it has no tokens and gets NaN, not an embedding of nothing passed off as a cell
+    assert GENES[0] not in moved._read_genes and GENES[1] in moved._read_genes
+    only = adata[:2].copy()
+    only.X = sparse.csr_matrix(np.eye(2, only.n_vars, dtype=np.float32) * 5)  # cell 0: GENES[0]
+    with pytest.warns(UserWarning) as got:
+        z = moved.get_latent_representation(only)
+    said = " ".join(str(w.message) for w in got)
+    assert "2 of the 41 genes" in said and "1 cells have no counts" in said  # the gene, OUTSIDE
+    assert np.isnan(z[0]).all() and np.isfinite(z[1]).all()
 
 
 def test_ties_come_in_token_id_order_whatever_the_gene_order(checkpoint):

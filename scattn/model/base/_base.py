@@ -649,12 +649,18 @@ class ScattnModel(AlignedDataMixin, BaseModelClass):
         return dict(source.fitted.buffers)
 
     @classmethod
+    def _readable_source_genes(cls, source: Source) -> np.ndarray:
+        """Which of `source`'s genes a model started from it may read where the new data has
+        them (default: all); the others read as absent, whatever the data holds."""
+        return np.ones(len(source.var_names), dtype=bool)
+
+    @classmethod
     def _from_source(cls, source: Source, adata: AnnData, **transfer_kwargs):
         """A model on registered `adata` with `source`'s architecture, genes (found by name;
         absent ones read as zero) and weights; a head for `adata`'s classes, rows of classes the
         source knows copied."""
         pos = cls._gene_names_of(adata).get_indexer(source.var_names)
-        gene_index = np.where(pos >= 0, pos, adata.n_vars)
+        gene_index = np.where((pos >= 0) & cls._readable_source_genes(source), pos, adata.n_vars)
         buffers = cls._transfer_buffers(source, adata, gene_index, **transfer_kwargs)
         fitted = FittedState(list(source.var_names), gene_index, buffers)
         model = cls(adata, **source.init_params, fitted=fitted)
