@@ -11,7 +11,7 @@ from anndata import AnnData
 from scipy import sparse
 from scvi.data.fields import LabelsWithUnlabeledObsField, LayerField
 
-from ._validate import _values, label_strings, read_rows
+from ._validate import _value_summary, _values, label_strings, read_rows
 
 #: rows whose stored values :class:`ExpressionField` looks at for its counts warning
 _COUNTS_SAMPLE_ROWS = 100
@@ -43,7 +43,8 @@ class ExpressionField(LayerField):
         if not self.is_count_data or matrix.shape[0] == 0:
             return
         values = _values(read_rows(matrix, np.arange(min(matrix.shape[0], _COUNTS_SAMPLE_ROWS))))
-        if values.size and (np.any(values < 0) or np.any(values % 1 != 0)):
+        n_bad, minimum, integral, _ = _value_summary(values, "counts")
+        if n_bad or minimum < 0 or not integral:
             where = "adata.X" if self.attr_key is None else f"adata.layers[{self.attr_key}]"
             warnings.warn(
                 f"{where} does not contain unnormalized count data. Are you sure this is what "

@@ -146,8 +146,11 @@ def in_silico_perturbation(
     codes = groups.cat.codes.to_numpy()
     # cells without a gene token have NaN embeddings (the model warned): left out of centroids
     embedded = np.isfinite(original).all(1)
-    centroids = np.stack([original[(codes == i) & embedded].mean(0) if ((codes == i) & embedded).any()
-                          else np.full(original.shape[1], np.nan) for i in range(len(classes))])
+    centroids = np.full((len(classes), original.shape[1]), np.nan)
+    for i in range(len(classes)):
+        rows = (codes == i) & embedded
+        if rows.any():
+            centroids[i] = original[rows].mean(0)
     z, zp, mu = _unit(original), _unit(perturbed), _unit(centroids)
     shift = 1.0 - np.clip((z * zp).sum(1), -1.0, 1.0)
     toward = pd.DataFrame(zp @ mu.T - z @ mu.T, index=adata.obs_names, columns=classes)
