@@ -62,7 +62,49 @@ gene_index
 normalize_counts
     Whether input is counts to library-size normalise and log1p (else log-normalised)."""
 
+doc_train = """\
+max_epochs
+    Passes through the training cells at most.
+lr
+    Peak learning rate.
+weight_decay
+    The optimiser's weight decay.
+batch_size
+    Cells per minibatch (per process under DDP).
+train_size
+    Share of the cells trained on; the rest validates (early stopping, history).
+validation_size
+    Share of the cells validated on; `None`: ``1 - train_size``.
+early_stopping
+    Stop when the validation loss has not improved for `early_stopping_patience` epochs
+    (ignored without validation cells).
+early_stopping_patience
+    Epochs without a better validation loss before stopping.
+restore_best_weights
+    At the end, load the weights of the epoch with the lowest validation loss (with
+    validation cells, which are then scored every epoch); else the last epoch's are kept.
+accelerator, devices
+    Passed to Lightning (``"cpu"``, ``"gpu"``, ``"auto"``...). Several devices train with
+    Lightning's DDP (``strategy="ddp"``, run from a script): see the "Large data" page.
+precision
+    Lightning's precision, e.g. ``"bf16-mixed"`` on a GPU; `None`: 32-bit.
+plan_kwargs
+    Extra arguments of the training plan.
+datasplitter_kwargs
+    Extra arguments of the data splitter.
+**trainer_kwargs
+    Passed to :class:`scvi.train.Trainer` (Lightning), e.g. ``enable_progress_bar``,
+    ``strategy="ddp"``."""
+
+doc_train_defaults = """\
+Every argument left at `None` takes the model's default: its ``_train_defaults`` (for
+``pretrain()``: ``_pretrain_defaults``), listed for every model in the documentation's
+"Training defaults" table; a budget shown as "N, or S steps" is N epochs, or more where an
+epoch has few minibatches, as many as make S optimiser steps."""
+
 scattn_dsp = DocstringProcessor(
+    train=doc_train,
+    train_defaults=doc_train_defaults,
     model_adata=doc_model_adata,
     genes=doc_genes,
     fitted=doc_fitted,

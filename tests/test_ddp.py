@@ -151,7 +151,7 @@ def test_ddp_from_pytest_is_a_clear_error():
 def test_strategies_scattn_reads():
     from lightning.pytorch.strategies import DDPStrategy
 
-    from scattn.model.base._base import (
+    from scattn.train._runner import (
         _ddp_start_method,
         _default_strategy,
         _with_unused_parameters,
@@ -181,8 +181,7 @@ def test_step_budgets_count_each_process_share():
     import math
 
     from scattn.model import SIMS
-    from scattn.model.base import VocabularyMixin
-    from scattn.model.base._base import n_training_processes
+    from scattn.train import StepBudget, n_training_processes, steps_per_epoch
 
     assert n_training_processes({}) == 1
     assert n_training_processes({"accelerator": "cpu", "devices": 2}) == 2
@@ -202,5 +201,7 @@ def test_step_budgets_count_each_process_share():
     assert SIMS._batch_size_for(4000, 0.9, None, n_processes=2) == 128
     # 270 training cells: 3 steps an epoch in one process, 2 in each of two; 300 steps and a
     # patience of 100 steps make (100, 34) and (150, 50) epochs
-    assert VocabularyMixin._step_budget(300, 0.9, 128, None, None) == (100, 34)
-    assert VocabularyMixin._step_budget(300, 0.9, 128, None, None, n_processes=2) == (150, 50)
+    one, two = steps_per_epoch(300, 0.9, None, 128), steps_per_epoch(300, 0.9, None, 128, n_processes=2)
+    assert (one, two) == (3, 2)
+    assert (StepBudget(30, 300).resolve(one), StepBudget(5, 100).resolve(one)) == (100, 34)
+    assert (StepBudget(30, 300).resolve(two), StepBudget(5, 100).resolve(two)) == (150, 50)

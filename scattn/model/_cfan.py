@@ -78,9 +78,8 @@ class CFAN(GenePanelClassifier):
 
     _module_cls = CFANModule
     _key = "cfan"
-    _default_lr = 1e-3
     _inference_batch_factor = 8  # 1,024 cells a minibatch at the default batch size
-    _default_train_batch_size = 64
+    _train_defaults = GenePanelClassifier._train_defaults.replace(batch_size=64)
     _attention_description = (
         "input perturbation: negative gradient of the loss for the predicted class w.r.t. the "
         "log-normalised expression"

@@ -98,10 +98,9 @@ class CGRAN(GenePanelClassifier):
 
     _module_cls = CGRANModule
     _key = "cgran"
-    _default_lr = 1e-3
-    _default_train_batch_size = 32
-    _default_early_stopping_patience = 5
-    _default_restore_best_weights = True
+    # batch 32: small datasets get enough updates at the paper's learning rate
+    _train_defaults = GenePanelClassifier._train_defaults.replace(
+        batch_size=32, early_stopping_patience=5, restore_best_weights=True)
     _attention_description = "cell token -> gene token attention, first block, summed over heads"
 
     def __init__(

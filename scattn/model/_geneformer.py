@@ -22,6 +22,7 @@ from scattn.data import (
 )
 from scattn.module import GeneformerModule
 from scattn.module._constants import MODULE_KEYS
+from scattn.train import StepBudget, TrainDefaults
 
 from .base import (
     AttentionMixin,
@@ -33,7 +34,6 @@ from .base import (
     VocabularyMixin,
     weights_fingerprint,
 )
-from .base._base import n_training_processes
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +131,13 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
     _module_cls = GeneformerModule
     _key = "geneformer"
     _labels = "optional"
-    _default_lr = 5e-4
-    _default_train_batch_size = 32
+    _train_defaults = TrainDefaults(
+        max_epochs=StepBudget(30, 300), lr=5e-4, weight_decay=1e-3, batch_size=32,
+        early_stopping_patience=StepBudget(5, 100), extra={"warmup_fraction": 0.1})
+    _pretrain_defaults = TrainDefaults(
+        max_epochs=10, lr=1e-3, weight_decay=1e-3, batch_size=32, train_size=0.95,
+        early_stopping=False, early_stopping_patience=3,
+        extra={"mask_ratio": 0.15, "warmup_fraction": 0.05, "min_gene_overlap": 0.05})
     _attention_description = "attention the gene tokens receive from <cls>, last layer, mean over heads"
 
     def __init__(
@@ -307,33 +312,37 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
         return state
 
     # -- training ------------------------------------------------------------------------------
+    @scattn_dsp.dedent
     def pretrain(
         self,
         adata: AnnData | None = None,
         *,
-        max_epochs: int = 10,
-        lr: float = 1e-3,
-        batch_size: int = 32,
-        mask_ratio: float = 0.15,
-        weight_decay: float = 1e-3,
-        warmup_fraction: float = 0.05,
-        train_size: float = 0.95,
-        early_stopping: bool = False,
-        early_stopping_patience: int = 3,
+        max_epochs: int | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        batch_size: int | None = None,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        early_stopping: bool | None = None,
+        early_stopping_patience: int | None = None,
+        restore_best_weights: bool | None = None,
         accelerator: str = "auto",
-        devices="auto",
-        min_gene_overlap: float = 0.05,
+        devices: int | list[int] | str = "auto",
+        precision: str | int | None = None,
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
+        min_gene_overlap: float = 0.05,
+        mask_ratio: float = 0.15,
+        warmup_fraction: float = 0.05,
         **trainer_kwargs,
     ) -> None:
         """Masked-gene pretraining on any cells (labels are never read).
 
-        Geneformer's recipe at a CPU scale: 15% of the gene tokens are chosen and corrupted
-        (80% ``<mask>``, 10% a random gene, 10% unchanged), the loss is the cross-entropy of
-        the true gene at those positions only; AdamW with weight decay, the learning rate
-        warmed up linearly over the first `warmup_fraction` of steps and decayed linearly to
-        zero. Minibatches group cells of similar length.
+        Geneformer's recipe at a CPU scale: 15%% of the gene tokens are chosen and corrupted
+        (80%% ``<mask>``, 10%% a random gene, 10%% unchanged), the loss is the cross-entropy of
+        the true gene at those positions only; AdamW with weight decay (Geneformer: 0.001), the
+        learning rate warmed up linearly over the first `warmup_fraction` of steps and decayed
+        linearly to zero. Minibatches group cells of similar length.
 
         Parameters
         ----------
@@ -341,95 +350,85 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
             Cells to pretrain on (`None`: the model's own, which set its vocabulary and
             medians); other data are matched to the vocabulary by gene ID. Several files:
             :func:`scattn.data.read_h5ads`.
-        max_epochs
-            Passes over the cells.
-        lr
-            Peak learning rate.
-        batch_size
-            Cells per minibatch.
+        %(train)s
+        min_gene_overlap
+            Smallest share of `adata`'s genes that must be in the vocabulary (a pretraining
+            corpus may hold many genes the vocabulary never had).
         mask_ratio
             Share of gene tokens chosen for prediction (Geneformer: 0.15).
-        weight_decay
-            AdamW weight decay (Geneformer: 0.001).
         warmup_fraction
             Share of the steps with a rising learning rate.
-        train_size
-            Share of cells trained on; the rest gives ``validation_loss``.
-        early_stopping, early_stopping_patience
-            Stop when the validation loss stalls.
-        accelerator, devices
-            Passed to Lightning.
-        min_gene_overlap
-            Smallest share of `adata`'s genes that must be in the vocabulary.
-        plan_kwargs
-            Extra arguments of :class:`scattn.train.MaskedPretrainingPlan`.
-        datasplitter_kwargs
-            Extra arguments of the data splitter.
-        **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (Lightning), e.g. ``precision="bf16-mixed"`` for
-            bf16 mixed precision on a GPU (default fp32), ``enable_progress_bar``, ``strategy="ddp"``.
 
         Notes
         -----
+        %(train_defaults)s
+
         History (``train_loss``, ``validation_loss``, ``masked_accuracy_*``) is in
         ``model.pretrain_history_``; ``model.is_pretrained_`` becomes `True`.
         """
+        args = self._training_args(
+            self._pretrain_defaults, n_cells=self.adata.n_obs if adata is None else adata.n_obs,
+            trainer_kwargs={"accelerator": accelerator, "devices": devices, **trainer_kwargs},
+            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience,
+            restore_best_weights=restore_best_weights, precision=precision,
+        )
         # the validation cells are scored every epoch (scvi-tools validates only when early stopping)
-        if train_size < 1:
+        if args.has_validation:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        plan = dict(mask_ratio=mask_ratio, lr=lr, weight_decay=weight_decay, optimizer="AdamW",
+        plan = dict(mask_ratio=mask_ratio, lr=args.lr, weight_decay=args.weight_decay, optimizer="AdamW",
                     schedule="linear", warmup_fraction=warmup_fraction, eps=1e-6)
         plan.update(plan_kwargs or {})
-        self._pretrain(adata, plan_kwargs=plan, max_epochs=max_epochs, batch_size=batch_size,
-                       train_size=train_size, early_stopping=early_stopping,
-                       early_stopping_patience=early_stopping_patience, accelerator=accelerator,
-                       devices=devices, min_gene_overlap=min_gene_overlap,
-                       datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs)
+        self._pretrain(adata, plan_kwargs=plan, args=args, accelerator=accelerator, devices=devices,
+                       min_gene_overlap=min_gene_overlap, datasplitter_kwargs=datasplitter_kwargs,
+                       **trainer_kwargs)
 
-    def train(self, max_epochs: int | None = None, *, lr: float | None = None,
-              batch_size: int | None = None, weight_decay: float = 1e-3, warmup_fraction: float = 0.1,
-              train_size: float = 0.9, early_stopping: bool = True,
-              early_stopping_patience: int | None = None, plan_kwargs: dict | None = None, **kwargs):
+    @scattn_dsp.dedent
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        batch_size: int | None = None,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        early_stopping: bool | None = None,
+        early_stopping_patience: int | None = None,
+        restore_best_weights: bool | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        precision: str | int | None = None,
+        plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
+        warmup_fraction: float = 0.1,
+        **trainer_kwargs,
+    ) -> None:
         """Fine-tune (or, without :meth:`pretrain`, train from scratch) the classifier.
 
         AdamW on the cross-entropy of the labelled cells, the learning rate warmed up over the
         first `warmup_fraction` of steps and decayed linearly; early stopping on the
-        validation loss. Other arguments as :meth:`scattn.model.base.ClassifierMixin.train`.
+        validation loss.
 
         Parameters
         ----------
-        max_epochs
-            Passes over the training cells at most. `None`: 30, or as many as make 300
-            optimiser steps when epochs are shorter (a few dozen labelled cells make one or two
-            steps an epoch).
-        lr
-            Peak learning rate (default 5e-4).
-        batch_size
-            Cells per minibatch (default 32).
-        weight_decay
-            AdamW weight decay.
+        %(train)s
         warmup_fraction
             Share of the steps with a rising learning rate.
-        train_size
-            Share of the cells trained on; the rest validates (early stopping).
-        early_stopping, early_stopping_patience
-            Stop when the validation loss has not improved for that many epochs. `None`: 5
-            epochs, or as many as make 100 optimiser steps when epochs are shorter.
-        plan_kwargs
-            Extra arguments of :class:`scattn.train.ClassificationPlan`.
-        **kwargs
-            Passed to :meth:`scattn.model.base.ClassifierMixin.train`.
+
+        Notes
+        -----
+        %(train_defaults)s
         """
-        batch_size = batch_size or self._default_train_batch_size
-        max_epochs, early_stopping_patience = self._step_budget(
-            self.adata.n_obs, train_size, batch_size, max_epochs, early_stopping_patience,
-            n_processes=n_training_processes(kwargs))
-        plan = dict(optimizer="AdamW", weight_decay=weight_decay, schedule="linear",
-                    warmup_fraction=warmup_fraction, eps=1e-6)
+        plan = dict(optimizer="AdamW", schedule="linear", warmup_fraction=warmup_fraction, eps=1e-6)
         plan.update(plan_kwargs or {})
-        return super().train(max_epochs, lr=lr, batch_size=batch_size, train_size=train_size,
-                             early_stopping=early_stopping,
-                             early_stopping_patience=early_stopping_patience, plan_kwargs=plan, **kwargs)
+        super().train(max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+                      train_size=train_size, validation_size=validation_size,
+                      early_stopping=early_stopping, early_stopping_patience=early_stopping_patience,
+                      restore_best_weights=restore_best_weights, accelerator=accelerator,
+                      devices=devices, precision=precision, plan_kwargs=plan,
+                      datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs)
 
     # -- embeddings and analyses -----------------------------------------------------------
     @scattn_dsp.dedent

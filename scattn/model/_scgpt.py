@@ -17,8 +17,7 @@ from scattn._docs import scattn_dsp
 from scattn._write import write_results
 from scattn.module import SCGPTModule
 from scattn.module._constants import CONDITION_KEY, MODULE_KEYS
-from scattn.train import MultiTaskPlan
-from scattn.train._callbacks import restore_best_weights as restore_best_weights_of
+from scattn.train import MultiTaskPlan, StepBudget, TrainDefaults
 
 from .base import (
     AttentionMixin,
@@ -31,7 +30,6 @@ from .base import (
     ScattnModel,
     VocabularyMixin,
 )
-from .base._base import n_training_processes
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +122,14 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
     _condition_key = True
     _known_levels_only = ("batch_key", "condition_key")
     _pretraining_plan_cls = MultiTaskPlan
-    _default_lr = 1e-3
-    _default_train_batch_size = 32
+    _train_defaults = TrainDefaults(
+        max_epochs=StepBudget(30, 300), lr=1e-3, weight_decay=1e-4, batch_size=32,
+        early_stopping_patience=StepBudget(5, 100), extra={"mask_ratio": 0.4, "warmup_fraction": 0.1})
+    _pretrain_defaults = TrainDefaults(
+        max_epochs=10, lr=1e-3, weight_decay=1e-4, batch_size=32, train_size=0.95,
+        early_stopping=False, early_stopping_patience=3,
+        extra={"mask_ratio": "(0.25, 0.5, 0.75)", "generative": True, "warmup_fraction": 0.05,
+               "min_gene_overlap": 0.05})
     _attention_description = "attention the gene tokens receive from <cls>, last layer, mean over heads"
 
     def __init__(
@@ -296,27 +300,31 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
             raise ValueError("ECS alone collapses the embedding; train it with GEP/GEPC (or CLS).")
         return {k: v for k, v in chosen.items() if v > 0}
 
+    @scattn_dsp.dedent
     def pretrain(
         self,
         adata: AnnData | None = None,
         *,
-        max_epochs: int = 10,
+        max_epochs: int | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        batch_size: int | None = None,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        early_stopping: bool | None = None,
+        early_stopping_patience: int | None = None,
+        restore_best_weights: bool | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        precision: str | int | None = None,
+        plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
+        min_gene_overlap: float = 0.05,
         tasks: Sequence[str] = ("gep", "gepc"),
         weights: dict[str, float] | None = None,
         mask_ratio: float | Sequence[float] = (0.25, 0.5, 0.75),
         generative: bool = True,
-        lr: float = 1e-3,
-        batch_size: int = 32,
-        weight_decay: float = 1e-4,
         warmup_fraction: float = 0.05,
-        train_size: float = 0.95,
-        early_stopping: bool = False,
-        early_stopping_patience: int = 3,
-        accelerator: str = "auto",
-        devices="auto",
-        min_gene_overlap: float = 0.05,
-        plan_kwargs: dict | None = None,
-        datasplitter_kwargs: dict | None = None,
         **trainer_kwargs,
     ) -> None:
         """Generative pretraining on any cells (labels never read).
@@ -332,8 +340,10 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         adata
             Cells to pretrain on (`None`: the model's own); other data are matched to the
             vocabulary by gene ID.
-        max_epochs
-            Passes over the cells.
+        %(train)s
+        min_gene_overlap
+            Smallest share of `adata`'s genes that must be in the vocabulary (a pretraining
+            corpus may hold many genes the vocabulary never had).
         tasks, weights
             Tasks trained (``"gep"``, ``"gepc"``, ``"ecs"``, ``"dar"``) and weights overriding
             the defaults (GEP 1, GEPC 1, ECS 10, DAR 1).
@@ -342,49 +352,59 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         generative
             Use the generative attention mask (`False`: every token attends to every token,
             BERT-style masked value prediction).
-        lr, batch_size, weight_decay, warmup_fraction
-            Peak learning rate, cells per minibatch, AdamW weight decay, share of warm-up steps.
-        train_size
-            Share of cells trained on; the rest gives ``validation_loss``.
-        early_stopping, early_stopping_patience
-            Stop when the validation loss stalls.
-        accelerator, devices
-            Passed to Lightning.
-        min_gene_overlap
-            Smallest share of `adata`'s genes that must be in the vocabulary.
-        plan_kwargs
-            Extra arguments of :class:`scattn.train.MultiTaskPlan`.
-        datasplitter_kwargs
-            Extra arguments of the data splitter.
-        **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (Lightning), e.g. ``precision="bf16-mixed"`` for
-            bf16 mixed precision on a GPU (default fp32), ``enable_progress_bar``, ``strategy="ddp"``.
+        warmup_fraction
+            Share of the steps with a rising learning rate.
 
         Notes
         -----
+        %(train_defaults)s
+
         History (``train_loss``, ``validation_loss``, ``gep_train``, ``gepc_train``...) is in
         ``model.pretrain_history_``; ``model.is_pretrained_`` becomes `True`.
         """
         task_weights = self._tasks(tasks, weights)
-        if train_size < 1:  # validation every epoch (scvi-tools validates only when early stopping)
+        args = self._training_args(
+            self._pretrain_defaults, n_cells=self.adata.n_obs if adata is None else adata.n_obs,
+            trainer_kwargs={"accelerator": accelerator, "devices": devices, **trainer_kwargs},
+            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience,
+            restore_best_weights=restore_best_weights, precision=precision,
+        )
+        if args.has_validation:  # validation every epoch (scvi-tools validates only when early stopping)
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        plan = dict(weights=task_weights, mask_ratio=mask_ratio, generative=generative, lr=lr,
-                    weight_decay=weight_decay, optimizer="AdamW", schedule="linear",
+        plan = dict(weights=task_weights, mask_ratio=mask_ratio, generative=generative, lr=args.lr,
+                    weight_decay=args.weight_decay, optimizer="AdamW", schedule="linear",
                     warmup_fraction=warmup_fraction, eps=1e-6)
         plan.update(plan_kwargs or {})
-        self._pretrain(adata, plan_kwargs=plan, max_epochs=max_epochs, batch_size=batch_size,
-                       train_size=train_size, early_stopping=early_stopping,
-                       early_stopping_patience=early_stopping_patience, accelerator=accelerator,
-                       devices=devices, min_gene_overlap=min_gene_overlap,
-                       datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs)
+        self._pretrain(adata, plan_kwargs=plan, args=args, accelerator=accelerator, devices=devices,
+                       min_gene_overlap=min_gene_overlap, datasplitter_kwargs=datasplitter_kwargs,
+                       **trainer_kwargs)
 
-    def train(self, max_epochs: int | None = None, *, tasks: Sequence[str] | None = None,
-              weights: dict[str, float] | None = None, mask_ratio: float = 0.4, lr: float | None = None,
-              batch_size: int | None = None, weight_decay: float = 1e-4, warmup_fraction: float = 0.1,
-              train_size: float = 0.9, validation_size: float | None = None, early_stopping: bool = True,
-              early_stopping_patience: int | None = None, restore_best_weights: bool = False,
-              accelerator: str = "auto", devices="auto", plan_kwargs: dict | None = None,
-              datasplitter_kwargs: dict | None = None, **trainer_kwargs):
+    @scattn_dsp.dedent
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        batch_size: int | None = None,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        early_stopping: bool | None = None,
+        early_stopping_patience: int | None = None,
+        restore_best_weights: bool | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        precision: str | int | None = None,
+        plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
+        tasks: Sequence[str] | None = None,
+        weights: dict[str, float] | None = None,
+        mask_ratio: float = 0.4,
+        warmup_fraction: float = 0.1,
+        **trainer_kwargs,
+    ) -> None:
         """Fine-tune (or, without :meth:`pretrain`, train from scratch) for annotation or
         integration.
 
@@ -393,45 +413,25 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         batches (integration, scGPT's recipe: masked value prediction without the generative
         mask, GEPC, elastic cell similarity, adversarial batch removal; the batch embedding
         goes to the expression decoders, never to the encoder). AdamW, linear warm-up and
-        decay, early stopping on the validation loss.
+        decay, early stopping on the validation loss. The default learning rate, 1e-3: on
+        pbmc68k_reduced, 5e-4 left the classifier at the majority class for longer and 3e-3
+        never left it; minibatches of 32 cells (ECS and DAR compare cells within a minibatch).
 
         Parameters
         ----------
-        max_epochs
-            Passes over the training cells at most. `None`: 30, or as many as make 300
-            optimiser steps when epochs are shorter.
+        %(train)s
         tasks, weights
             Tasks (``"gep"``, ``"gepc"``, ``"ecs"``, ``"dar"``, ``"cls"``) and weights
             overriding the defaults (GEP 1, GEPC 1, ECS 10, DAR 1, CLS 1).
         mask_ratio
             Share of gene tokens masked for GEP.
-        lr
-            Peak learning rate (default 1e-3: on pbmc68k_reduced, 5e-4 left the classifier at the
-            majority class for longer and 3e-3 never left it).
-        batch_size
-            Cells per minibatch (default 32; ECS and DAR compare cells within a minibatch).
-        weight_decay, warmup_fraction
-            AdamW weight decay; share of the steps with a rising learning rate.
-        train_size, validation_size
-            Shares of the cells trained on and validated on.
-        early_stopping, early_stopping_patience
-            Stop when the validation loss has not improved for that many epochs. `None`: 5
-            epochs, or as many as make 100 optimiser steps when epochs are shorter.
-        restore_best_weights
-            At the end, load the weights of the epoch with the lowest validation loss (with a
-            validation set); otherwise the last epoch's are kept.
-        accelerator, devices
-            Passed to Lightning.
-        plan_kwargs
-            Extra arguments of :class:`scattn.train.MultiTaskPlan`.
-        datasplitter_kwargs
-            Extra arguments of the data splitter.
-        **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (Lightning), e.g. ``precision="bf16-mixed"`` for
-            bf16 mixed precision on a GPU (default fp32), ``enable_progress_bar``, ``strategy="ddp"``.
+        warmup_fraction
+            Share of the steps with a rising learning rate.
 
         Notes
         -----
+        %(train_defaults)s
+
         History (``train_loss``, ``validation_loss``, each task's ``<task>_train`` /
         ``<task>_validation``, ``accuracy_*`` with CLS) is in ``model.history``.
         """
@@ -442,21 +442,20 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
                 tasks = ("gep", "gepc", "ecs", *(("dar",) if self.n_batch > 1 else ()))
         task_weights = self._tasks(tasks, weights)
         self._check_own_data()
-        batch_size = batch_size or self._default_train_batch_size
-        max_epochs, early_stopping_patience = self._step_budget(
-            self.adata.n_obs, train_size, batch_size, max_epochs, early_stopping_patience,
-            n_processes=n_training_processes({"accelerator": accelerator, "devices": devices, **trainer_kwargs}))
-        has_validation = self._prepare_training(max_epochs, train_size, validation_size, early_stopping,
-                                                early_stopping_patience, trainer_kwargs)
-        if restore_best_weights and has_validation:
-            restore_best_weights_of(trainer_kwargs)
-        plan = dict(weights=task_weights, mask_ratio=mask_ratio, generative=False,
-                    lr=self._default_lr if lr is None else lr, weight_decay=weight_decay,
-                    optimizer="AdamW", schedule="linear", warmup_fraction=warmup_fraction, eps=1e-6)
+        args = self._training_args(
+            self._train_defaults, n_cells=self.adata.n_obs,
+            trainer_kwargs={"accelerator": accelerator, "devices": devices, **trainer_kwargs},
+            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience,
+            restore_best_weights=restore_best_weights, precision=precision,
+        )
+        plan = dict(weights=task_weights, mask_ratio=mask_ratio, generative=False, lr=args.lr,
+                    weight_decay=args.weight_decay, optimizer="AdamW", schedule="linear",
+                    warmup_fraction=warmup_fraction, eps=1e-6)
         plan.update(plan_kwargs or {})
-        self._run_plan(MultiTaskPlan(self.module, **plan), max_epochs=max_epochs, batch_size=batch_size,
-                       train_size=train_size, validation_size=validation_size, accelerator=accelerator,
-                       devices=devices, datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs)
+        self._run_training(MultiTaskPlan(self.module, **plan), args, accelerator=accelerator,
+                           devices=devices, datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs)
 
     # -- outputs -------------------------------------------------------------------------------
     @scattn_dsp.dedent

@@ -14,11 +14,12 @@ from scvi import REGISTRY_KEYS
 from scvi.data.fields import CategoricalObsField
 from scvi.model.base import RNASeqMixin, VAEMixin
 
+from scattn._compat import get_max_epochs_heuristic
 from scattn._docs import scattn_dsp
 from scattn._settings import settings
 from scattn.data import check_input, check_not_empty, order_genes
 from scattn.module import SCVITModule
-from scattn.train import GenerativePlan
+from scattn.train import SCVI_EPOCHS, GenerativePlan, TrainDefaults
 
 from .base import AttentionMixin, EmbeddingResult, FittedState, ScattnModel, Source
 from .base._fitted import check_shared_genes
@@ -111,6 +112,9 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
     _labels = "optional"
     _batch_key = True
     _covariates = True
+    _train_defaults = TrainDefaults(
+        max_epochs=SCVI_EPOCHS, lr=1e-3, weight_decay=1e-2, batch_size=128, early_stopping=False,
+        early_stopping_patience=45, extra={"n_epochs_kl_warmup": 400, "cosine_annealing": False})
     _attention_description = ("attention received by each gene's patch in the first encoder "
                                "block (mean over heads and querying patches), shared by the "
                                "gene's share of the patch's log-normalised expression")
@@ -215,72 +219,90 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         self._record_init_params(locals())
 
     # -- training ---------------------------------------------------------------------------------
+    @scattn_dsp.dedent
     def train(
         self,
         max_epochs: int | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-2,
-        batch_size: int = 128,
-        train_size: float = 0.9,
-        validation_size: float | None = None,
-        early_stopping: bool = False,
-        early_stopping_patience: int = 45,
-        n_epochs_kl_warmup: int | None = 400,
-        cosine_annealing: bool = False,
         accelerator: str = "auto",
-        devices="auto",
+        devices: int | list[int] | str = "auto",
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        shuffle_set_split: bool = True,
+        load_sparse_tensor: bool = False,
+        batch_size: int | None = None,
+        early_stopping: bool | None = None,
         datasplitter_kwargs: dict | None = None,
         plan_kwargs: dict | None = None,
+        *,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        early_stopping_patience: int | None = None,
+        restore_best_weights: bool | None = None,
+        precision: str | int | None = None,
+        n_epochs_kl_warmup: int | None = 400,
+        cosine_annealing: bool = False,
         **trainer_kwargs,
-    ):
-        """Train on the evidence lower bound (AdamW, cosine annealing of the learning rate).
+    ) -> None:
+        """Train on the evidence lower bound (AdamW).
+
+        A drop-in for :meth:`scvi.model.SCVI.train`: the positional arguments are scVI's, in
+        scVI's order (``max_epochs, accelerator, devices, train_size, validation_size,
+        shuffle_set_split, load_sparse_tensor, batch_size, early_stopping,
+        datasplitter_kwargs, plan_kwargs``); the others are keyword-only and named as in
+        every scattn model's ``train()``.
 
         Parameters
         ----------
-        max_epochs
-            `None`: scVI's rule, ``min(400, round(20000 / n_cells * 400))``.
-        lr, weight_decay
-            AdamW's learning rate and decoupled weight decay (0 for a query model from
-            :meth:`load_query_data` without `unfrozen`, so the reference's weights stay as
-            they are).
-        batch_size
-            Minibatch size.
-        train_size, validation_size
-            Split of the cells (validation: ``1 - train_size`` unless given).
-        early_stopping, early_stopping_patience
-            Stop when the validation ELBO stops improving (epochs of patience).
+        %(train)s
+        shuffle_set_split
+            Shuffle the cells before splitting them (scVI's; `False`: the split follows the
+            cells' order).
+        load_sparse_tensor
+            Hand sparse minibatches to the module as sparse tensors (scVI's).
         n_epochs_kl_warmup
             Epochs over which the KL weight rises from 0 to 1 (scVI's default, 400).
         cosine_annealing
             Cosine schedule of the learning rate over `max_epochs` (the report's). Off by
             default: at a fixed budget it left the held-out likelihood worse than a constant
             rate (``benchmarks/results/scvit.md``).
-        accelerator, devices
-            Lightning's (``"cpu"``, ``"gpu"``...).
-        datasplitter_kwargs, plan_kwargs
-            Passed to scvi-tools' data splitter and to :class:`~scattn.train.GenerativePlan`.
-        **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (Lightning), e.g. ``precision="bf16-mixed"`` for
-            bf16 mixed precision on a GPU (default fp32), ``enable_progress_bar``, ``strategy="ddp"``.
-        """
-        if self._frozen_query:
-            weight_decay = 0.0  # decay would shrink the reference's batch columns, masked or not
-        if max_epochs is None:
-            from scvi.model._utils import get_max_epochs_heuristic
 
+        Notes
+        -----
+        %(train_defaults)s
+
+        ``max_epochs`` `None` is scVI's rule, ``min(400, round(20000 / n_cells * 400))``;
+        early stopping watches the validation ELBO. A query model from
+        :meth:`load_query_data` without `unfrozen` trains without weight decay, so that the
+        reference's weights stay as they are.
+        """
+        if isinstance(accelerator, int | float) and not isinstance(accelerator, bool):
+            raise TypeError(
+                "SCVIT.train takes scVI's positional arguments (max_epochs, accelerator, devices, "
+                f"train_size, ...); got accelerator={accelerator!r}. Pass the learning rate and "
+                "weight decay by name: train(max_epochs, lr=..., weight_decay=...)."
+            )
+        if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
-        has_val = self._prepare_training(max_epochs, train_size, validation_size, early_stopping,
-                                         early_stopping_patience, trainer_kwargs)
-        kwargs = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW",
-                  "n_epochs_kl_warmup": n_epochs_kl_warmup, "cosine_annealing": cosine_annealing,
-                  **(plan_kwargs or {})}
-        plan = GenerativePlan(self.module, **kwargs)
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if has_val else None)
-        self._run_plan(plan, max_epochs=max_epochs, batch_size=batch_size, train_size=train_size,
-                       validation_size=validation_size, accelerator=accelerator, devices=devices,
-                       datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs)
+        args = self._training_args(
+            self._train_defaults, n_cells=self.adata.n_obs,
+            trainer_kwargs={"accelerator": accelerator, "devices": devices, **trainer_kwargs},
+            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience,
+            restore_best_weights=restore_best_weights, precision=precision,
+        )
+        if self._frozen_query:
+            args.weight_decay = 0.0  # decay would shrink the reference's batch columns, masked or not
+        plan = GenerativePlan(self.module, **{
+            "lr": args.lr, "weight_decay": args.weight_decay, "optimizer": "AdamW",
+            "n_epochs_kl_warmup": n_epochs_kl_warmup, "cosine_annealing": cosine_annealing,
+            **(plan_kwargs or {})})
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if args.has_validation else None)
+        splitter = {"shuffle_set_split": shuffle_set_split, "load_sparse_tensor": load_sparse_tensor,
+                    **(datasplitter_kwargs or {})}
+        self._run_training(plan, args, accelerator=accelerator, devices=devices,
+                           datasplitter_kwargs=splitter, **trainer_kwargs)
         self.module.eval()
-        return self
 
     # -- scVI's methods on any AnnData (genes aligned by name) --------------------------------------
     @contextmanager

@@ -11,13 +11,19 @@ import pandas as pd
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
-from scvi.dataloaders._data_splitting import validate_data_split
 
 from scattn._docs import scattn_dsp
 from scattn.module import SIMSModule
+from scattn.train import (
+    Rule,
+    StepBudget,
+    TrainDefaults,
+    n_training_processes,
+    steps_per_epoch,
+    training_cells,
+)
 
 from .base import FittedState, GenePanelClassifier, PretrainingMixin, Source
-from .base._base import n_training_processes
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +112,14 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
     _module_cls = SIMSModule
     _key = "sims"
     _labels = "optional"
-    _default_lr = 1e-2
     _inference_batch_factor = 8  # 1,024 cells a minibatch at the default batch size
-    _default_train_batch_size = 256
+    _train_defaults = TrainDefaults(
+        max_epochs=500, lr=1e-2, weight_decay=1e-3, batch_size=Rule("256, halved to 8 minibatches"),
+        early_stopping_patience=StepBudget(15, 300),
+        extra={"gradient_clip_val": 0.5, "lr_factor": 0.75, "lr_patience": StepBudget(5, 100)})
+    _pretrain_defaults = TrainDefaults(
+        max_epochs=100, lr=1e-2, weight_decay=1e-3, batch_size=Rule("256, halved to 8 minibatches"),
+        early_stopping_patience=10, extra={"mask_ratio": 0.2})
     _attention_description = (
         "TabNet explain matrix: sparsemax masks weighted by each step's decision output, "
         "normalised per cell"
@@ -177,24 +188,29 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
         return torch.as_tensor(weights, dtype=torch.float32)
 
     # -- training ---------------------------------------------------------------------------
+    @scattn_dsp.dedent
     def train(
         self,
-        max_epochs: int = 500,
+        max_epochs: int | None = None,
         *,
         lr: float | None = None,
+        weight_decay: float | None = None,
         batch_size: int | None = None,
-        weight_decay: float = 1e-3,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        early_stopping: bool | None = None,
+        early_stopping_patience: int | None = None,
+        restore_best_weights: bool | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        precision: str | int | None = None,
+        plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
         gradient_clip_val: float | None = 0.5,
         lr_factor: float = 0.75,
         lr_patience: int | None = None,
-        early_stopping: bool = True,
-        early_stopping_patience: int | None = None,
-        train_size: float = 0.9,
-        validation_size: float | None = None,
-        plan_kwargs: dict | None = None,
-        datasplitter_kwargs: dict | None = None,
-        **kwargs,
-    ):
+        **trainer_kwargs,
+    ) -> None:
         """Train the classifier (from the pretrained encoder if :meth:`pretrain` ran).
 
         SIMS' recipe (thesis section 0.3.2): Adam, learning rate 0.01, weight decay 1e-3,
@@ -203,40 +219,24 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
 
         Parameters
         ----------
-        max_epochs
-            Maximum passes through the training cells (SIMS: 500).
-        lr
-            Learning rate (default 0.01).
-        batch_size
-            Minibatch size. Default: 256 (two ghost batches of 128), halved (down to 32) until
-            an epoch has at least 8 minibatches (see Notes).
-        weight_decay
-            Adam weight decay.
+        %(train)s
         gradient_clip_val
             Clip the gradient norm to this value; `None`: no clipping.
         lr_factor, lr_patience
             Multiply the learning rate by `lr_factor` after `lr_patience` epochs without a
             better validation loss (only with a validation set). `None`: 5 epochs, or as many
             as make 100 optimiser steps when epochs are shorter (see Notes).
-        early_stopping, early_stopping_patience
-            Stop after `early_stopping_patience` epochs without a better validation loss.
-            `None`: 15 epochs, or as many as make 300 optimiser steps when epochs are shorter.
-        train_size, validation_size
-            Fractions of cells for training and validation.
-        plan_kwargs, datasplitter_kwargs
-            Extra arguments of :class:`scvi.train.TrainingPlan` and
-            :class:`scvi.dataloaders.DataSplitter`.
-        **kwargs
-            Passed to :meth:`scattn.model.base.ClassifierMixin.train` (``accelerator``,
-            ``devices``) and to the Lightning trainer (e.g. ``precision="bf16-mixed"``).
 
         Notes
         -----
-        The thesis' scheduler patience (20 epochs) exceeds its early-stopping patience (4), so
-        its scheduler could never act; here the learning rate drops after `lr_patience` = 5
-        epochs and training stops after 15. The validation loss rather than the validation
-        accuracy decides, as in the SIMS code: on small validation sets accuracy moves in
-        coarse steps and ties stop training too early.
+        %(train_defaults)s
+
+        The default batch size is 256 (two ghost batches of 128), halved (down to 32) until an
+        epoch has at least 8 minibatches. The thesis' scheduler patience (20 epochs) exceeds its
+        early-stopping patience (4), so its scheduler could never act; here the learning rate
+        drops after `lr_patience` = 5 epochs and training stops after 15. The validation loss
+        rather than the validation accuracy decides, as in the SIMS code: on small validation
+        sets accuracy moves in coarse steps and ties stop training too early.
 
         Patience is really a number of optimiser steps: on a few hundred cells an epoch is 3-5
         minibatches, and 15 epochs (about 60 steps at learning rate 0.01, with batch-norm
@@ -246,29 +246,49 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
         ``max(15, ceil(300 / s))`` and ``max(5, ceil(100 / s))`` epochs for ``s`` minibatches
         per epoch: unchanged from about 20 minibatches per epoch (5,000 cells) up.
         """
-        procs = n_training_processes(kwargs)  # under DDP each process takes 1/procs of the cells
-        batch_size = self._batch_size_for(self.adata.n_obs, train_size, validation_size, batch_size, procs)
-        steps = self._steps_per_epoch(self.adata.n_obs, train_size, validation_size, batch_size, procs)
-        if early_stopping_patience is None:
-            early_stopping_patience = max(15, math.ceil(300 / steps))
+        self._require_classifier()
+        self._check_own_data()
+        self._require_labelled_cells()
+        run_kwargs = {"accelerator": accelerator, "devices": devices, **trainer_kwargs}
+        args = self._training_args(
+            self._train_defaults, n_cells=self.adata.n_obs, trainer_kwargs=run_kwargs,
+            batch_size_rule=self._batch_size_rule, drop_last=self._drop_last_rule(self.adata.n_obs),
+            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience,
+            restore_best_weights=restore_best_weights, precision=precision,
+        )
+        if args.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (batch norm needs two cells), got {args.batch_size}.")
+        procs = n_training_processes(run_kwargs)
         if lr_patience is None:
-            lr_patience = max(5, math.ceil(100 / steps))
-        val = (1 - train_size) if validation_size is None else validation_size
-        plan = {"weight_decay": weight_decay}
-        if val > 0:
+            steps = self._steps_per_epoch(self.adata.n_obs, args.train_size, args.validation_size,
+                                          args.batch_size, procs)
+            lr_patience = StepBudget(5, 100).resolve(steps)
+        plan = {"lr": args.lr, "eps": 1e-8, "weight_decay": args.weight_decay}
+        if args.has_validation:
             plan.update(reduce_lr_on_plateau=True, lr_factor=lr_factor, lr_patience=lr_patience,
                         lr_scheduler_metric="validation_loss", lr_threshold=0.0)
         plan.update(plan_kwargs or {})
-        splitter = {"drop_last": self._drop_last(self.adata.n_obs, train_size, validation_size, batch_size, procs)}
+        splitter = {"drop_last": self._drop_last(self.adata.n_obs, args.train_size, args.validation_size,
+                                                 args.batch_size, procs)}
         splitter.update(datasplitter_kwargs or {})
         if gradient_clip_val is not None:
-            kwargs.setdefault("gradient_clip_val", gradient_clip_val)
-        return super().train(
-            max_epochs, lr=lr, batch_size=batch_size, train_size=train_size,
-            validation_size=validation_size, early_stopping=early_stopping,
-            early_stopping_patience=early_stopping_patience, plan_kwargs=plan,
-            datasplitter_kwargs=splitter, **kwargs,
-        )
+            trainer_kwargs.setdefault("gradient_clip_val", gradient_clip_val)
+        self._run_training(self._training_plan_cls(self.module, **plan), args, accelerator=accelerator,
+                           devices=devices, datasplitter_kwargs=splitter, **trainer_kwargs)
+
+    @classmethod
+    def _batch_size_rule(cls, n_cells: int, args, n_processes: int) -> int:
+        """SIMS' default batch size for `args`' split of `n_cells` cells (see :meth:`train`)."""
+        return cls._batch_size_for(n_cells, args.train_size, args.validation_size, None, n_processes)
+
+    @classmethod
+    def _drop_last_rule(cls, n_cells: int):
+        """Whether a run on `n_cells` cells drops a last one-cell minibatch, as the budget
+        rule of :meth:`~scattn.train.TrainingRunnerMixin._training_args` asks it."""
+        return lambda args, procs: cls._drop_last(n_cells, args.train_size, args.validation_size,
+                                                  args.batch_size, procs)
 
     @classmethod
     def _batch_size_for(cls, n_obs: int, train_size: float, validation_size: float | None,
@@ -277,7 +297,7 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
         until an epoch has >= 8 minibatches (in each of `n_processes` DDP processes)."""
         if batch_size is None:
             n_train = cls._cells_per_process(n_obs, train_size, validation_size, n_processes)
-            batch_size = default_batch_size(n_train, cls._default_train_batch_size)
+            batch_size = default_batch_size(n_train, 256)
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (batch norm needs two cells), got {batch_size}.")
         return batch_size
@@ -287,9 +307,9 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
                          batch_size: int, n_processes: int = 1) -> int:
         """Optimiser steps in one training epoch (of each of `n_processes` DDP processes, which
         share every epoch's cells)."""
-        n_train = cls._cells_per_process(n_obs, train_size, validation_size, n_processes)
         drop = cls._drop_last(n_obs, train_size, validation_size, batch_size, n_processes)
-        return max(1, n_train // batch_size if drop else math.ceil(n_train / batch_size))
+        return steps_per_epoch(n_obs, train_size, validation_size, batch_size, n_processes=n_processes,
+                               drop_last=drop)
 
     @classmethod
     def _drop_last(cls, n_obs: int, train_size: float, validation_size: float | None, batch_size: int,
@@ -303,24 +323,29 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
     def _cells_per_process(n_obs: int, train_size: float, validation_size: float | None,
                            n_processes: int = 1) -> int:
         """Training cells in an epoch of each of `n_processes` processes (DDP shares them out)."""
-        n_train, _ = validate_data_split(n_obs, train_size, validation_size, None, False, False)
-        return math.ceil(n_train / n_processes)
+        return math.ceil(training_cells(n_obs, train_size, validation_size) / n_processes)
 
+    @scattn_dsp.dedent
     def pretrain(
         self,
         adata: AnnData | None = None,
         *,
-        max_epochs: int = 100,
-        mask_ratio: float = 0.2,
+        max_epochs: int | None = None,
         lr: float | None = None,
+        weight_decay: float | None = None,
         batch_size: int | None = None,
-        weight_decay: float = 1e-3,
-        train_size: float = 0.9,
-        early_stopping: bool = True,
-        early_stopping_patience: int = 10,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        early_stopping: bool | None = None,
+        early_stopping_patience: int | None = None,
+        restore_best_weights: bool | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
+        precision: str | int | None = None,
+        plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
         min_gene_overlap: float = 0.5,
+        mask_ratio: float = 0.2,
         **trainer_kwargs,
     ) -> None:
         """Self-supervised pretraining of the encoder: reconstruct randomly hidden genes.
@@ -337,41 +362,36 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
             Cells to pretrain on: `None` for the model's own AnnData, or another AnnData with
             the same kind of data (same layer, counts or log-normalised), genes matched by name
             (missing genes read as zero, with a warning). Its labels are not read.
-        max_epochs
-            Maximum passes through the cells.
+        %(train)s
+        min_gene_overlap
+            Smallest share of the model's genes that `adata` must have.
         mask_ratio
             Probability that a gene of a cell is hidden (TabNet: 0.2).
-        lr
-            Adam learning rate (default 0.01).
-        batch_size
-            Minibatch size (default as in :meth:`train`).
-        weight_decay
-            Adam weight decay.
-        train_size
-            Fraction of cells trained on; the rest validates (early stopping).
-        early_stopping, early_stopping_patience
-            Stop after `early_stopping_patience` epochs without a better validation loss.
-        accelerator, devices
-            Passed to Lightning.
-        min_gene_overlap
-            Smallest fraction of the model's genes that `adata` must have.
-        **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (Lightning), e.g. ``precision="bf16-mixed"`` for
-            bf16 mixed precision on a GPU (default fp32), ``enable_progress_bar``, ``strategy="ddp"``.
+
+        Notes
+        -----
+        %(train_defaults)s
         """
         n_obs = self.adata.n_obs if adata is None else adata.n_obs
-        procs = n_training_processes({"accelerator": accelerator, "devices": devices, **trainer_kwargs})
-        batch_size = self._batch_size_for(n_obs, train_size, None, batch_size, procs)
-        self._pretrain(
-            adata,
-            plan_kwargs={"mask_ratio": mask_ratio, "lr": self._default_lr if lr is None else lr,
-                         "weight_decay": weight_decay, "eps": 1e-8},
-            max_epochs=max_epochs, batch_size=batch_size, train_size=train_size,
-            early_stopping=early_stopping, early_stopping_patience=early_stopping_patience,
-            accelerator=accelerator, devices=devices, min_gene_overlap=min_gene_overlap,
-            datasplitter_kwargs={"drop_last": self._drop_last(n_obs, train_size, None, batch_size, procs)},
-            **trainer_kwargs,
+        run_kwargs = {"accelerator": accelerator, "devices": devices, **trainer_kwargs}
+        args = self._training_args(
+            self._pretrain_defaults, n_cells=n_obs, trainer_kwargs=run_kwargs,
+            batch_size_rule=self._batch_size_rule, drop_last=self._drop_last_rule(n_obs),
+            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience,
+            restore_best_weights=restore_best_weights, precision=precision,
         )
+        if args.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (batch norm needs two cells), got {args.batch_size}.")
+        procs = n_training_processes(run_kwargs)
+        splitter = {"drop_last": self._drop_last(n_obs, args.train_size, args.validation_size,
+                                                 args.batch_size, procs)}
+        splitter.update(datasplitter_kwargs or {})
+        plan = {"mask_ratio": mask_ratio, "lr": args.lr, "weight_decay": args.weight_decay, "eps": 1e-8}
+        plan.update(plan_kwargs or {})
+        self._pretrain(adata, plan_kwargs=plan, args=args, accelerator=accelerator, devices=devices,
+                       min_gene_overlap=min_gene_overlap, datasplitter_kwargs=splitter, **trainer_kwargs)
 
     # -- feature importances ----------------------------------------------------------------
     def get_feature_importances(

@@ -17,7 +17,7 @@ from torch import nn
 import scattn as sa
 from scattn.model.base import ClassifierMixin, LatentMixin, PretrainingMixin, ScattnModel
 from scattn.module import MODULE_KEYS, OBJECTIVES, PanelModule
-from scattn.train import GenerativePlan
+from scattn.train import GenerativePlan, TrainDefaults
 from tests.conftest import make_counts
 
 
@@ -146,7 +146,9 @@ class ToyBertModule(PanelModule):
 class ToyBert(PretrainingMixin, ClassifierMixin, LatentMixin, ScattnModel):
     _module_cls = ToyBertModule
     _key = "toybert"
-    _default_lr = 1e-2
+    _train_defaults = ClassifierMixin._train_defaults.replace(lr=1e-2)
+    _pretrain_defaults = TrainDefaults(max_epochs=2, lr=1e-2, weight_decay=0.0, batch_size=32,
+                                       early_stopping=False, early_stopping_patience=5)
 
     def __init__(self, adata, *, n_hidden: int = 8, fitted=None):
         super().__init__(adata)
@@ -156,11 +158,9 @@ class ToyBert(PretrainingMixin, ClassifierMixin, LatentMixin, ScattnModel):
         self.module = ToyBertModule(**self._module_gene_args(fitted), n_hidden=n_hidden)
         self._record_init_params(locals())
 
-    def pretrain(self, adata=None, max_epochs: int = 2):
-        self._pretrain(adata, plan_kwargs={"mask_ratio": 0.3, "lr": 1e-2}, max_epochs=max_epochs,
-                       batch_size=32, train_size=0.9, early_stopping=False,
-                       early_stopping_patience=5, accelerator="cpu", devices="auto",
-                       min_gene_overlap=0.5, enable_progress_bar=False)
+    def pretrain(self, adata=None, **kwargs):
+        super().pretrain(adata, plan_kwargs={"mask_ratio": 0.3}, accelerator="cpu",
+                         enable_progress_bar=False, **kwargs)
 
 
 def _labelled():

@@ -12,12 +12,10 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from scattn._docs import scattn_dsp
-from scattn._settings import settings
 from scattn._version import __version__
 from scattn._write import write_results
 from scattn.module import MODULE_KEYS
-from scattn.train import ClassificationPlan
-from scattn.train._callbacks import restore_best_weights as restore_best_weights_of
+from scattn.train import SETTINGS_BATCH_SIZE, ClassificationPlan, TrainDefaults
 
 from ._results import PredictionResult
 
@@ -29,9 +27,8 @@ UNKNOWN = "Unknown"
 class ClassifierMixin:
     """Training for labels, prediction and result writing.
 
-    A model using it sets ``_default_lr`` and ``_default_train_batch_size`` (or `None`), may
-    change ``_default_early_stopping_patience`` (10) and ``_default_restore_best_weights``
-    (`False`), and has a :class:`~scattn.module.PanelModule` whose ``inference`` returns
+    A model using it may change ``_train_defaults`` (a :class:`~scattn.train.TrainDefaults`:
+    100 epochs, Adam at 1e-3, patience 10...), and has a :class:`~scattn.module.PanelModule` whose ``inference`` returns
     ``logits`` and ``z`` once it has a head. A model built without labels (e.g. to pretrain) has no head;
     :meth:`PretrainingMixin.from_pretrained <scattn.model.base.PretrainingMixin.from_pretrained>`
     starts a labelled model, head included, from it. With :class:`AttentionMixin`,
@@ -39,10 +36,8 @@ class ClassifierMixin:
     """
 
     _training_plan_cls = ClassificationPlan
-    _default_lr = 1e-3
-    _default_train_batch_size: int | None = None
-    _default_early_stopping_patience = 10
-    _default_restore_best_weights = False
+    _train_defaults = TrainDefaults(max_epochs=100, lr=1e-3, weight_decay=0.0,
+                                    batch_size=SETTINGS_BATCH_SIZE, early_stopping_patience=10)
 
     def _require_classifier(self) -> None:
         """A clear error for a model without labels or head."""
@@ -64,91 +59,59 @@ class ClassifierMixin:
             )
 
     # -- training --------------------------------------------------------------------------
+    @scattn_dsp.dedent
     def train(
         self,
-        max_epochs: int = 100,
+        max_epochs: int | None = None,
         *,
         lr: float | None = None,
+        weight_decay: float | None = None,
         batch_size: int | None = None,
-        train_size: float = 0.9,
+        train_size: float | None = None,
         validation_size: float | None = None,
-        early_stopping: bool = True,
+        early_stopping: bool | None = None,
         early_stopping_patience: int | None = None,
         restore_best_weights: bool | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
+        precision: str | int | None = None,
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
         **trainer_kwargs,
-    ):
-        """Train the classifier with scvi-tools' Lightning machinery.
+    ) -> None:
+        """Train the classifier (cross-entropy of the labelled cells, Adam).
 
         Parameters
         ----------
-        max_epochs
-            Maximum passes through the training cells.
-        lr
-            Adam learning rate (the model's paper default if `None`).
-        batch_size
-            Minibatch size; `None` uses the model's default (CGRAN: 32, so that small
-            datasets get enough updates at the paper's learning rate), else
-            :attr:`scattn.settings.batch_size`.
-        train_size
-            Fraction of cells for training; the rest validates (early stopping, history).
-        validation_size
-            Fraction for validation; `None` means ``1 - train_size``.
-        early_stopping
-            Stop when the validation loss has not improved for `early_stopping_patience`
-            epochs. Ignored without a validation set.
-        early_stopping_patience
-            Epochs without improvement before stopping; `None`: the model's default (10; CGRAN:
-            5).
-        restore_best_weights
-            At the end, load the weights of the epoch with the lowest validation loss (with a
-            validation set, which is then scored every epoch); otherwise the last epoch's
-            weights are kept. `None`: the model's default (`False`; CGRAN: `True`).
-        accelerator, devices
-            Passed to Lightning (``"cpu"``, ``"gpu"``, ``"auto"``...). Several devices train
-            with Lightning's DDP (``strategy="ddp"``, run from a script; `batch_size` is then
-            per process): see the "Large data" page of the documentation.
-        plan_kwargs
-            Extra arguments of :class:`scattn.train.ClassificationPlan` (scvi-tools'
-            :class:`~scvi.train.TrainingPlan`, e.g. ``weight_decay``).
-        datasplitter_kwargs
-            Extra arguments of :class:`scvi.dataloaders.DataSplitter`.
-        **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (Lightning), e.g. ``precision="bf16-mixed"`` for
-            bf16 mixed precision on a GPU (default fp32), ``enable_progress_bar``, ``strategy="ddp"``.
+        %(train)s
 
         Notes
         -----
+        %(train_defaults)s
+
         Training history (``train_loss``, ``validation_loss``, ``accuracy_train``,
         ``accuracy_validation``) is in ``model.history`` (under DDP: in rank 0).
         """
         self._require_classifier()
         self._check_own_data()
         self._require_labelled_cells()
-        if early_stopping_patience is None:
-            early_stopping_patience = self._default_early_stopping_patience
-        has_validation = self._prepare_training(
-            max_epochs, train_size, validation_size, early_stopping, early_stopping_patience, trainer_kwargs
+        args = self._training_args(
+            self._train_defaults, n_cells=self.adata.n_obs,
+            trainer_kwargs={"accelerator": accelerator, "devices": devices, **trainer_kwargs},
+            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience,
+            restore_best_weights=restore_best_weights, precision=precision,
         )
-        if has_validation and (self._default_restore_best_weights if restore_best_weights is None
-                               else restore_best_weights):
-            restore_best_weights_of(trainer_kwargs)
-        plan = {"lr": self._default_lr if lr is None else lr, "eps": 1e-8, "weight_decay": 0.0}
+        self._run_training(self._classification_plan(args, plan_kwargs), args, accelerator=accelerator,
+                           devices=devices, datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs)
+
+    def _classification_plan(self, args, plan_kwargs: dict | None):
+        """The training plan of :meth:`train` (Adam on the cross-entropy; a model may change
+        the optimiser through `plan_kwargs` or override this)."""
+        plan = {"lr": args.lr, "eps": 1e-8, "weight_decay": args.weight_decay}
         plan.update(plan_kwargs or {})
-        self._run_plan(
-            self._training_plan_cls(self.module, **plan),
-            max_epochs=max_epochs,
-            batch_size=batch_size or self._default_train_batch_size or settings.batch_size,
-            train_size=train_size,
-            validation_size=validation_size,
-            accelerator=accelerator,
-            devices=devices,
-            datasplitter_kwargs=datasplitter_kwargs,
-            **trainer_kwargs,
-        )
+        return self._training_plan_cls(self.module, **plan)
 
     # -- inference -------------------------------------------------------------------------
     @scattn_dsp.dedent

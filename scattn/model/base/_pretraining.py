@@ -8,7 +8,8 @@ import warnings
 
 from anndata import AnnData
 
-from scattn.train import MaskedPretrainingPlan
+from scattn._docs import scattn_dsp
+from scattn.train import SETTINGS_BATCH_SIZE, MaskedPretrainingPlan, TrainDefaults
 
 from ._fitted import Source, check_shared_genes, weights_fingerprint
 
@@ -21,10 +22,12 @@ class PretrainingMixin:
 
     A model using it sets ``_pretraining_plan_cls`` (default
     :class:`~scattn.train.MaskedPretrainingPlan`; its module implements that objective) and
-    ``_default_pretrain_batch_size(n_cells)``.
+    ``_pretrain_defaults`` (a :class:`~scattn.train.TrainDefaults`).
     """
 
     _pretraining_plan_cls = MaskedPretrainingPlan
+    _pretrain_defaults = TrainDefaults(max_epochs=100, lr=1e-3, weight_decay=0.0,
+                                       batch_size=SETTINGS_BATCH_SIZE, early_stopping_patience=10)
     #: whether :meth:`pretrain` has run (saved with the model)
     is_pretrained_: bool = False
     #: the pretraining history (``train_loss``, ``validation_loss``), like ``history``
@@ -34,26 +37,75 @@ class PretrainingMixin:
     #: :func:`scattn.tl.attention_shift` can check a fine-tuned model against its pretrained one
     pretrained_from_: str | None = None
 
+    @scattn_dsp.dedent
+    def pretrain(
+        self,
+        adata: AnnData | None = None,
+        *,
+        max_epochs: int | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        batch_size: int | None = None,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        early_stopping: bool | None = None,
+        early_stopping_patience: int | None = None,
+        restore_best_weights: bool | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        precision: str | int | None = None,
+        plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
+        min_gene_overlap: float = 0.5,
+        **trainer_kwargs,
+    ) -> None:
+        """Self-supervised pretraining on any cells, labelled or not (the model's
+        ``_pretraining_plan_cls`` objective); then :meth:`from_pretrained` or ``train()``.
+
+        Parameters
+        ----------
+        adata
+            Cells to pretrain on: `None` for the model's own AnnData, or another AnnData with
+            the same kind of data, genes matched by name (missing genes read as zero, with a
+            warning). Its labels are not read.
+        %(train)s
+        min_gene_overlap
+            Smallest share of the model's genes that `adata` must have.
+
+        Notes
+        -----
+        %(train_defaults)s
+
+        The history is in ``model.pretrain_history_``; ``model.is_pretrained_`` becomes `True`.
+        """
+        args = self._training_args(
+            self._pretrain_defaults, n_cells=self.adata.n_obs if adata is None else adata.n_obs,
+            trainer_kwargs={"accelerator": accelerator, "devices": devices, **trainer_kwargs},
+            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience,
+            restore_best_weights=restore_best_weights, precision=precision,
+        )
+        plan = {"lr": args.lr, "weight_decay": args.weight_decay, **(plan_kwargs or {})}
+        self._pretrain(adata, plan_kwargs=plan, args=args, accelerator=accelerator, devices=devices,
+                       min_gene_overlap=min_gene_overlap, datasplitter_kwargs=datasplitter_kwargs,
+                       **trainer_kwargs)
+
     def _pretrain(
         self,
         adata: AnnData | None,
         *,
         plan_kwargs: dict,
-        max_epochs: int,
-        batch_size: int,
-        train_size: float,
-        early_stopping: bool,
-        early_stopping_patience: int,
-        accelerator: str,
+        args,
+        accelerator,
         devices,
         min_gene_overlap: float,
         datasplitter_kwargs: dict | None = None,
         **trainer_kwargs,
     ) -> None:
-        """Run the pretraining plan on `adata` (`None`: the model's own cells; another AnnData
-        is aligned by gene name, its zero-filled genes never scored)."""
-        self._prepare_training(max_epochs, train_size, None, early_stopping, early_stopping_patience,
-                               trainer_kwargs)
+        """Run the pretraining plan with the resolved `args` (a :class:`~scattn.train.TrainArgs`)
+        on `adata` (`None`: the model's own cells; another AnnData is aligned by gene name, its
+        zero-filled genes never scored)."""
         plan = self._pretraining_plan_cls(self.module, **plan_kwargs)
         if self.is_trained_:
             warnings.warn(
@@ -70,11 +122,9 @@ class PretrainingMixin:
             self.is_trained_ = False  # a fresh history, not appended to the classifier's
             self.history_ = None
             try:
-                epochs = self._run_plan(plan, adata=internal, max_epochs=max_epochs,
-                                        batch_size=batch_size, train_size=train_size,
-                                        validation_size=None, accelerator=accelerator,
-                                        devices=devices, datasplitter_kwargs=datasplitter_kwargs,
-                                        what="pretrain()", **trainer_kwargs)
+                epochs = self._run_training(plan, args, adata=internal, accelerator=accelerator,
+                                            devices=devices, datasplitter_kwargs=datasplitter_kwargs,
+                                            what="pretrain()", **trainer_kwargs)
                 pretrain_history = self.history_
             finally:
                 panel.set_unobserved(None)

@@ -127,21 +127,3 @@ class VocabularyMixin:
             raise ValueError(f"{len(unknown)} genes are not in the model's vocabulary: "
                              f"{', '.join(unknown[:5])}.")
         return torch.as_tensor(pos, dtype=torch.long)
-
-    @staticmethod
-    def _step_budget(n_cells: int, train_size: float, batch_size: int, max_epochs: int | None,
-                     patience: int | None, *, epochs: int = 30, steps: int = 300,
-                     patience_epochs: int = 5, patience_steps: int = 100,
-                     n_processes: int = 1) -> tuple[int, int]:
-        """Training budget counted in optimiser steps where epochs are short: `max_epochs`
-        `None` -> `epochs`, or as many as make `steps` steps; `patience` `None` ->
-        `patience_epochs`, or as many as make `patience_steps` steps (a few dozen labelled
-        cells make one or two steps an epoch, and an epoch count alone would stop at chance).
-        Under DDP each of `n_processes` processes steps through its share of the cells."""
-        per_process = -(-int(round(n_cells * train_size)) // max(1, n_processes))
-        per_epoch = max(1, -(-per_process // batch_size))
-        if max_epochs is None:
-            max_epochs = max(epochs, -(-steps // per_epoch))
-        if patience is None:
-            patience = max(patience_epochs, -(-patience_steps // per_epoch))
-        return max_epochs, patience
