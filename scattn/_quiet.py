@@ -30,6 +30,8 @@ import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
+from scattn._compat import private
+
 __all__ = ["CHATTER_WARNINGS", "CHATTY_LOGGERS", "is_quiet", "quiet"]
 
 logger = logging.getLogger(__name__)
@@ -116,7 +118,7 @@ def quiet() -> Iterator[None]:
 def _reroute_early_stopping_print(stack: ExitStack) -> None:
     """scvi-tools' ``LoudEarlyStopping`` prints why training stopped; log it at INFO instead."""
     try:
-        from scvi.train._callbacks import LoudEarlyStopping
+        LoudEarlyStopping = private("LoudEarlyStopping")
     except ImportError:  # another scvi-tools layout: leave it as it is
         return
     original = LoudEarlyStopping.__dict__.get("teardown")
@@ -137,7 +139,7 @@ def _reroute_failed_training_print(stack: ExitStack) -> None:
     re-raises any error of a fit (the user sees the error itself anyway); log it at DEBUG
     instead. Its module gets a ``print`` of its own for the block (other prints pass through)."""
     try:
-        from scvi.train import _trainrunner
+        _trainrunner = private("trainrunner_module")
     except ImportError:  # another scvi-tools layout: leave it as it is
         return
     if "print" in vars(_trainrunner):  # an enclosing block has rerouted it already

@@ -15,6 +15,7 @@ from anndata import AnnData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 
+from scattn._compat import manager_stores
 from scattn._progress import progress
 from scattn._quiet import quiet
 from scattn._settings import settings
@@ -177,8 +178,9 @@ class AlignedDataMixin:
             # transferred managers live only in this instance's store (scvi's
             # `deregister_manager` looks in the class store and cannot find them)
             uuid = internal.uns.get("_scvi_uuid")
-            self._per_instance_manager_store.get(self.id, {}).pop(uuid, None)
-            self._setup_adata_manager_store.pop(uuid, None)
+            per_instance, per_class = manager_stores(self)
+            per_instance.get(self.id, {}).pop(uuid, None)
+            per_class.pop(uuid, None)
 
     def _infer(self, adata: AnnData | None, *, indices=None, min_gene_overlap: float = 0.5,
                with_empty: bool = False, desc: str | None = None, **kwargs) -> dict:
