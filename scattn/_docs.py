@@ -102,7 +102,51 @@ Every argument left at `None` takes the model's default: its ``_train_defaults``
 "Training defaults" table; a budget shown as "N, or S steps" is N epochs, or more where an
 epoch has few minibatches, as many as make S optimiser steps."""
 
+doc_setup_core = """\
+adata
+    Cells x genes AnnData.
+labels_key
+    Column of ``adata.obs`` with cell types. Cells whose label is `unlabeled_category` or NaN
+    are kept out of the loss and predicted. A classifier (CFAN, CGRAN) needs it; a model that
+    can be pretrained first takes it optionally.
+layer
+    Layer with the expression; `None` uses ``adata.X``.
+expression
+    ``"counts"``: raw counts; the model normalises to 10,000 per cell and takes log1p.
+    ``"log1p"``: data already log-normalised (e.g. ``adata.raw``), used as given.
+unlabeled_category
+    Label value meaning "unlabelled".
+classes
+    The known classes, in the classifier's output order; every label must be one of them.
+    `None`: the sorted labels found. Fixing them shares one label encoding across datasets
+    (``load_query_data`` uses it)."""
+
+doc_setup_gene_id_key = """\
+gene_id_key
+    The ``adata.var`` column holding the gene IDs the vocabulary uses (e.g. Ensembl IDs);
+    `None`: ``adata.var_names``. New data is matched through the same column."""
+
+doc_setup_batch_key = """\
+batch_key
+    Column of ``adata.obs`` with each cell's batch."""
+
+doc_setup_condition_key = """\
+condition_key
+    Column of ``adata.obs`` with each cell's condition (e.g. control vs stimulated, a
+    perturbation), given to the model as a condition token."""
+
+doc_setup_notes = """\
+Everything is checked before anything is written. As in scvi-tools, registration adds
+``adata.obs["_scvi_labels"]`` (with labels; ``"_scvi_batch"`` with a batch) and
+``adata.uns["_scvi_uuid"]``, ``adata.uns["_scvi_manager_uuid"]``; nothing else in `adata`
+changes."""
+
 scattn_dsp = DocstringProcessor(
+    setup_core=doc_setup_core,
+    setup_gene_id_key=doc_setup_gene_id_key,
+    setup_batch_key=doc_setup_batch_key,
+    setup_condition_key=doc_setup_condition_key,
+    setup_notes=doc_setup_notes,
     train=doc_train,
     train_defaults=doc_train_defaults,
     model_adata=doc_model_adata,

@@ -33,10 +33,10 @@ import pandas as pd
 from .._common import RESULTS, load_transfer_tasks, lognorm_matrix, write_results
 
 SETTINGS = {
-    "CGRAN": {"A": {"embedding": "query", "fine_tune": "classifier"},
-              "B": {"embedding": "query", "fine_tune": "all"},
-              "C": {"embedding": "reference", "fine_tune": "all"}},
-    "CFAN": {"A": {"fine_tune": "classifier"}, "B": {"fine_tune": "all"}},
+    "CGRAN": {"A": {"embedding": "query", "unfrozen": False},
+              "B": {"embedding": "query", "unfrozen": True},
+              "C": {"embedding": "reference", "unfrozen": True}},
+    "CFAN": {"A": {"unfrozen": False}, "B": {"unfrozen": True}},
 }
 
 

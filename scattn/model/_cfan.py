@@ -108,7 +108,6 @@ class CFAN(GenePanelClassifier):
         self._init_panel(fitted)
         self.module = self._module_cls(
             **self._module_gene_args(fitted),
-            normalize_counts=self._setup_args["expression"] == "counts",
             n_extractors=n_extractors,
             n_features=n_features,
             n_qk=n_qk,

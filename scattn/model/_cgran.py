@@ -14,11 +14,12 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 
 from scattn._docs import scattn_dsp
+from scattn._settings import settings
 from scattn.data import BackedLogNorm, factorize, get_matrix, log_normalize, make_gene_groups
 from scattn.module import CGRANModule
 
 from .base import FittedState, GenePanelClassifier, Source
-from .base._query import FineTune
+from .base._query import FineTune, resolve_unfrozen
 
 logger = logging.getLogger(__name__)
 
@@ -127,16 +128,13 @@ class CGRAN(GenePanelClassifier):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
         if n_heads < 1 or len(head_dims) < 1 or min(head_dims) < 1:
             raise ValueError("n_heads and every head dim must be >= 1, with at least one block.")
-        import scvi
-
         if fitted is None:
             fitted = self._fit_embeddings(n_top_genes, genes, n_embedding, embedding_method, grouping,
-                                          group_size, n_groups, seed=scvi.settings.seed or 0)
+                                          group_size, n_groups, seed=settings.seed or 0)
         self._init_panel(fitted)
         self.module = self._module_cls(
             **self._module_gene_args(fitted),
             **fitted.buffers,
-            normalize_counts=self._setup_args["expression"] == "counts",
             n_heads=n_heads,
             head_dims=tuple(head_dims),
             dropout=dropout,
@@ -219,10 +217,11 @@ class CGRAN(GenePanelClassifier):
         adata: AnnData,
         reference_model: CGRAN,
         *,
-        embedding: Literal["reference", "query"] = "reference",
-        fine_tune: FineTune = "all",
+        unfrozen: bool | None = None,
         extend_classes: bool = False,
         min_gene_overlap: float = 0.5,
+        fine_tune: FineTune | None = None,
+        embedding: Literal["reference", "query"] = "reference",
     ) -> CGRAN:
         """A CGRAN for a query dataset that starts from a trained reference model.
 
@@ -234,11 +233,11 @@ class CGRAN(GenePanelClassifier):
         (section 4.4):
 
         ====================  ==============  ==============
-        paper setting         `embedding`     `fine_tune`
+        paper setting         `embedding`     `unfrozen`
         ====================  ==============  ==============
-        A                     ``"query"``     ``"classifier"``
-        B                     ``"query"``     ``"all"``
-        C                     ``"reference"`` ``"all"``
+        A                     ``"query"``     `False`
+        B                     ``"query"``     `True`
+        C                     ``"reference"`` `True`
         ====================  ==============  ==============
 
         Parameters
@@ -248,21 +247,23 @@ class CGRAN(GenePanelClassifier):
             reference's `unlabeled_category`). Registered in place, as scvi-tools does.
         reference_model
             A trained CGRAN.
-        embedding
-            ``"reference"``: keep the reference's gene embeddings ``B`` and fit each query
-            cell's embedding to its expression by least squares, ``min_A ||x - A B^T||^2``
-            over the genes the query has (the optimum the paper reaches by gradient descent,
-            in closed form, so new cells get theirs too). ``"query"``: a new truncated SVD of
-            the query over the reference's genes (cells and genes).
-        fine_tune
-            ``"classifier"``: train only the classifier head (and its temperature); ``"all"``:
-            every weight.
+        unfrozen
+            Train every weight (`True`) or only the classifier head and its temperature
+            (`False`), as scvi-tools' ``load_query_data(unfrozen=)``. `None`: every weight.
         extend_classes
             Add the query's labels that the reference lacks as new classes (new classifier
             rows). With `False`, such labels are an error: set them to the unlabelled category
             to have them predicted (and flagged by :func:`scattn.tl.novelty`).
         min_gene_overlap
             Smallest fraction of the reference's genes the query must have.
+        fine_tune
+            Deprecated: ``"all"`` is ``unfrozen=True``, ``"classifier"`` ``unfrozen=False``.
+        embedding
+            ``"reference"``: keep the reference's gene embeddings ``B`` and fit each query
+            cell's embedding to its expression by least squares, ``min_A ||x - A B^T||^2``
+            over the genes the query has (the optimum the paper reaches by gradient descent,
+            in closed form, so new cells get theirs too). ``"query"``: a new truncated SVD of
+            the query over the reference's genes (cells and genes).
 
         Returns
         -------
@@ -271,8 +272,8 @@ class CGRAN(GenePanelClassifier):
         if embedding not in ("reference", "query"):
             raise ValueError(f"embedding must be 'reference' or 'query', got {embedding!r}.")
         return cls._make_query_model(
-            adata, reference_model, fine_tune=fine_tune, extend_classes=extend_classes,
-            min_gene_overlap=min_gene_overlap, embedding=embedding,
+            adata, reference_model, unfrozen=resolve_unfrozen(unfrozen, fine_tune, cls._default_unfrozen),
+            extend_classes=extend_classes, min_gene_overlap=min_gene_overlap, embedding=embedding,
         )
 
     @classmethod
@@ -293,10 +294,8 @@ class CGRAN(GenePanelClassifier):
                 lognorm = lognorm.to_memory()
             lognorm = sparse.csr_matrix(lognorm)
             padded = sparse.hstack([lognorm, sparse.csr_matrix((adata.n_obs, 1))], format="csr")
-            import scvi
-
             emb = factorize(padded[:, gene_index], b.shape[1], method=source.init_params["embedding_method"],
-                            seed=scvi.settings.seed or 0)
+                            seed=settings.seed or 0)
             gene_embedding, projection = emb.gene_embedding, emb.projection
             if gene_embedding.shape[1] < b.shape[1]:  # fewer query cells/genes than dims: pad
                 pad = ((0, 0), (0, b.shape[1] - gene_embedding.shape[1]))

@@ -30,6 +30,7 @@ from .base import (
     FittedState,
     LatentMixin,
     PretrainingMixin,
+    QueryMixin,
     ScattnModel,
     VocabularyMixin,
     weights_fingerprint,
@@ -47,8 +48,8 @@ PRESETS: dict[str, dict] = {
 
 
 @scattn_dsp.dedent
-class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin,
-                 ScattnModel):
+class Geneformer(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, LatentMixin,
+                 ClassifierMixin, ScattnModel):
     """Geneformer-style transformer (Theodoris et al. 2023): a BERT encoder over each cell's
     genes in rank-value order.
 
@@ -140,6 +141,33 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
         extra={"mask_ratio": 0.15, "warmup_fraction": 0.05, "min_gene_overlap": 0.05})
     _attention_description = "attention the gene tokens receive from <cls>, last layer, mean over heads"
 
+    @classmethod
+    @scattn_dsp.dedent
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        labels_key: str | None = None,
+        *,
+        layer: str | None = None,
+        expression: Literal["counts", "log1p"] = "counts",
+        unlabeled_category: str = "Unknown",
+        classes: Sequence[str] | None = None,
+        gene_id_key: str | None = None,
+    ) -> None:
+        """Register `adata` with Geneformer (labels optional: pretraining reads none).
+
+        Parameters
+        ----------
+        %(setup_core)s
+        %(setup_gene_id_key)s
+
+        Notes
+        -----
+        %(setup_notes)s
+        """
+        cls._register(adata, labels_key, layer=layer, expression=expression,
+                      unlabeled_category=unlabeled_category, classes=classes, gene_id_key=gene_id_key)
+
     def __init__(
         self,
         adata: AnnData,
@@ -178,7 +206,6 @@ class Geneformer(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin,
         self.module = self._module_cls(
             **self._module_gene_args(fitted),
             **fitted.buffers,
-            normalize_counts=self._setup_args["expression"] == "counts",
             special_tokens=tuple(special_tokens),
             pooling=pooling,
             emb_layer=0 if emb_layer is None else emb_layer,

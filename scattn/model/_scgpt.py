@@ -27,6 +27,7 @@ from .base import (
     LatentMixin,
     PredictionResult,
     PretrainingMixin,
+    QueryMixin,
     ScattnModel,
     VocabularyMixin,
 )
@@ -48,7 +49,8 @@ TASK_WEIGHTS = {"gep": 1.0, "gepc": 1.0, "ecs": 10.0, "dar": 1.0, "cls": 1.0}
 
 
 @scattn_dsp.dedent
-class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, ClassifierMixin, ScattnModel):
+class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, LatentMixin, ClassifierMixin,
+            ScattnModel):
     """scGPT-style transformer (Cui et al. 2024): each cell's expressed genes as tokens with
     their binned values, a ``<cls>`` token for the cell, condition tokens.
 
@@ -132,6 +134,40 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
                "min_gene_overlap": 0.05})
     _attention_description = "attention the gene tokens receive from <cls>, last layer, mean over heads"
 
+    @classmethod
+    @scattn_dsp.dedent
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        labels_key: str | None = None,
+        *,
+        layer: str | None = None,
+        expression: Literal["counts", "log1p"] = "counts",
+        unlabeled_category: str = "Unknown",
+        classes: Sequence[str] | None = None,
+        gene_id_key: str | None = None,
+        batch_key: str | None = None,
+        condition_key: str | None = None,
+    ) -> None:
+        """Register `adata` with scGPT (labels optional: pretraining and integration read none).
+
+        Parameters
+        ----------
+        %(setup_core)s
+        %(setup_gene_id_key)s
+        %(setup_batch_key)s
+            Given to the expression decoders (never to the encoder) and, with two or more
+            batches, to the adversarial batch discriminator (integration).
+        %(setup_condition_key)s
+
+        Notes
+        -----
+        %(setup_notes)s
+        """
+        cls._register(adata, labels_key, layer=layer, expression=expression,
+                      unlabeled_category=unlabeled_category, classes=classes, gene_id_key=gene_id_key,
+                      batch_key=batch_key, condition_key=condition_key)
+
     def __init__(
         self,
         adata: AnnData,
@@ -174,7 +210,6 @@ class SCGPT(VocabularyMixin, PretrainingMixin, AttentionMixin, LatentMixin, Clas
         self.module = self._module_cls(
             **self._module_gene_args(fitted),
             **fitted.buffers,
-            normalize_counts=self._setup_args["expression"] == "counts",
             n_batch=self.n_batch,
             n_conditions=len(self.conditions_),
             special_tokens=tuple(special_tokens),

@@ -109,6 +109,8 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
     _key = "scvit"
     #: a query model training only its new batch columns (set by load_query_data, not saved)
     _frozen_query = False
+    #: what ``load_query_data(unfrozen=None)`` means (scvi-tools: the new batch columns only)
+    _default_unfrozen = False
     _labels = "optional"
     _batch_key = True
     _covariates = True
@@ -129,7 +131,6 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         categorical_covariate_keys: list[str] | None = None,
         *,
         unlabeled_category: str = "Unknown",
-        **kwargs,
     ) -> None:
         """Register `adata` (raw counts) with scViT; the arguments of :meth:`scvi.model.SCVI.setup_anndata`.
 
@@ -148,23 +149,19 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         unlabeled_category
             Label value meaning "unlabelled".
         """
-        if "source_registry" not in kwargs:
-            if isinstance(adata, AnnData) and batch_key is not None and batch_key in adata.obs:
-                check_not_empty(adata)
-                sizes = adata.obs[batch_key].value_counts()
-                single = sizes.index[sizes == 1].astype(str).tolist()
-                if single:
-                    raise ValueError(
-                        f"Batch(es) {', '.join(map(repr, single[:5]))} of adata.obs[{batch_key!r}] "
-                        "hold a single cell; a batch effect cannot be learnt from one cell. Merge "
-                        "them into a neighbouring batch or drop them."
-                    )
-        expression = kwargs.pop("expression", "counts")
-        if expression != "counts":
-            raise ValueError("scViT models counts (a ZINB likelihood); set it up on raw counts.")
-        super().setup_anndata(adata, labels_key, layer=layer, expression="counts",
-                              unlabeled_category=unlabeled_category, batch_key=batch_key,
-                              categorical_covariate_keys=categorical_covariate_keys, **kwargs)
+        if isinstance(adata, AnnData) and batch_key is not None and batch_key in adata.obs:
+            check_not_empty(adata)
+            sizes = adata.obs[batch_key].value_counts()
+            single = sizes.index[sizes == 1].astype(str).tolist()
+            if single:
+                raise ValueError(
+                    f"Batch(es) {', '.join(map(repr, single[:5]))} of adata.obs[{batch_key!r}] "
+                    "hold a single cell; a batch effect cannot be learnt from one cell. Merge "
+                    "them into a neighbouring batch or drop them."
+                )
+        cls._register(adata, labels_key, layer=layer, expression="counts",
+                      unlabeled_category=unlabeled_category, batch_key=batch_key,
+                      categorical_covariate_keys=categorical_covariate_keys)
 
     @classmethod
     def _anndata_fields(cls, *, batch_key, **kwargs) -> list:
@@ -465,7 +462,7 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         return internal
 
     @classmethod
-    def load_query_data(cls, adata: AnnData, reference_model: SCVIT, *, unfrozen: bool = False):
+    def load_query_data(cls, adata: AnnData, reference_model: SCVIT, *, unfrozen: bool | None = None):
         """scArches reference mapping: a model for new batches that starts from a trained one.
 
         `adata` is registered in place like the reference (same layer, batch key and
@@ -482,7 +479,8 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         reference_model
             A trained :class:`SCVIT`.
         unfrozen
-            Train every weight instead of the new batch columns only.
+            Train every weight instead of the new batch columns only (scvi-tools' argument).
+            `None`: `False`, as in scvi-tools.
 
         Returns
         -------
@@ -513,12 +511,12 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
                                "set up with.")
         check_input(adata, setup.get("layer"), "counts")
         labels_key = setup.get("labels_key")
-        cls.setup_anndata(adata, source_registry=reference_model.adata_manager.registry,
+        cls._register(adata, source_registry=reference_model.adata_manager.registry,
                           extend_categories=True, allow_missing_labels=True,
                           **{k: v for k, v in setup.items() if k != "labels_key"},
                           labels_key=labels_key if labels_key in adata.obs else None)
         model = cls._from_source(Source.from_model(reference_model), adata)
-        if not unfrozen:
+        if not (cls._default_unfrozen if unfrozen is None else unfrozen):
             n_ref = reference_model.n_batch
             for name, p in model.module.named_parameters():
                 p.requires_grad_(name.endswith(_BATCH_WEIGHTS))

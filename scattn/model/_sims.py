@@ -153,7 +153,6 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
             weights = self._class_weights(weighted_loss)
         self.module = self._module_cls(
             **self._module_gene_args(fitted),
-            normalize_counts=self._setup_args["expression"] == "counts",
             n_d=n_d,
             n_a=n_a,
             n_steps=n_steps,

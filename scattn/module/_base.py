@@ -55,6 +55,18 @@ class ScattnModule(BaseModuleClass):
     inference_inputs: Mapping[str, str] = {REGISTRY_KEYS.X_KEY: "x"}
     objectives: tuple[str, ...] = ()
 
+    def fitted_state(self) -> dict[str, torch.Tensor]:
+        """Buffers fitted on data before training (none here; see :class:`PanelModule`)."""
+        return {}
+
+    def fitted_state_keys(self) -> set[str]:
+        """State-dict names of the fitted buffers (none here)."""
+        return set()
+
+    def head_parameter_names(self) -> list[str]:
+        """Names of the classifier head's parameters (none here)."""
+        return []
+
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         missing = [k for k in self.inference_inputs if k not in tensors]
         if missing:

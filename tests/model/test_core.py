@@ -57,6 +57,10 @@ class ToyAE(LatentMixin, ScattnModel):
     _batch_key = True
     _key = "toyae"
 
+    @classmethod
+    def setup_anndata(cls, adata, *, layer=None, batch_key=None, labels_key=None):
+        cls._register(adata, labels_key, layer=layer, batch_key=batch_key)
+
     def __init__(self, adata, *, n_latent: int = 4, fitted=None):
         super().__init__(adata)
         if fitted is None:
@@ -66,12 +70,14 @@ class ToyAE(LatentMixin, ScattnModel):
                                   n_latent=n_latent)
         self._record_init_params(locals())
 
-    def train(self, max_epochs: int = 2, batch_size: int = 32):
-        kwargs = {"enable_progress_bar": False}
-        self._prepare_training(max_epochs, 0.9, None, True, 5, kwargs)
-        plan = GenerativePlan(self.module, lr=1e-2)
-        return self._run_plan(plan, max_epochs=max_epochs, batch_size=batch_size, train_size=0.9,
-                              validation_size=None, accelerator="cpu", **kwargs)
+    _train_defaults = TrainDefaults(max_epochs=2, lr=1e-2, weight_decay=0.0, batch_size=32,
+                                    early_stopping_patience=5)
+
+    def train(self, max_epochs: int | None = None, *, batch_size: int | None = None):
+        args = self._training_args(self._train_defaults, n_cells=self.adata.n_obs, trainer_kwargs={},
+                                   max_epochs=max_epochs, batch_size=batch_size)
+        self._run_training(GenerativePlan(self.module, lr=args.lr), args, accelerator="cpu",
+                           enable_progress_bar=False)
 
 
 def _batched(n=90, seed=0):
@@ -86,7 +92,7 @@ def test_unsupervised_model_with_batch(tmp_path):
     data = _batched()
     with pytest.raises(ValueError, match="takes no labels"):
         ToyAE.setup_anndata(data, labels_key="batch", batch_key="batch")
-    with pytest.raises(ValueError, match="no batch covariate"):
+    with pytest.raises(TypeError, match="batch_key"):
         sa.model.CFAN.setup_anndata(data, labels_key="batch", batch_key="batch")
     ToyAE.setup_anndata(data, batch_key="batch", layer="counts")
     model = ToyAE(data)

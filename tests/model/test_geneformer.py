@@ -159,7 +159,7 @@ def test_genes_matched_by_id_column_and_vocabulary_errors(pretrained):
     renamed = renamed[:, ::-1].copy()  # order does not matter
     np.testing.assert_allclose(m.get_latent_representation(renamed)[::1],
                                m.get_latent_representation(other), atol=1e-5)
-    with pytest.raises(ValueError, match="gene_id_key"):
+    with pytest.raises(TypeError, match="gene_id_key"):
         sa.model.SIMS.setup_anndata(other, layer="counts", gene_id_key="ensembl")
 
 

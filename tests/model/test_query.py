@@ -53,7 +53,7 @@ def test_query_copies_weights_and_trains(reference):
 
 def test_fine_tune_classifier_freezes_the_rest(reference):
     model, _ = reference
-    qm = type(model).load_query_data(_query(), model, fine_tune="classifier")
+    qm = type(model).load_query_data(_query(), model, unfrozen=False)
     trainable = {n for n, p in qm.module.named_parameters() if p.requires_grad}
     assert trainable and trainable == set(qm.module.head_parameter_names())
     before = {n: p.detach().clone() for n, p in qm.module.named_parameters()}
@@ -122,7 +122,7 @@ def test_cgran_query_embeddings(trained):
         ls = sa.model.CGRAN.load_query_data(q, model, embedding="reference")
     p = ls.module.projection.numpy()
     assert np.abs(p[:5]).max() == 0 and not np.allclose(p[5:], model.module.projection.numpy()[5:])
-    new = sa.model.CGRAN.load_query_data(_query(), model, embedding="query", fine_tune="classifier")
+    new = sa.model.CGRAN.load_query_data(_query(), model, embedding="query", unfrozen=False)
     assert new.module.gene_embedding.shape == model.module.gene_embedding.shape
     assert not np.allclose(new.module.gene_embedding.numpy(), model.module.gene_embedding.numpy())
     new.train(max_epochs=1, batch_size=32)
@@ -181,6 +181,6 @@ def test_query_of_the_reference_adata_and_bad_classes(trained_cfan):
     d = make_counts(30)
     with pytest.raises(ValueError, match="classes must be unique"):
         sa.model.CFAN.setup_anndata(d, labels_key="cell_type", classes=["type0", "type0", "type1", "type2"])
-    with pytest.raises(ValueError, match="no batch covariate"):
+    with pytest.raises(TypeError, match="batch_key"):
         sa.model.CFAN.setup_anndata(d, labels_key="cell_type", batch_key="b")
-    sa.model.CFAN.setup_anndata(d, labels_key="cell_type", batch_key=None)
+    sa.model.CFAN.setup_anndata(d, labels_key="cell_type")

@@ -245,8 +245,7 @@ def test_deterministic_training_under_a_seed():
 # -- bad input ---------------------------------------------------------------------------------
 def test_bad_input_is_refused_clearly():
     a = _data(40)
-    with pytest.raises(ValueError, match="no condition tokens"):
-        sa.model.SCGPT.setup_anndata(a, layer="counts")
+    with pytest.raises(TypeError, match="condition_key"):
         sa.model.Geneformer.setup_anndata(a, layer="counts", condition_key="condition")
     sa.model.SCGPT.setup_anndata(a, layer="counts")
     m = sa.model.SCGPT(a, **TINY)

@@ -395,8 +395,10 @@ def test_counts_checked_at_setup(value, match):
 def test_setup_refuses_log1p():
     d = _data(40)
     d.layers["log"] = sparse.csr_matrix(np.log1p(d.layers["counts"].toarray()))
-    with pytest.raises(ValueError, match="scViT models counts"):
+    with pytest.raises(TypeError, match="expression"):  # scVI's signature: counts only
         sa.model.SCVIT.setup_anndata(d, layer="log", expression="log1p")
+    with pytest.raises(ValueError, match="count"):
+        sa.model.SCVIT.setup_anndata(d, layer="log")
     assert "_scvi_uuid" not in d.uns
 
 

@@ -196,7 +196,7 @@ def test_query_model_fine_tunes_the_head_only(trained_sims):
     model, _ = trained_sims
     query = make_counts(60, seed=9)
     query.obs["label"] = query.obs["cell_type"].astype(str)
-    qm = sa.model.SIMS.load_query_data(query, model, fine_tune="classifier")
+    qm = sa.model.SIMS.load_query_data(query, model, unfrozen=False)
     trainable = {n for n, p in qm.module.named_parameters() if p.requires_grad}
     assert trainable == {"head.weight", "head.bias"}
     np.testing.assert_allclose(qm.module.class_weights.numpy(), 1.0, rtol=1e-6)  # balanced query

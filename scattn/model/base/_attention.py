@@ -26,6 +26,7 @@ class AttentionMixin:
     """
 
     _attention_description = ""
+    _writes_attribution = True
 
     @scattn_dsp.dedent
     def get_attention(

@@ -17,6 +17,7 @@ from scvi.data.fields import CategoricalJointObsField, CategoricalObsField
 from scvi.model.base import BaseModelClass
 
 from scattn._compat import parse_device_args
+from scattn._docs import scattn_dsp
 from scattn.data import (
     ExpressionField,
     LabelsField,
@@ -31,7 +32,7 @@ from scattn.data import (
 from scattn.train import TrainingRunnerMixin
 
 from ._data import AlignedDataMixin, covariate_keys
-from ._fitted import FITTED_ATTR, FittedState, Source, read_checkpoint
+from ._fitted import FITTED_ATTR, FittedState, Source, check_shared_genes, read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class ScattnModel(AlignedDataMixin, TrainingRunnerMixin, BaseModelClass):
     """
 
     _key = "model"
+    #: whether ``predict`` writes a per-cell gene attribution (set by ``AttentionMixin``)
+    _writes_attribution = False
     _labels: Literal["required", "optional", "none"] = "optional"
     _batch_key = False
     _covariates = False
@@ -92,7 +95,32 @@ class ScattnModel(AlignedDataMixin, TrainingRunnerMixin, BaseModelClass):
 
     # -- set-up ---------------------------------------------------------------------------
     @classmethod
+    @scattn_dsp.dedent
     def setup_anndata(
+        cls,
+        adata: AnnData,
+        labels_key: str | None = None,
+        *,
+        layer: str | None = None,
+        expression: Expression = "counts",
+        unlabeled_category: str = "Unknown",
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        """Register `adata` with the model.
+
+        Parameters
+        ----------
+        %(setup_core)s
+
+        Notes
+        -----
+        %(setup_notes)s
+        """
+        cls._register(adata, labels_key, layer=layer, expression=expression,
+                      unlabeled_category=unlabeled_category, classes=classes)
+
+    @classmethod
+    def _register(
         cls,
         adata: AnnData,
         labels_key: str | None = None,
@@ -107,48 +135,10 @@ class ScattnModel(AlignedDataMixin, TrainingRunnerMixin, BaseModelClass):
         condition_key: str | None = None,
         **kwargs,
     ) -> None:
-        """Register `adata` with the model.
-
-        Parameters
-        ----------
-        adata
-            Cells x genes AnnData.
-        labels_key
-            Column of ``adata.obs`` with cell types. Cells whose label is
-            `unlabeled_category` or NaN are kept out of the loss and predicted. Classifiers
-            (CGRAN, CFAN) need it; models that can be pretrained (SIMS) take it optionally.
-        layer
-            Layer with the expression; `None` uses ``adata.X``.
-        expression
-            ``"counts"``: raw counts; the model normalises to 10,000 per cell and takes log1p.
-            ``"log1p"``: data already log-normalised (e.g. ``adata.raw``), used as given.
-        unlabeled_category
-            Label value meaning "unlabelled".
-        classes
-            The known classes, in the classifier's output order; every label must be one of
-            them. `None`: the sorted labels found. Fixing them shares one label encoding
-            across datasets (``load_query_data`` uses it).
-        batch_key
-            Column of ``adata.obs`` with each cell's batch, for models with a batch covariate;
-            models without one (CGRAN, CFAN, SIMS) refuse it (per-sample questions go through
-            ``sa.tl.novelty(groupby=...)``).
-        categorical_covariate_keys
-            Columns of ``adata.obs`` with categorical covariates, for models that use them.
-        gene_id_key
-            For models with a gene vocabulary (Geneformer): the ``adata.var`` column holding the
-            gene IDs the vocabulary uses (e.g. Ensembl IDs); `None`: ``adata.var_names``. New
-            data is matched through the same column.
-        condition_key
-            For models with condition tokens (SCGPT): the ``adata.obs`` column of each cell's
-            condition (e.g. control vs stimulated, a perturbation); other models refuse it.
-
-        Notes
-        -----
-        Everything is checked before anything is written. As in scvi-tools, registration adds
-        ``adata.obs["_scvi_labels"]`` (with labels; ``"_scvi_batch"`` with a batch) and
-        ``adata.uns["_scvi_uuid"]``, ``adata.uns["_scvi_manager_uuid"]``; nothing else in
-        `adata` changes.
-        """
+        """Register `adata` with every field this model class may read (the one registration
+        path: each model's public ``setup_anndata`` shows only what it accepts and calls this;
+        ``load`` and ``load_query_data`` call it with a saved or reference registration). The
+        arguments are those of the public methods; a key the class cannot use is refused."""
         if set(kwargs) - {"source_registry", "extend_categories", "allow_missing_labels"}:
             # (no local variable before this point: scvi records every local as a setup argument)
             raise TypeError(f"setup_anndata got unexpected arguments: {', '.join(sorted(kwargs))}.")
@@ -267,11 +257,14 @@ class ScattnModel(AlignedDataMixin, TrainingRunnerMixin, BaseModelClass):
 
     def _module_gene_args(self, fitted: FittedState) -> dict:
         """What every panel module's constructor takes from the data: the registered gene
-        count, the head size (`None` without labels) and the model's gene positions."""
+        count, the head size (`None` without labels), the model's gene positions and whether
+        to normalise counts (set up with ``expression="counts"``; log-normalised input is read
+        as given)."""
         return {
             "n_input": self.summary_stats.n_vars,
             "n_labels": len(self.classes_) if self.classes_ else None,
             "gene_index": torch.as_tensor(fitted.gene_index),
+            "normalize_counts": self._setup_args["expression"] == "counts",
         }
 
     def _fitted_state(self) -> FittedState:
@@ -327,6 +320,20 @@ class ScattnModel(AlignedDataMixin, TrainingRunnerMixin, BaseModelClass):
         return np.ones(len(source.var_names), dtype=bool)
 
     @classmethod
+    def _check_source(cls, source: Source, adata: AnnData, *, setup_args: dict, min_gene_overlap: float,
+                      names: tuple[str, str] = ("source model", "adata")) -> None:
+        """Whether a model on `adata` (set up, or to be set up, with `setup_args`) can start
+        from `source`: the same kind of data, enough of the source's genes (`names`: what the
+        messages call the source and `adata`)."""
+        theirs = source.setup_args.get("expression", "counts")
+        ours = setup_args.get("expression", "counts")
+        if theirs != ours:
+            raise ValueError(f"The source model reads expression={theirs!r}, adata was set up with "
+                             f"expression={ours!r}; set it up the same way.")
+        check_shared_genes(source.var_names, cls._gene_names_of(adata, setup_args),
+                           min_overlap=min_gene_overlap, source=names[0], target=names[1])
+
+    @classmethod
     def _from_source(cls, source: Source, adata: AnnData, **transfer_kwargs):
         """A model on registered `adata` with `source`'s architecture, genes (found by name;
         absent ones read as zero) and weights; a head for `adata`'s classes, rows of classes the
@@ -343,7 +350,7 @@ class ScattnModel(AlignedDataMixin, TrainingRunnerMixin, BaseModelClass):
         """Copy `source`'s weights except fitted buffers; head rows by class name."""
         module = self.module
         fitted = module.fitted_state_keys()
-        head = set(module.head_parameter_names()) if hasattr(module, "head_parameter_names") else set()
+        head = set(module.head_parameter_names())
         state = module.state_dict()
         row = {c: i for i, c in enumerate(source.classes)}
         for key, value in state.items():
@@ -481,7 +488,7 @@ class ScattnModel(AlignedDataMixin, TrainingRunnerMixin, BaseModelClass):
         fitted = FittedState.from_dict(attrs.pop(FITTED_ATTR))
         init = attrs.pop("init_params_")
         cls._validate_for_load(adata, registry["setup_args"], attrs.get("classes_") or [])
-        cls.setup_anndata(adata, source_registry=registry, **registry["setup_args"])
+        cls._register(adata, source_registry=registry, **registry["setup_args"])
         model = cls(adata, **init["non_kwargs"], **init["kwargs"], fitted=fitted)
         for attr, val in attrs.items():
             setattr(model, attr, val)

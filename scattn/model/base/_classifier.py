@@ -232,7 +232,7 @@ class ClassifierMixin:
         self._require_classifier()
         self._check_usable(head=True)
         target = self.adata if adata is None else adata
-        attribution = hasattr(self, "_attention_summary")
+        attribution = self._writes_attribution
         summary = self._attention_summary() if attribution else None
         out = self._infer(adata, min_gene_overlap=min_gene_overlap, with_empty=True,
                           desc=f"{type(self).__name__}.predict", batch_size=batch_size,

@@ -11,7 +11,7 @@ from anndata import AnnData
 from scattn._docs import scattn_dsp
 from scattn.train import SETTINGS_BATCH_SIZE, MaskedPretrainingPlan, TrainDefaults
 
-from ._fitted import Source, check_shared_genes, weights_fingerprint
+from ._fitted import Source, weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -138,18 +138,6 @@ class PretrainingMixin:
             self.pretrained_from_ = weights_fingerprint(self.module)
 
     @classmethod
-    def _check_source(cls, source: Source, adata: AnnData, manager, *, min_gene_overlap: float) -> None:
-        """Whether a model on `adata` can start from `source`: the same kind of data, enough of
-        its genes."""
-        theirs = source.setup_args.get("expression", "counts")
-        ours = manager.registry["setup_args"].get("expression", "counts")
-        if theirs != ours:
-            raise ValueError(f"The source model reads expression={theirs!r}, adata was set up with "
-                             f"expression={ours!r}; set it up the same way.")
-        check_shared_genes(source.var_names, adata.var_names, min_overlap=min_gene_overlap,
-                           source="source model", target="adata")
-
-    @classmethod
     def from_pretrained(cls, model_or_dir, adata: AnnData, *, min_gene_overlap: float = 0.5,
                         prefix: str | None = None):
         """A model on `adata` that starts from a pretrained (or trained) one.
@@ -189,7 +177,8 @@ class PretrainingMixin:
         if manager is None:
             raise ValueError(f"Register adata first: `sa.model.{cls.__name__}.setup_anndata(adata, "
                              "labels_key=...)`.")
-        cls._check_source(source, adata, manager, min_gene_overlap=min_gene_overlap)
+        cls._check_source(source, adata, setup_args=manager.registry["setup_args"],
+                          min_gene_overlap=min_gene_overlap)
         model = cls._from_source(source, adata)
         model.is_pretrained_ = source.pretrained
         model.pretrained_from_ = weights_fingerprint(model.module, source.state_dict)

@@ -3,32 +3,51 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Literal
 
-import pandas as pd
 from anndata import AnnData
 
 from scattn.data import check_labels
 from scattn.data._validate import label_strings, labelled_mask
 
-from ._fitted import Source, check_shared_genes
+from ._fitted import Source
 
 logger = logging.getLogger(__name__)
 
 FineTune = Literal["classifier", "all"]
 
 
+def resolve_unfrozen(unfrozen: bool | None, fine_tune: str | None, default: bool) -> bool:
+    """`unfrozen` (`None`: `default`), or the deprecated ``fine_tune`` it replaces (with a
+    warning): ``"all"`` is ``unfrozen=True``, ``"classifier"`` ``unfrozen=False``."""
+    if fine_tune is not None:
+        if fine_tune not in ("classifier", "all"):
+            raise ValueError(f"fine_tune must be 'classifier' or 'all', got {fine_tune!r}.")
+        warnings.warn(
+            "load_query_data(fine_tune=...) is deprecated and will be removed in the next release; "
+            f"use unfrozen={fine_tune == 'all'} (train every weight) instead.", FutureWarning, stacklevel=4,
+        )
+        if unfrozen is not None and unfrozen != (fine_tune == "all"):
+            raise ValueError(f"fine_tune={fine_tune!r} contradicts unfrozen={unfrozen}; pass unfrozen only.")
+        return fine_tune == "all"
+    return default if unfrozen is None else bool(unfrozen)
+
+
 class QueryMixin:
     """``load_query_data`` in the scvi-tools manner, for models with a labels field.
 
     Independent of the other mixins: it needs only what every scattn model has
-    (``setup_anndata``, ``_from_source`` in :class:`~scattn.model.base.ScattnModel`). A model
-    may compute the query's fitted buffers (e.g. embeddings) in ``_transfer_buffers``.
+    (``_register``, ``_check_source``, ``_from_source`` in
+    :class:`~scattn.model.base.ScattnModel`). A model may compute the query's fitted buffers
+    (e.g. embeddings) in ``_transfer_buffers``, and sets ``_default_unfrozen``.
     """
 
-    #: ``fine_tune`` of a query model (``None`` otherwise); the freezing is not saved: a
-    #: query model reloaded with ``load`` trains every weight
-    fine_tune_: str | None = None
+    #: what ``unfrozen=None`` means: train every weight (`True`) or the classifier head only
+    _default_unfrozen = True
+    #: ``unfrozen`` of a query model (`None` otherwise); the freezing is not saved: a query
+    #: model reloaded with ``load`` trains every weight
+    unfrozen_: bool | None = None
 
     @classmethod
     def load_query_data(
@@ -36,19 +55,19 @@ class QueryMixin:
         adata: AnnData,
         reference_model,
         *,
-        fine_tune: FineTune = "all",
+        unfrozen: bool | None = None,
         extend_classes: bool = False,
         min_gene_overlap: float = 0.5,
+        fine_tune: FineTune | None = None,
     ):
         """A model for a query dataset that starts from a trained reference model.
 
-        The query is registered like the reference (same layer, kind of data and labels
-        column; the reference's classes); the reference's genes are found in the query by
-        name (genes the query lacks read as zero in this model, also on data it predicts
-        later) and every weight is copied (SIMS recomputes its class weights from the
+        The query is registered like the reference (same layer, kind of data, labels column
+        and other keys; the reference's classes); the reference's genes are found in the
+        query by name (genes the query lacks read as zero in this model, also on data it
+        predicts later) and every weight is copied (SIMS recomputes its class weights from the
         query's labels). ``model.train(...)`` then fine-tunes on the query's labelled cells:
-        only the classifier (the CFAN/CGRAN paper's setting A) or the whole network
-        (setting B).
+        every weight, or only the classifier head (the CFAN/CGRAN paper's settings B and A).
 
         Parameters
         ----------
@@ -57,21 +76,25 @@ class QueryMixin:
             reference's `unlabeled_category`). Registered in place, as scvi-tools does.
         reference_model
             A trained model of this class.
-        fine_tune
-            ``"classifier"``: train only the final layer; ``"all"``: every weight.
+        unfrozen
+            Train every weight (`True`) or only the classifier head (`False`), as scvi-tools'
+            ``load_query_data(unfrozen=)``. `None`: every weight.
         extend_classes
             Add the query's labels that the reference lacks as new classes (new classifier
             rows). With `False`, such labels are an error.
         min_gene_overlap
-            Smallest fraction of the reference's genes the query must have.
+            Smallest share of the reference's genes the query must have (for a model with a
+            gene vocabulary: of the query's genes in the vocabulary).
+        fine_tune
+            Deprecated: ``"all"`` is ``unfrozen=True``, ``"classifier"`` ``unfrozen=False``.
 
         Returns
         -------
         The query model (not yet trained; predicting with it before training warns).
         """
         return cls._make_query_model(
-            adata, reference_model, fine_tune=fine_tune, extend_classes=extend_classes,
-            min_gene_overlap=min_gene_overlap,
+            adata, reference_model, unfrozen=resolve_unfrozen(unfrozen, fine_tune, cls._default_unfrozen),
+            extend_classes=extend_classes, min_gene_overlap=min_gene_overlap,
         )
 
     @classmethod
@@ -80,7 +103,7 @@ class QueryMixin:
         adata: AnnData,
         reference_model,
         *,
-        fine_tune: FineTune,
+        unfrozen: bool,
         extend_classes: bool,
         min_gene_overlap: float,
         **transfer_kwargs,
@@ -91,8 +114,6 @@ class QueryMixin:
                 f"reference_model must be a trained {cls.__name__}, got {type(reference_model).__name__}."
             )
         reference_model._check_if_trained(warn=False, message="The reference model is not trained.")
-        if fine_tune not in ("classifier", "all"):
-            raise ValueError(f"fine_tune must be 'classifier' or 'all', got {fine_tune!r}.")
         if not isinstance(adata, AnnData):
             raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
         if adata.is_view:
@@ -102,9 +123,13 @@ class QueryMixin:
                 "The query is the reference model's own AnnData; registering it again would "
                 "change the reference's registration. Pass a copy (`adata.copy()`)."
             )
-        setup = reference_model._setup_args
-        labels_key, unlabeled = setup["labels_key"], setup["unlabeled_category"]
-        layer, expression = setup["layer"], setup["expression"]
+        setup = dict(reference_model._setup_args)
+        labels_key, unlabeled = setup.get("labels_key"), setup.get("unlabeled_category", "Unknown")
+        if labels_key is None or not reference_model.classes_:
+            raise ValueError(
+                f"The reference {cls.__name__} has no classifier (set up without labels_key); a "
+                f"query model fine-tunes one. Start a classifier with `{cls.__name__}.from_pretrained`."
+            )
         if labels_key not in adata.obs:
             raise KeyError(
                 f"The query has no adata.obs[{labels_key!r}], the reference's labels column. Add it "
@@ -124,21 +149,20 @@ class QueryMixin:
             check_labels(labels, unlabeled, labels_key=labels_key, classes=ref_classes)  # raises
         classes = ref_classes + new
 
-        check_shared_genes(pd.Index(reference_model.var_names_), adata.var_names,
-                           min_overlap=min_gene_overlap, source="reference model", target="query")
-        cls.setup_anndata(
-            adata, labels_key, layer=layer, expression=expression, unlabeled_category=unlabeled,
-            classes=classes,
-        )
-        model = cls._from_source(Source.from_model(reference_model), adata, **transfer_kwargs)
-        if fine_tune == "classifier":
+        source = Source.from_model(reference_model)
+        cls._check_source(source, adata, setup_args=setup, min_gene_overlap=min_gene_overlap,
+                          names=("reference model", "query"))
+        setup["classes"] = classes
+        cls._register(adata, **setup)
+        model = cls._from_source(source, adata, **transfer_kwargs)
+        if not unfrozen:
             head = set(model.module.head_parameter_names())
             for name, p in model.module.named_parameters():
                 p.requires_grad_(name in head)
         model.is_trained_ = False
-        model.fine_tune_ = fine_tune
+        model.unfrozen_ = unfrozen
         model._model_summary_string += (
             f"; query of a reference {cls.__name__} ({len(ref_classes)} classes, "
-            f"{len(classes) - len(ref_classes)} added), fine_tune={fine_tune!r}"
+            f"{len(classes) - len(ref_classes)} added), unfrozen={unfrozen}"
         )
         return model

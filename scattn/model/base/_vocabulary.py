@@ -76,12 +76,13 @@ class VocabularyMixin:
                           UserWarning, stacklevel=5)
 
     @classmethod
-    def _check_source(cls, source: Source, adata: AnnData, manager, *, min_gene_overlap: float) -> None:
+    def _check_source(cls, source: Source, adata: AnnData, *, setup_args: dict, min_gene_overlap: float,
+                      names: tuple[str, str] = ("source model", "adata")) -> None:
         """Tokens are per cell (ranks, per-cell bins), the same for counts and log1p values:
         any kind of data may start from the source; the overlap is judged on `adata`'s genes
         in the vocabulary."""
         vocab = GeneVocabulary(source.var_names, source.init_params.get("special_tokens", SPECIAL_TOKENS))
-        vocab.match(cls._gene_names_of(adata), min_overlap=min_gene_overlap, what="adata")
+        vocab.match(cls._gene_names_of(adata, setup_args), min_overlap=min_gene_overlap, what=names[1])
 
     def _registered_columns(self) -> np.ndarray:
         """Registered columns holding the genes the model reads (an aligned AnnData has the
