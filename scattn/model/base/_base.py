@@ -1,67 +1,44 @@
-"""The base of every scattn model: set-up fields, genes, fitted state, training runs, save/load."""
+"""The base of every scattn model: set-up fields, genes and fitted state; with starting from
+another model (``_transfer``), save/load (``_persistence``) and training runs
+(:mod:`scattn.train`)."""
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from anndata import AnnData, read_h5ad
+from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalJointObsField, CategoricalObsField
 from scvi.model.base import BaseModelClass
 
-from scattn._compat import parse_device_args
 from scattn._docs import scattn_dsp
 from scattn.data import (
     ExpressionField,
     LabelsField,
-    check_input,
-    check_labels,
-    check_not_empty,
     genes_to_positions,
-    labelled_mask,
     log_normalize,
     select_variable_genes,
 )
 from scattn.train import TrainingRunnerMixin
 
 from ._data import AlignedDataMixin, covariate_keys
-from ._fitted import FITTED_ATTR, FittedState, Source, check_shared_genes, read_checkpoint
+from ._fitted import FITTED_ATTR, FittedState
+from ._persistence import PersistenceMixin
+from ._setup import validate_setup
+from ._transfer import SourceMixin
 
 logger = logging.getLogger(__name__)
 
 Expression = Literal["counts", "log1p"]
 
 
-def validate_setup(adata: AnnData, labels_key: str | None, layer: str | None, expression: str,
-                   unlabeled_category: str, *, classes: list[str] | None = None,
-                   obs_keys: Sequence[str] = ()) -> None:
-    """Every check `setup_anndata` makes before it registers anything."""
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
-    if adata.is_view:
-        raise ValueError("adata is a view; call `adata = adata.copy()` first.")
-    check_not_empty(adata)  # before the labels, whose checks would misread an empty AnnData
-    cols = ", ".join(map(repr, adata.obs.columns[:10])) or "none"
-    for key in obs_keys:
-        if key not in adata.obs:
-            raise KeyError(f"{key!r} is not a column of adata.obs (columns: {cols}).")
-        if adata.obs[key].isna().any():
-            raise ValueError(f"adata.obs[{key!r}] has missing values; every cell needs one.")
-    if labels_key is not None:
-        if labels_key not in adata.obs:
-            raise KeyError(f"labels_key {labels_key!r} is not a column of adata.obs (columns: {cols}).")
-        check_labels(adata.obs[labels_key], unlabeled_category, labels_key=labels_key, classes=classes)
-    check_input(adata, layer, expression)
-
-
-class ScattnModel(AlignedDataMixin, TrainingRunnerMixin, BaseModelClass):
+class ScattnModel(AlignedDataMixin, SourceMixin, PersistenceMixin, TrainingRunnerMixin, BaseModelClass):
     """Base of every scattn model: AnnData fields, the model's genes, fitted state, save/load.
 
     A model declares what it is by the mixins it adds (``LatentMixin``, ``AttentionMixin``,
@@ -288,215 +265,3 @@ class ScattnModel(AlignedDataMixin, TrainingRunnerMixin, BaseModelClass):
             return
         self._check_if_trained(warn=True)
 
-    # -- starting from another model ------------------------------------------------------------
-    @classmethod
-    def _gene_names_of(cls, adata: AnnData, setup_args: dict | None = None) -> pd.Index:
-        """The names `adata`'s genes are matched by: ``var_names``, or for models with a gene
-        vocabulary the ``gene_id_key`` column of `setup_args` (`None`: the set-up arguments
-        `adata` was last registered with)."""
-        key = None
-        if cls._gene_ids:
-            if setup_args is None:
-                manager = cls._get_most_recent_anndata_manager(adata)
-                setup_args = {} if manager is None else manager.registry["setup_args"]
-            key = setup_args.get("gene_id_key")
-        if key is None:
-            return pd.Index(adata.var_names)
-        from scattn.data import gene_ids
-
-        return gene_ids(adata, key)
-
-    @classmethod
-    def _transfer_buffers(cls, source: Source, adata: AnnData, gene_index: np.ndarray, **kwargs) -> dict:
-        """The module's fitted buffers for a model on `adata` that starts from `source`
-        (`gene_index`: the source's genes in `adata`, its gene count marking absent ones).
-        Default: the source's buffers."""
-        return dict(source.fitted.buffers)
-
-    @classmethod
-    def _readable_source_genes(cls, source: Source) -> np.ndarray:
-        """Which of `source`'s genes a model started from it may read where the new data has
-        them (default: all); the others read as absent, whatever the data holds."""
-        return np.ones(len(source.var_names), dtype=bool)
-
-    @classmethod
-    def _check_source(cls, source: Source, adata: AnnData, *, setup_args: dict, min_gene_overlap: float,
-                      names: tuple[str, str] = ("source model", "adata")) -> None:
-        """Whether a model on `adata` (set up, or to be set up, with `setup_args`) can start
-        from `source`: the same kind of data, enough of the source's genes (`names`: what the
-        messages call the source and `adata`)."""
-        theirs = source.setup_args.get("expression", "counts")
-        ours = setup_args.get("expression", "counts")
-        if theirs != ours:
-            raise ValueError(f"The source model reads expression={theirs!r}, adata was set up with "
-                             f"expression={ours!r}; set it up the same way.")
-        check_shared_genes(source.var_names, cls._gene_names_of(adata, setup_args),
-                           min_overlap=min_gene_overlap, source=names[0], target=names[1])
-
-    @classmethod
-    def _from_source(cls, source: Source, adata: AnnData, **transfer_kwargs):
-        """A model on registered `adata` with `source`'s architecture, genes (found by name;
-        absent ones read as zero) and weights; a head for `adata`'s classes, rows of classes the
-        source knows copied."""
-        pos = cls._gene_names_of(adata).get_indexer(source.var_names)
-        gene_index = np.where((pos >= 0) & cls._readable_source_genes(source), pos, adata.n_vars)
-        buffers = cls._transfer_buffers(source, adata, gene_index, **transfer_kwargs)
-        fitted = FittedState(list(source.var_names), gene_index, buffers)
-        model = cls(adata, **source.init_params, fitted=fitted)
-        model._copy_weights(source)
-        return model
-
-    def _copy_weights(self, source: Source) -> None:
-        """Copy `source`'s weights except fitted buffers; head rows by class name."""
-        module = self.module
-        fitted = module.fitted_state_keys()
-        head = set(module.head_parameter_names())
-        state = module.state_dict()
-        row = {c: i for i, c in enumerate(source.classes)}
-        for key, value in state.items():
-            if key in fitted or key not in source.state_dict:
-                continue
-            ref = source.state_dict[key].to(value.device)
-            if key in head:
-                if value.dim() and value.shape[0] == len(self.classes_) and ref.shape[0] == len(row):
-                    for i, c in enumerate(self.classes_):
-                        if c in row:
-                            value[i] = ref[row[c]]
-                elif ref.shape == value.shape:
-                    state[key] = ref.clone()
-                continue
-            state[key] = ref.clone() if ref.shape == value.shape else self._reshaped_weight(key, ref, value)
-        module.load_state_dict(state)
-
-    def _reshaped_weight(self, key: str, ref: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        """The source's weight `key` (`ref`) for this model's differently shaped `value`.
-
-        Default: an error. A model whose weights may legitimately grow from its source (scViT's
-        batch columns for a query's new batches) overrides it.
-        """
-        raise ValueError(f"Weight {key} of the source model has shape {tuple(ref.shape)}, "
-                         f"this model {tuple(value.shape)}.")
-
-    # -- persistence ----------------------------------------------------------------------
-    @staticmethod
-    def _validate_for_load(adata: AnnData, args: dict, classes: list[str]) -> None:
-        """The checks of `setup_anndata` for an AnnData a saved model is loaded with.
-
-        Its labels may be missing or all unlabelled (to predict), but a label the model does
-        not know is an error, not silently "unlabelled".
-        """
-        labels_key = args.get("labels_key")
-        unlabeled = args.get("unlabeled_category", "Unknown")
-        validate_setup(adata, None, args.get("layer"), args.get("expression", "counts"), unlabeled,
-                       obs_keys=covariate_keys(args))
-        if labels_key is not None and labels_key in adata.obs:
-            labels = adata.obs[labels_key]
-            if labelled_mask(labels, unlabeled).any():
-                check_labels(labels, unlabeled, labels_key=labels_key, classes=classes)
-
-    def save(self, dir_path: str, prefix: str | None = None, overwrite: bool = False,
-             save_anndata: bool = False, **kwargs) -> None:
-        """Save the model (and with `save_anndata` its AnnData) into `dir_path`.
-
-        Files are written into a temporary folder beside `dir_path` and moved in when complete,
-        the model file last: a crash while saving leaves the previous save (or nothing) in
-        place, never a half-written model that :meth:`load` would read.
-
-        Parameters
-        ----------
-        dir_path
-            Directory to write (created if missing).
-        prefix
-            Prefix of the file names.
-        overwrite
-            Replace a model saved there before. Without it, an existing `dir_path` is an error.
-        save_anndata
-            Also write the AnnData (``adata.h5ad``), so that ``load(dir_path)`` needs none.
-        **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.save`.
-        """
-        import shutil
-        import tempfile
-
-        dir_path = os.fspath(dir_path)
-        if os.path.exists(dir_path) and not os.path.isdir(dir_path):
-            raise ValueError(f"{dir_path!r} is a file, not a directory; save into a directory.")
-        if os.path.isdir(dir_path) and not overwrite:
-            raise ValueError(f"{dir_path!r} already exists; pass `overwrite=True` to replace the "
-                             "model saved there, or choose another directory.")
-        parent = os.path.dirname(os.path.abspath(dir_path))
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dir_path)}.saving-", dir=parent)
-        try:
-            super().save(tmp, prefix=prefix, overwrite=True, save_anndata=save_anndata, **kwargs)
-            os.makedirs(dir_path, exist_ok=True)
-            model_file = f"{prefix or ''}model.pt"
-            # never an old model beside new data, nor an old AnnData beside a new model
-            for name in (model_file, f"{prefix or ''}adata.h5ad"):
-                if os.path.exists(os.path.join(dir_path, name)):
-                    os.remove(os.path.join(dir_path, name))
-            for name in sorted(os.listdir(tmp), key=lambda n: n == model_file):
-                os.replace(os.path.join(tmp, name), os.path.join(dir_path, name))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    @classmethod
-    def load(cls, dir_path: str, adata: AnnData | None = None, *, accelerator: str = "auto",
-             device: int | str = "auto", prefix: str | None = None):
-        """Load a model saved with ``model.save(dir_path)``.
-
-        `adata` must have the genes the model was set up with, in the same order (the
-        training AnnData, or one with the same ``var_names``); to predict on other data, call
-        ``model.predict(other)`` on the loaded model, which aligns genes by name. Without
-        `adata`, the model must have been saved with ``save_anndata=True``. Nothing is refitted:
-        genes (and embeddings, groups, class weights) come from the saved model and reach it
-        through its constructor (``fitted=``).
-
-        Parameters
-        ----------
-        dir_path
-            Directory written by ``model.save``.
-        adata
-            The AnnData to attach (see above); registered like the saved model's.
-        accelerator, device
-            Where to put the model (scvi-tools' arguments).
-        prefix
-            File name prefix used when saving.
-        """
-        prefix = prefix or ""
-        saved = read_checkpoint(os.path.join(dir_path, f"{prefix}model.pt"), expected=cls.__name__)
-        source = pd.Index(saved["var_names"])
-        if adata is None:
-            adata_path = os.path.join(dir_path, f"{prefix}adata.h5ad")
-            if not os.path.exists(adata_path):
-                raise ValueError(
-                    f"{dir_path!r} holds no AnnData: pass `adata=` (the training data), or save "
-                    "the model with `model.save(dir, save_anndata=True)`."
-                )
-            adata = read_h5ad(adata_path)
-        if not source.equals(adata.var_names):
-            shared = int(source.isin(adata.var_names).sum())
-            order = ", in another order" if shared == len(source) == adata.n_vars else ""
-            raise ValueError(
-                f"adata's genes differ from the {len(source)} the model was set up with "
-                f"({shared} shared{order}). Load with the training AnnData (or save with "
-                "`save_anndata=True` and load without adata), then `model.predict(other_adata)`, "
-                "which aligns genes by name."
-            )
-        attrs = dict(saved["attr_dict"])
-        registry = attrs.pop("registry_")
-        fitted = FittedState.from_dict(attrs.pop(FITTED_ATTR))
-        init = attrs.pop("init_params_")
-        cls._validate_for_load(adata, registry["setup_args"], attrs.get("classes_") or [])
-        cls._register(adata, source_registry=registry, **registry["setup_args"])
-        model = cls(adata, **init["non_kwargs"], **init["kwargs"], fitted=fitted)
-        for attr, val in attrs.items():
-            setattr(model, attr, val)
-        state = dict(saved["model_state_dict"])
-        model.module.on_load(model, pyro_param_store=state.pop("pyro_param_store", None))
-        model.module.load_state_dict(state)
-        _, _, torch_device = parse_device_args(accelerator=accelerator, devices=device,
-                                               return_device="torch", validate_single_device=True)
-        model.to_device(torch_device)
-        model.module.eval()
-        return model
