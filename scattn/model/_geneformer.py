@@ -138,7 +138,7 @@ class Geneformer(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, 
     _pretrain_defaults = TrainDefaults(
         max_epochs=10, lr=1e-3, weight_decay=1e-3, batch_size=32, train_size=0.95,
         early_stopping=False, early_stopping_patience=3,
-        extra={"mask_ratio": 0.15, "warmup_fraction": 0.05, "min_gene_overlap": 0.05})
+        extra={"mask_ratio": 0.15, "warmup_fraction": 0.05})
     _attention_description = "attention the gene tokens receive from <cls>, last layer, mean over heads"
 
     @classmethod
@@ -245,6 +245,7 @@ class Geneformer(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, 
         max_length: int | None = None,
         pooling: Literal["cls", "mean"] | None = None,
         emb_layer: int = -1,
+        min_gene_overlap: float = 0.5,
     ) -> Geneformer:
         """A model on `adata` with the weights of an original Geneformer checkpoint.
 
@@ -289,6 +290,8 @@ class Geneformer(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, 
             Layer of the cell embedding, as Geneformer's ``EmbExtractor(emb_layer=...)``:
             ``-1`` (Geneformer's default) the layer before the last, ``0`` the last. Saved with
             the model; :meth:`get_latent_representation` takes another per call.
+        min_gene_overlap
+            Smallest share of `adata`'s genes that must be in the token dictionary.
 
         Returns
         -------
@@ -316,7 +319,7 @@ class Geneformer(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, 
         arch = hf.architecture(config, max_length=max_length)
         state = hf.read_state_dict(model_dir)
         genes = cls._gene_names_of(adata)
-        vocab.match(genes, what="adata")
+        vocab.match(genes, min_overlap=min_gene_overlap, what="adata")
         fitted = hf.fitted_state(vocab, genes, adata.n_vars, hf.read_gene_medians(gene_median_dictionary))
         weights = hf.module_state_from_bert(state, n_layers=arch["n_layers"], max_length=arch["max_length"])
         if pooling is None:
@@ -358,7 +361,7 @@ class Geneformer(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, 
         precision: str | int | None = None,
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
-        min_gene_overlap: float = 0.05,
+        min_gene_overlap: float = 0.5,
         mask_ratio: float = 0.15,
         warmup_fraction: float = 0.05,
         **trainer_kwargs,
@@ -379,8 +382,8 @@ class Geneformer(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, 
             :func:`scattn.data.read_h5ads`.
         %(train)s
         min_gene_overlap
-            Smallest share of `adata`'s genes that must be in the vocabulary (a pretraining
-            corpus may hold many genes the vocabulary never had).
+            Smallest share of `adata`'s genes that must be in the vocabulary (lower it for a
+            pretraining corpus holding many genes the vocabulary never had).
         mask_ratio
             Share of gene tokens chosen for prediction (Geneformer: 0.15).
         warmup_fraction

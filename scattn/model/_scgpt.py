@@ -130,8 +130,7 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
     _pretrain_defaults = TrainDefaults(
         max_epochs=10, lr=1e-3, weight_decay=1e-4, batch_size=32, train_size=0.95,
         early_stopping=False, early_stopping_patience=3,
-        extra={"mask_ratio": "(0.25, 0.5, 0.75)", "generative": True, "warmup_fraction": 0.05,
-               "min_gene_overlap": 0.05})
+        extra={"mask_ratio": "(0.25, 0.5, 0.75)", "generative": True, "warmup_fraction": 0.05})
     _attention_description = "attention the gene tokens receive from <cls>, last layer, mean over heads"
 
     @classmethod
@@ -234,7 +233,8 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
 
     @classmethod
     def from_scgpt(cls, model_dir: str | os.PathLike, adata: AnnData, *, max_length: int | None = None,
-                   cls_value: float = 0.0, keep_classifier: bool = False) -> SCGPT:
+                   cls_value: float = 0.0, keep_classifier: bool = False,
+                   min_gene_overlap: float = 0.5) -> SCGPT:
         """A model on `adata` with the weights of an original scGPT checkpoint.
 
         Reads scGPT's directory layout: ``args.json`` (architecture), ``vocab.json`` (``{token:
@@ -270,6 +270,8 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
             then L2-normalised).
         keep_classifier
             Copy the checkpoint's cell-type head (see above).
+        min_gene_overlap
+            Smallest share of `adata`'s genes that must be in the checkpoint's vocabulary.
 
         Returns
         -------
@@ -294,7 +296,7 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
         from ._scgpt_checkpoint import load_scgpt
 
         return load_scgpt(cls, model_dir, adata, max_length=max_length, cls_value=cls_value,
-                          keep_classifier=keep_classifier)
+                          keep_classifier=keep_classifier, min_gene_overlap=min_gene_overlap)
 
     def _reshaped_weight(self, key: str, ref: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """A source without (or with) batches or conditions for a model with (or without): the
@@ -354,7 +356,7 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
         precision: str | int | None = None,
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
-        min_gene_overlap: float = 0.05,
+        min_gene_overlap: float = 0.5,
         tasks: Sequence[str] = ("gep", "gepc"),
         weights: dict[str, float] | None = None,
         mask_ratio: float | Sequence[float] = (0.25, 0.5, 0.75),
@@ -377,8 +379,8 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
             vocabulary by gene ID.
         %(train)s
         min_gene_overlap
-            Smallest share of `adata`'s genes that must be in the vocabulary (a pretraining
-            corpus may hold many genes the vocabulary never had).
+            Smallest share of `adata`'s genes that must be in the vocabulary (lower it for a
+            pretraining corpus holding many genes the vocabulary never had).
         tasks, weights
             Tasks trained (``"gep"``, ``"gepc"``, ``"ecs"``, ``"dar"``) and weights overriding
             the defaults (GEP 1, GEPC 1, ECS 10, DAR 1).

@@ -294,7 +294,7 @@ def _fits(weights: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], 
 
 
 def load_scgpt(cls, model_dir, adata: AnnData, *, max_length: int | None = None, cls_value: float = 0.0,
-               keep_classifier: bool = False):
+               keep_classifier: bool = False, min_gene_overlap: float = 0.5):
     """See :meth:`scattn.model.SCGPT.from_scgpt`."""
     from scattn.data import GeneVocabulary
 
@@ -311,7 +311,7 @@ def load_scgpt(cls, model_dir, adata: AnnData, *, max_length: int | None = None,
     specials = sorted((t for t in vocab if _special(t)), key=vocab.get)
     genes_in_vocab = pd.Index([t for t in vocab if not _special(t)])
     ids = cls._gene_names_of(adata)
-    GeneVocabulary(list(genes_in_vocab), specials).match(ids, min_overlap=0.05, what="adata")
+    GeneVocabulary(list(genes_in_vocab), specials).match(ids, min_overlap=min_gene_overlap, what="adata")
     shared = np.flatnonzero(ids.isin(genes_in_vocab))
     fitted = FittedState([str(g) for g in ids[shared]], shared)
     for key, want in (("pad_value", -2), ("mask_value", -1)):
