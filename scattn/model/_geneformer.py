@@ -396,14 +396,7 @@ class Geneformer(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, 
         History (``train_loss``, ``validation_loss``, ``masked_accuracy_*``) is in
         ``model.pretrain_history_``; ``model.is_pretrained_`` becomes `True`.
         """
-        args = self._training_args(
-            self._pretrain_defaults, n_cells=self.adata.n_obs if adata is None else adata.n_obs,
-            trainer_kwargs={"accelerator": accelerator, "devices": devices, **trainer_kwargs},
-            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
-            early_stopping_patience=early_stopping_patience,
-            restore_best_weights=restore_best_weights, precision=precision,
-        )
+        args = self._args_of_call(self._pretrain_defaults, locals(), n_cells=self.adata.n_obs if adata is None else adata.n_obs)
         # the validation cells are scored every epoch (scvi-tools validates only when early stopping)
         if args.has_validation:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)

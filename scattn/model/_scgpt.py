@@ -400,14 +400,7 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
         ``model.pretrain_history_``; ``model.is_pretrained_`` becomes `True`.
         """
         task_weights = self._tasks(tasks, weights)
-        args = self._training_args(
-            self._pretrain_defaults, n_cells=self.adata.n_obs if adata is None else adata.n_obs,
-            trainer_kwargs={"accelerator": accelerator, "devices": devices, **trainer_kwargs},
-            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
-            early_stopping_patience=early_stopping_patience,
-            restore_best_weights=restore_best_weights, precision=precision,
-        )
+        args = self._args_of_call(self._pretrain_defaults, locals(), n_cells=self.adata.n_obs if adata is None else adata.n_obs)
         if args.has_validation:  # validation every epoch (scvi-tools validates only when early stopping)
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         plan = dict(weights=task_weights, mask_ratio=mask_ratio, generative=generative, lr=args.lr,
@@ -479,14 +472,7 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
                 tasks = ("gep", "gepc", "ecs", *(("dar",) if self.n_batch > 1 else ()))
         task_weights = self._tasks(tasks, weights)
         self._check_own_data()
-        args = self._training_args(
-            self._train_defaults, n_cells=self.adata.n_obs,
-            trainer_kwargs={"accelerator": accelerator, "devices": devices, **trainer_kwargs},
-            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
-            early_stopping_patience=early_stopping_patience,
-            restore_best_weights=restore_best_weights, precision=precision,
-        )
+        args = self._args_of_call(self._train_defaults, locals(), n_cells=self.adata.n_obs)
         plan = dict(weights=task_weights, mask_ratio=mask_ratio, generative=False, lr=args.lr,
                     weight_decay=args.weight_decay, optimizer="AdamW", schedule="linear",
                     warmup_fraction=warmup_fraction, eps=1e-6)

@@ -280,14 +280,7 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
             )
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
-        args = self._training_args(
-            self._train_defaults, n_cells=self.adata.n_obs,
-            trainer_kwargs={"accelerator": accelerator, "devices": devices, **trainer_kwargs},
-            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
-            early_stopping_patience=early_stopping_patience,
-            restore_best_weights=restore_best_weights, precision=precision,
-        )
+        args = self._args_of_call(self._train_defaults, locals(), n_cells=self.adata.n_obs)
         if self._frozen_query:
             args.weight_decay = 0.0  # decay would shrink the reference's batch columns, masked or not
         plan = GenerativePlan(self.module, **{

@@ -249,14 +249,8 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
         self._check_own_data()
         self._require_labelled_cells()
         run_kwargs = {"accelerator": accelerator, "devices": devices, **trainer_kwargs}
-        args = self._training_args(
-            self._train_defaults, n_cells=self.adata.n_obs, trainer_kwargs=run_kwargs,
-            batch_size_rule=self._batch_size_rule, drop_last=self._drop_last_rule(self.adata.n_obs),
-            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
-            early_stopping_patience=early_stopping_patience,
-            restore_best_weights=restore_best_weights, precision=precision,
-        )
+        args = self._args_of_call(self._train_defaults, locals(), n_cells=self.adata.n_obs,
+                                  batch_size_rule=self._batch_size_rule, drop_last=self._drop_last_rule(self.adata.n_obs))
         if args.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (batch norm needs two cells), got {args.batch_size}.")
         procs = n_training_processes(run_kwargs)
@@ -373,14 +367,8 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
         """
         n_obs = self.adata.n_obs if adata is None else adata.n_obs
         run_kwargs = {"accelerator": accelerator, "devices": devices, **trainer_kwargs}
-        args = self._training_args(
-            self._pretrain_defaults, n_cells=n_obs, trainer_kwargs=run_kwargs,
-            batch_size_rule=self._batch_size_rule, drop_last=self._drop_last_rule(n_obs),
-            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
-            early_stopping_patience=early_stopping_patience,
-            restore_best_weights=restore_best_weights, precision=precision,
-        )
+        args = self._args_of_call(self._pretrain_defaults, locals(), n_cells=n_obs,
+                                  batch_size_rule=self._batch_size_rule, drop_last=self._drop_last_rule(n_obs))
         if args.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (batch norm needs two cells), got {args.batch_size}.")
         procs = n_training_processes(run_kwargs)

@@ -200,6 +200,15 @@ class TrainingRunnerMixin:
             raise ValueError(f"{type(self).__name__}: no rule resolves max_epochs={args.max_epochs}.")
         return args
 
+    def _args_of_call(self, defaults: TrainDefaults, call: dict, *, n_cells: int, **rules) -> TrainArgs:
+        """:meth:`_training_args` for a ``train()``/``pretrain()`` call whose arguments are
+        `call` (its ``locals()``): the shared arguments by name, the process count from its
+        ``accelerator``, ``devices`` and ``trainer_kwargs``."""
+        given = {f: call.get(f) for f in TrainArgs.__dataclass_fields__}
+        run = {"accelerator": call.get("accelerator", "auto"), "devices": call.get("devices", "auto"),
+               **(call.get("trainer_kwargs") or {})}
+        return self._training_args(defaults, n_cells=n_cells, trainer_kwargs=run, **rules, **given)
+
     def _run_training(self, plan, args: TrainArgs, *, adata: AnnData | None = None,
                       accelerator="auto", devices="auto", datasplitter_kwargs: dict | None = None,
                       what: str = "train()", **trainer_kwargs) -> int:

@@ -95,14 +95,7 @@ class ClassifierMixin:
         self._require_classifier()
         self._check_own_data()
         self._require_labelled_cells()
-        args = self._training_args(
-            self._train_defaults, n_cells=self.adata.n_obs,
-            trainer_kwargs={"accelerator": accelerator, "devices": devices, **trainer_kwargs},
-            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-            train_size=train_size, validation_size=validation_size, early_stopping=early_stopping,
-            early_stopping_patience=early_stopping_patience,
-            restore_best_weights=restore_best_weights, precision=precision,
-        )
+        args = self._args_of_call(self._train_defaults, locals(), n_cells=self.adata.n_obs)
         self._run_training(self._classification_plan(args, plan_kwargs), args, accelerator=accelerator,
                            devices=devices, datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs)
 
