@@ -26,15 +26,30 @@ Model code uses it as a context manager or a decorator::
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from scattn._compat import private
 
-__all__ = ["CHATTER_WARNINGS", "CHATTY_LOGGERS", "is_quiet", "quiet"]
+__all__ = ["CHATTER_WARNINGS", "CHATTY_LOGGERS", "is_quiet", "quiet", "user_stacklevel"]
 
 logger = logging.getLogger(__name__)
+
+#: packages whose frames a warning never points at: scattn's and the libraries it calls back from
+_LIBRARY_FRAMES = ("scattn", "scvi", "anndata", "lightning", "pytorch_lightning", "torch")
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for :func:`warnings.warn`, called in the function that warns, that
+    points at the user's code: the first calling frame outside scattn (and outside the
+    libraries that call back into it, e.g. scvi-tools registering a field), however deep the
+    call went inside the package."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _LIBRARY_FRAMES:
+        frame, level = frame.f_back, level + 1
+    return level
 
 #: Third-party loggers whose messages at INFO and below are chatter, and the level they get
 #: inside :func:`quiet` (their WARNING and ERROR records still show).

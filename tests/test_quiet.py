@@ -214,3 +214,27 @@ def test_few_cells_train_without_validation(verbosity, caplog):
     with caplog.at_level(logging.WARNING, logger="scattn"):
         model.train(max_epochs=1, train_size=1.0, enable_progress_bar=False)  # asked for: no word
     assert not [r for r in caplog.records if "none for validation" in r.getMessage()]
+
+
+def test_warnings_point_at_the_callers_line():
+    """A warning raised deep inside scattn (or in a scvi-tools callback into it) names the
+    user's line, whatever the depth: set-up, prediction on data lacking genes."""
+    import warnings
+
+    import scattn as sa
+    from tests.conftest import make_counts, tiny_model
+
+    adata = make_counts(60)
+    adata.obs["slashed"] = adata.obs["cell_type"].astype(str).str.replace("type", "a/b")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sa.model.CFAN.setup_anndata(adata, labels_key="slashed", layer="counts")
+    slash = [w for w in caught if "contain '/'" in str(w.message)]
+    assert slash and all(w.filename == __file__ for w in slash), [(w.filename, str(w.message)[:40]) for w in caught]
+    model = tiny_model("CFAN", make_counts(60))
+    model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.predict(make_counts(30)[:, 5:].copy(), inplace=False)
+    missing = [w for w in caught if "missing" in str(w.message)]
+    assert missing and all(w.filename == __file__ for w in missing), [(w.filename, str(w.message)[:40]) for w in caught]

@@ -11,6 +11,8 @@ from anndata import AnnData
 from scipy import sparse
 from scvi.data.fields import LabelsWithUnlabeledObsField, LayerField
 
+from scattn._quiet import user_stacklevel
+
 from ._validate import _value_summary, _values, label_strings, read_rows
 
 #: rows whose stored values :class:`ExpressionField` looks at for its counts warning
@@ -50,7 +52,7 @@ class ExpressionField(LayerField):
                 f"{where} does not contain unnormalized count data. Are you sure this is what "
                 "you want?",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
 
     def register_field(self, adata: AnnData) -> dict:
@@ -62,7 +64,7 @@ class ExpressionField(LayerField):
                 "Training will be faster when sparse matrix is formatted as CSR. It is safe to "
                 "cast before model initialization.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         return state
 

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from scattn._quiet import user_stacklevel
+
 from ._normalize import BackedLogNorm, gene_mean_var, seurat_dispersions_norm
 from ._validate import is_backed, iter_row_blocks
 
@@ -103,7 +105,7 @@ def gene_selector(
             f"{len(model_genes) - n_present} of the model's {len(model_genes)} genes are missing "
             "from the data and are filled with zeros.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
     src = var_names.get_indexer(target_genes)
     present = src >= 0

@@ -12,6 +12,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from scattn._quiet import user_stacklevel
+
 Expression = Literal["counts", "log1p"]
 EXPRESSION_KINDS = ("counts", "log1p")
 
@@ -303,13 +305,13 @@ def check_labels(
             "Results name columns by class (obsm['<key>_probabilities'], the markers' 'pts' "
             "tables), and anndata will refuse '/' in h5 keys from its next minor release; to keep "
             "results writable, rename them first, e.g. `adata.obs[key] = "
-            "adata.obs[key].astype(str).str.replace('/', '|')`.", UserWarning, stacklevel=4,
+            "adata.obs[key].astype(str).str.replace('/', '|')`.", UserWarning, stacklevel=user_stacklevel(),
         )
     n_labelled = int(labelled.sum())
     if n_labelled >= 20 and len(classes) > n_labelled / 2:
         warnings.warn(
             f"adata.obs[{labels_key!r}] has {len(classes)} classes for {n_labelled} labelled cells "
             "(most cells are a class of their own): is it a continuous or ID column rather than "
-            "cell types?", UserWarning, stacklevel=4,
+            "cell types?", UserWarning, stacklevel=user_stacklevel(),
         )
     return np.sort(classes), labelled

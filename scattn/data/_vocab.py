@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from scattn._quiet import user_stacklevel
+
 logger = logging.getLogger(__name__)
 
 #: special tokens every vocabulary starts with, in this order (ids 0, 1, 2)
@@ -116,7 +118,7 @@ class GeneVocabulary:
                              + hint)
         if n < len(genes):
             warnings.warn(f"{len(genes) - n} of the {len(genes)} genes of {what} are not in the "
-                          "model's vocabulary and are dropped.", UserWarning, stacklevel=2)
+                          "model's vocabulary and are dropped.", UserWarning, stacklevel=user_stacklevel())
         return ids, kept
 
     def to_dict(self) -> dict:

@@ -15,6 +15,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from scattn._docs import scattn_dsp
+from scattn._quiet import user_stacklevel
 from scattn.data import (
     SPECIAL_TOKENS,
     GeneVocabulary,
@@ -490,7 +491,7 @@ class Geneformer(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, 
             warnings.warn(
                 f"{empty} cells have no counts on any of the model's {len(self.var_names_)} "
                 f"vocabulary genes{why}, so no gene tokens; their embedding rows are NaN.",
-                UserWarning, stacklevel=3,
+                UserWarning, stacklevel=user_stacklevel(),
             )
         return z
 

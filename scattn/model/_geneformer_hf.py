@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from scattn._quiet import user_stacklevel
 from scattn.data import GeneVocabulary
 
 from .base import FittedState
@@ -323,7 +324,7 @@ def module_state_from_bert(state: Mapping[str, torch.Tensor], *, n_layers: int,
     unused = [k for k in state if k not in used and not _IGNORED.match(k)]
     if unused:
         warnings.warn(f"{len(unused)} checkpoint entries are not used: {', '.join(unused[:5])}.",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=user_stacklevel())
     return out
 
 

@@ -26,6 +26,8 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from scattn._quiet import user_stacklevel
+
 from .base import FittedState, weights_fingerprint
 
 #: checkpoint prefix -> this module's prefix (per layer keys handled in `_module_key`)
@@ -349,7 +351,7 @@ def load_scgpt(cls, model_dir, adata: AnnData, *, max_length: int | None = None,
     if "cell_decoder.W.weight" not in weights:
         warnings.warn("The checkpoint has no GEPC decoder (mvc_decoder; args.json turns it off): "
                       "the model's is new, so predict_response needs training first.",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=user_stacklevel())
     # heads: the checkpoint's when it fits the model, else the model's own (new) one
     if keep_classifier and not _fits(weights, own, "classifier."):
         if not model.module.has_head:
@@ -359,7 +361,7 @@ def load_scgpt(cls, model_dir, adata: AnnData, *, max_length: int | None = None,
         else:
             why = ("the checkpoint's cell-type head does not fit adata's classes; a new head "
                    "is used")
-        warnings.warn(f"keep_classifier=True, but {why}.", UserWarning, stacklevel=3)
+        warnings.warn(f"keep_classifier=True, but {why}.", UserWarning, stacklevel=user_stacklevel())
     for prefix, keep in (("classifier.", keep_classifier), ("batch_discriminator.", True)):
         if not (keep and _fits(weights, own, prefix)):
             for k in [k for k in weights if k.startswith(prefix)]:

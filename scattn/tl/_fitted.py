@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import warnings
 
+from scattn._quiet import user_stacklevel
+
 __all__ = ["check_fitted", "check_lineage"]
 
 
@@ -50,7 +52,7 @@ def check_lineage(pretrained, finetuned, tool: str) -> None:
         warnings.warn(
             f"{tool}: `finetuned` records no pretrained weights it started from (trained from "
             "scratch, or saved by an earlier scattn), so whether it comes from `pretrained` "
-            "cannot be checked.", UserWarning, stacklevel=3,
+            "cannot be checked.", UserWarning, stacklevel=user_stacklevel(),
         )
         return
     if hasattr(pretrained, "module") and finetuned.pretrained_from_ != weights_fingerprint(

@@ -12,6 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from scattn._docs import scattn_dsp
+from scattn._quiet import user_stacklevel
 from scattn._write import write_results
 from scattn.data import gene_ids
 
@@ -121,7 +122,7 @@ def match_genes(
             f"{tool}: {len(ids) - n} of the {len(ids)} genes chosen from adata are not "
             "among the model's genes and are left out.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     return pos[known], ids[known]
 

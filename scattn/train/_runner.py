@@ -15,7 +15,7 @@ from scvi.dataloaders import DataSplitter
 from scvi.train import TrainRunner
 
 from scattn import _compat
-from scattn._quiet import quiet
+from scattn._quiet import quiet, user_stacklevel
 from scattn._settings import settings
 
 from ._callbacks import BestValidationWeights, LastEpochWeights, restore_best_weights
@@ -380,7 +380,7 @@ class TrainingRunnerMixin:
         self.module.eval()
         if snapshot.state is None:
             warnings.warn(f"{what} was interrupted before its first epoch finished; the model is "
-                          f"as it was before {what}.", UserWarning, stacklevel=5)
+                          f"as it was before {what}.", UserWarning, stacklevel=user_stacklevel())
             if snapshot.initial is not None:
                 self.module.load_state_dict(snapshot.initial)
             return
@@ -392,6 +392,6 @@ class TrainingRunnerMixin:
         self.test_indices = getattr(runner.data_splitter, "test_idx", None)
         warnings.warn(
             f"{what} was interrupted; the model keeps the weights of epoch {snapshot.epochs} (the "
-            f"last one that finished). Call {what} again to continue.", UserWarning, stacklevel=5,
+            f"last one that finished). Call {what} again to continue.", UserWarning, stacklevel=user_stacklevel(),
         )
 

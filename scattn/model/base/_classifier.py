@@ -12,6 +12,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from scattn._docs import scattn_dsp
+from scattn._quiet import user_stacklevel
 from scattn._version import __version__
 from scattn._write import write_results
 from scattn.module import MODULE_KEYS
@@ -243,7 +244,7 @@ class ClassifierMixin:
             warnings.warn(
                 f"{int(empty.sum())} cells have no counts on any of the model's "
                 f"{len(self._read_genes)} genes; they are labelled {UNKNOWN!r} with confidence, "
-                "probabilities and embedding NaN.", UserWarning, stacklevel=3,
+                "probabilities and embedding NaN.", UserWarning, stacklevel=user_stacklevel(),
             )
             out[MODULE_KEYS.Z] = np.where(empty[:, None], np.nan, out[MODULE_KEYS.Z])
             labels = np.where(empty, UNKNOWN, labels)

@@ -17,7 +17,7 @@ from scvi import REGISTRY_KEYS
 
 from scattn._compat import manager_stores
 from scattn._progress import progress
-from scattn._quiet import quiet
+from scattn._quiet import quiet, user_stacklevel
 from scattn._settings import settings
 from scattn.data import (
     check_expression,
@@ -258,7 +258,7 @@ class AlignedDataMixin:
             return values
         warnings.warn(
             f"{int(empty.sum())} cells have no counts on any of the model's "
-            f"{len(self._read_genes)} genes; their {what} rows are NaN.", UserWarning, stacklevel=3,
+            f"{len(self._read_genes)} genes; their {what} rows are NaN.", UserWarning, stacklevel=user_stacklevel(),
         )
         values = np.asarray(values, dtype=np.result_type(values.dtype, np.float32))
         values[empty] = np.nan
@@ -307,7 +307,7 @@ class AlignedDataMixin:
                     f"{n_other} of the {len(present)} genes the model takes library sizes over are "
                     "missing from the data; cells are normalised over the genes present.",
                     UserWarning,
-                    stacklevel=5,
+                    stacklevel=user_stacklevel(),
                 )
         obs = pd.DataFrame(index=adata.obs_names.copy())
         for key in self._covariate_columns():

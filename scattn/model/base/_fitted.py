@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from scattn._quiet import user_stacklevel
+
 #: the model attribute saved with every model (scvi-tools saves attributes ending in "_")
 FITTED_ATTR = "fitted_state_"
 
@@ -161,7 +163,7 @@ def check_shared_genes(genes: pd.Index, var_names: pd.Index, *, min_overlap: flo
                          f"min_gene_overlap={min_overlap}.")
     if n_shared < len(genes):
         warnings.warn(f"{len(genes) - n_shared} of the {source}'s {len(genes)} genes are missing "
-                      f"from the {target}; they read as zero.", UserWarning, stacklevel=4)
+                      f"from the {target}; they read as zero.", UserWarning, stacklevel=user_stacklevel())
 
 
 #: parameters of heads a model may replace when another starts from it (not part of its lineage)

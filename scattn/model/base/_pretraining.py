@@ -9,6 +9,7 @@ import warnings
 from anndata import AnnData
 
 from scattn._docs import scattn_dsp
+from scattn._quiet import user_stacklevel
 from scattn.train import SETTINGS_BATCH_SIZE, MaskedPretrainingPlan, TrainDefaults
 
 from ._fitted import Source, weights_fingerprint
@@ -103,7 +104,7 @@ class PretrainingMixin:
         if self.is_trained_:
             warnings.warn(
                 f"Pretraining a trained {type(self).__name__} changes the network under its "
-                "classifier: train it again before predicting.", UserWarning, stacklevel=3,
+                "classifier: train it again before predicting.", UserWarning, stacklevel=user_stacklevel(),
             )
         # the runner overwrites these; pretraining is not the model's training
         kept = {k: getattr(self, k, None) for k in

@@ -8,6 +8,7 @@ from typing import Literal
 
 from anndata import AnnData
 
+from scattn._quiet import user_stacklevel
 from scattn.data import check_labels
 from scattn.data._validate import label_strings, labelled_mask
 
@@ -26,7 +27,7 @@ def resolve_unfrozen(unfrozen: bool | None, fine_tune: str | None, default: bool
             raise ValueError(f"fine_tune must be 'classifier' or 'all', got {fine_tune!r}.")
         warnings.warn(
             "load_query_data(fine_tune=...) is deprecated and will be removed in the next release; "
-            f"use unfrozen={fine_tune == 'all'} (train every weight) instead.", FutureWarning, stacklevel=4,
+            f"use unfrozen={fine_tune == 'all'} (train every weight) instead.", FutureWarning, stacklevel=user_stacklevel(),
         )
         if unfrozen is not None and unfrozen != (fine_tune == "all"):
             raise ValueError(f"fine_tune={fine_tune!r} contradicts unfrozen={unfrozen}; pass unfrozen only.")

@@ -11,6 +11,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
+from scattn._quiet import user_stacklevel
 from scattn._settings import settings
 from scattn.data import (
     SPECIAL_TOKENS,
@@ -73,7 +74,7 @@ class VocabularyMixin:
         if (~readable).any():
             warnings.warn(f"{int((~readable).sum())} of the {len(ids)} genes of adata are not in the "
                           "model's vocabulary (or not in the data it was set up with) and are dropped.",
-                          UserWarning, stacklevel=5)
+                          UserWarning, stacklevel=user_stacklevel())
 
     @classmethod
     def _check_source(cls, source: Source, adata: AnnData, *, setup_args: dict, min_gene_overlap: float,
