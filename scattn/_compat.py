@@ -27,6 +27,7 @@ PRIVATE_NAMES: dict[str, tuple[str, str]] = {
     "LoudEarlyStopping": ("scvi.train._callbacks", "LoudEarlyStopping"),
     "SimpleLogger": ("scvi.train._logger", "SimpleLogger"),
     "trainrunner_module": ("scvi.train", "_trainrunner"),
+    "SCVI_MODULE_KEYS": ("scvi.module._constants", "MODULE_KEYS"),
     # Lightning
     "AcceleratorConnector": ("lightning.pytorch.trainer.connectors.accelerator_connector",
                              "_AcceleratorConnector"),
@@ -75,6 +76,12 @@ def get_max_epochs_heuristic(n_obs: int, **kwargs) -> int:
 def validate_data_split(*args, **kwargs):
     """scvi-tools' ``scvi.dataloaders._data_splitting.validate_data_split``."""
     return private("validate_data_split")(*args, **kwargs)
+
+
+def scvi_module_keys():
+    """scvi-tools' ``MODULE_KEYS`` (``qz``, ``z``, ``library``, ``px``...), which scViT's
+    module uses for its outputs, as scVI's."""
+    return private("SCVI_MODULE_KEYS")
 
 
 def manager_stores(model) -> tuple[dict, dict]:

@@ -14,7 +14,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data.fields import CategoricalObsField
 from scvi.model.base import RNASeqMixin, VAEMixin
 
-from scattn._compat import get_max_epochs_heuristic
+from scattn._compat import get_max_epochs_heuristic, scvi_module_keys
 from scattn._docs import scattn_dsp
 from scattn._settings import settings
 from scattn.data import check_input, check_not_empty, order_genes
@@ -24,6 +24,8 @@ from scattn.train import SCVI_EPOCHS, GenerativePlan, TrainDefaults
 from .base import AttentionMixin, EmbeddingResult, FittedState, ScattnModel, Source
 from .base._fitted import check_shared_genes
 
+#: scvi-tools' module keys, which scViT's module outputs
+KEYS = scvi_module_keys()
 logger = logging.getLogger(__name__)
 
 _BATCH_WEIGHTS = "covariates.0.weight"  # the batch columns of every covariate-injected layer
@@ -321,7 +323,7 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         """
         if give_mean and not return_dist and not kwargs:  # the posterior mean: streamed like predict
             self._check_usable()
-            return self._infer(adata, indices=indices, keys=("qz_mean",), batch_size=batch_size)["qz_mean"]
+            return self._infer(adata, indices=indices, keys=(KEYS.QZM_KEY,), batch_size=batch_size)[KEYS.QZM_KEY]
         with self._scvi_data(adata) as internal:
             return VAEMixin.get_latent_representation(
                 self, internal, indices=indices, give_mean=give_mean, mc_samples=mc_samples,
@@ -433,7 +435,7 @@ class SCVIT(RNASeqMixin, VAEMixin, AttentionMixin, ScattnModel):
         """
         return self._predict_embedding(adata, key_added=key_added, inplace=inplace,
                                        attention_top_k=attention_top_k, batch_size=batch_size,
-                                       min_gene_overlap=min_gene_overlap, z_key="qz_mean",
+                                       min_gene_overlap=min_gene_overlap, z_key=KEYS.QZM_KEY,
                                        params={"batch_key": self._setup_args.get("batch_key")})
 
     # -- reference mapping ------------------------------------------------------------------------

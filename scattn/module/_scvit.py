@@ -12,6 +12,7 @@ from scvi.module.base import LossOutput, auto_move_data
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
+from scattn._compat import scvi_module_keys
 from scattn.nn import (
     ConvPatchStem,
     CovariateLinear,
@@ -24,6 +25,8 @@ from scattn.nn import (
 from ._base import PanelModule
 from ._constants import MODULE_KEYS, OBJECTIVES
 
+#: scvi-tools' module keys (``qz``, ``z``, ``library``, ``px``...): scViT's outputs are scVI's
+KEYS = scvi_module_keys()
 Stem = Literal["conv", "linear", "shared"]
 
 
@@ -158,13 +161,14 @@ class SCVITModule(PanelModule):
 
     # -- inputs ------------------------------------------------------------------------------
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"x": tensors[REGISTRY_KEYS.X_KEY], "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
-                "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)}
+        return {KEYS.X_KEY: tensors[REGISTRY_KEYS.X_KEY],
+                KEYS.BATCH_INDEX_KEY: tensors[REGISTRY_KEYS.BATCH_KEY],
+                KEYS.CAT_COVS_KEY: tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)}
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict:
-        return {"z": inference_outputs["z"], "library": inference_outputs["library"],
-                "batch_index": tensors[REGISTRY_KEYS.BATCH_KEY],
-                "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)}
+        return {KEYS.Z_KEY: inference_outputs[KEYS.Z_KEY], KEYS.LIBRARY_KEY: inference_outputs[KEYS.LIBRARY_KEY],
+                KEYS.BATCH_INDEX_KEY: tensors[REGISTRY_KEYS.BATCH_KEY],
+                KEYS.CAT_COVS_KEY: tensors.get(REGISTRY_KEYS.CAT_COVS_KEY)}
 
     def _cats(self, batch_index, cat_covs) -> list[torch.Tensor]:
         cats = [batch_index]
@@ -191,7 +195,7 @@ class SCVITModule(PanelModule):
         library = torch.log(panel.library.clamp_min(1.0))
         if n_samples > 1:
             library = library.unsqueeze(0).expand(n_samples, *library.shape)
-        out = {"qz": qz, "z": z, "library": library, "qz_mean": qz.loc}
+        out = {KEYS.QZ_KEY: qz, KEYS.Z_KEY: z, KEYS.LIBRARY_KEY: library, KEYS.QZM_KEY: qz.loc}
         if return_attention:
             out[MODULE_KEYS.ATTENTION] = self._gene_attribution(weights, panel.lognorm)
         return out
@@ -237,7 +241,7 @@ class SCVITModule(PanelModule):
             px = ZeroInflatedNegativeBinomial(mu=rate, theta=theta, zi_logits=zi_logits, scale=px_scale)
         else:
             px = NegativeBinomial(mu=rate, theta=theta, scale=px_scale)
-        return {"px": px}
+        return {KEYS.PX_KEY: px}
 
     # -- objective ----------------------------------------------------------------------------
     def loss(self, tensors, inference_outputs, generative_outputs, objective: str | None = None,
@@ -246,8 +250,8 @@ class SCVITModule(PanelModule):
         if objective not in (None, OBJECTIVES.GENERATIVE):
             super().loss(tensors, inference_outputs, generative_outputs, objective)  # raises
         x = tensors[REGISTRY_KEYS.X_KEY].float()
-        rec = -generative_outputs["px"].log_prob(x).sum(-1)
-        qz = inference_outputs["qz"]
+        rec = -generative_outputs[KEYS.PX_KEY].log_prob(x).sum(-1)
+        qz = inference_outputs[KEYS.QZ_KEY]
         kl = kl_divergence(qz, Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))).sum(-1)
         return LossOutput(loss=torch.mean(rec + kl_weight * kl), reconstruction_loss=rec, kl_local=kl)
 

@@ -542,3 +542,17 @@ def test_correlation_order_with_unexpressed_genes():
     x[:, 30] = 1.0
     order = order_genes(x, "correlation")
     assert sorted(order) == list(range(40)) and set(order[-3:]) == {2, 9, 30}
+
+
+def test_module_outputs_use_scvi_tools_module_keys():
+    from scattn._compat import scvi_module_keys
+
+    keys = scvi_module_keys()
+    d = _data(40)
+    module = _model(d, batch_key=None).module.eval()
+    x = torch.as_tensor(d.layers["counts"][:4].toarray())
+    with torch.no_grad():
+        inf = module.inference(x, torch.zeros(4, 1))
+        gen = module.generative(inf[keys.Z_KEY], inf[keys.LIBRARY_KEY], torch.zeros(4, 1))
+    assert {keys.QZ_KEY, keys.Z_KEY, keys.LIBRARY_KEY, keys.QZM_KEY} <= set(inf)
+    assert set(gen) == {keys.PX_KEY}
