@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -14,6 +16,7 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 
 from scattn._docs import scattn_dsp
+from scattn._quiet import user_stacklevel
 from scattn._settings import settings
 from scattn.data import BackedLogNorm, factorize, get_matrix, log_normalize, make_gene_groups
 from scattn.module import CGRANModule
@@ -22,6 +25,26 @@ from .base import FittedState, GenePanelClassifier, Source
 from .base._query import FineTune, resolve_unfrozen
 
 logger = logging.getLogger(__name__)
+
+def _genes_first_deprecated(method):
+    """Accept the order `get_gene_attention` had before every model shared one,
+    ``(genes, adata=None, indices=None)``, with a warning."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if args and args[0] is not None and not isinstance(args[0], AnnData):
+            warnings.warn(
+                "CGRAN.get_gene_attention(genes, adata, ...) is deprecated and will be removed in "
+                "the next release; call get_gene_attention(adata, indices, genes=genes), as every "
+                "model.", FutureWarning, stacklevel=user_stacklevel(),
+            )
+            kwargs["genes"] = args[0]
+            kwargs.update(zip(("adata", "indices"), args[1:], strict=False))
+            args = ()
+        return method(self, *args, **kwargs)
+
+    return wrapper
+
 
 @scattn_dsp.dedent
 class CGRAN(GenePanelClassifier):
@@ -177,13 +200,15 @@ class CGRAN(GenePanelClassifier):
         }
         return fitted
 
+    @_genes_first_deprecated
     @torch.inference_mode()
+    @scattn_dsp.dedent
     def get_gene_attention(
         self,
-        genes: Sequence[str],
         adata: AnnData | None = None,
         indices=None,
         *,
+        genes: Sequence[str] | None = None,
         batch_size: int | None = None,
     ) -> pd.DataFrame:
         """Gene-to-gene attention among `genes` in the first block, averaged over cells.
@@ -192,10 +217,22 @@ class CGRAN(GenePanelClassifier):
         queries and keys (summed over heads, softmax over the chosen genes; no group mask, so
         genes from different groups are compared). Used for gene sets (paper, Figure 5a).
 
+        Parameters
+        ----------
+        %(adata)s
+        %(indices)s
+        genes
+            Model genes to compare, at most 5,000 (`None`: every model gene, if at most 5,000).
+        %(batch_size)s
+
         Returns
         -------
         DataFrame genes x genes; row j is the attention gene j pays to each gene.
         """
+        genes = list(self.var_names_) if genes is None else ([genes] if isinstance(genes, str) else genes)
+        if len(genes) > 5000:
+            raise ValueError(f"{len(genes)} genes make a {len(genes)}^2 matrix; pass `genes=` "
+                             "(at most 5,000, e.g. the highly variable ones).")
         genes = list(genes)
         pos = pd.Index(self.var_names_).get_indexer(genes)
         if (pos < 0).any():

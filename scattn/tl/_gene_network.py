@@ -3,7 +3,6 @@ strongest attention targets (Cui et al. 2024, attention-based gene networks)."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Sequence
 
@@ -20,14 +19,6 @@ from ._gene_programs import _check_method, _is_int, _model_genes, match_genes
 logger = logging.getLogger(__name__)
 
 __all__ = ["gene_network"]
-
-
-def _takes_genes(method) -> bool:
-    """Whether ``get_gene_attention`` takes the genes to compute (CGRAN's does)."""
-    try:
-        return "genes" in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def top_edges(weights: np.ndarray, top_k: int, min_weight: float) -> tuple[np.ndarray, ...]:
@@ -66,7 +57,7 @@ def gene_network(
     for each gene, the `top_k` other chosen genes it attends to most, with an attention above
     `min_weight`, become edges ``source -> target`` (the direction is kept: ``i -> j`` and
     ``j -> i`` are separate edges, with their own weights). Pairs of genes never seen together
-    in a cell (NaN) and self-attention are ignored. Models whose ``get_gene_attention`` takes
+    in a cell (NaN) and self-attention are ignored. Every model's ``get_gene_attention`` takes
     the genes to compute (``genes=``, e.g. :meth:`scattn.model.CGRAN.get_gene_attention`)
     are asked for the chosen genes only.
 
@@ -141,11 +132,7 @@ def gene_network(
         tool="gene_network",
     )
 
-    method = model.get_gene_attention
-    if _takes_genes(method):
-        attention = method(genes=list(ids), adata=adata, batch_size=batch_size)
-    else:
-        attention = method(adata=adata, batch_size=batch_size)
+    attention = model.get_gene_attention(adata, genes=list(ids), batch_size=batch_size)
     rows = _model_genes(attention, "gene attention")
     columns = pd.Index(attention.columns.astype(str))
     missing = ids[~ids.isin(rows) | ~ids.isin(columns)]

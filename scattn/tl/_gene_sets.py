@@ -122,7 +122,7 @@ def gene_sets_from_attention(
     indices = None
     if max_cells is not None and adata.n_obs > max_cells:
         indices = np.linspace(0, adata.n_obs - 1, max_cells).astype(int)
-    att = model.get_gene_attention(genes, adata, indices=indices)
+    att = model.get_gene_attention(adata, indices, genes=genes)
     sym = (att.to_numpy() + att.to_numpy().T) / 2
     off = sym[~np.eye(len(genes), dtype=bool)]
     lo, hi = off.min(), off.max()

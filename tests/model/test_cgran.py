@@ -100,11 +100,11 @@ def test_latent_attention_and_gene_attention(trained):
     top = model.get_attention(indices=[0], top_k=5)
     assert (top.to_numpy() > 0).sum() == 5
     genes = list(model.var_names_[:4])
-    gg = model.get_gene_attention(genes)
+    gg = model.get_gene_attention(genes=genes)
     assert gg.shape == (4, 4)
     np.testing.assert_allclose(gg.sum(1), 2.0, rtol=1e-4)  # softmax rows summed over 2 heads
     with pytest.raises(ValueError, match="not used by the model"):
-        model.get_gene_attention(["nope"])
+        model.get_gene_attention(genes=["nope"])
 
 
 # -- genes ---------------------------------------------------------------------------------------

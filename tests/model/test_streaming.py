@@ -148,13 +148,13 @@ def test_sums_over_cells_stream_from_disk(trained, tmp_path, small_chunks, monke
     chunk at a time, with the same result as in memory and as on the model's own cells."""
     model, data = trained
     genes = list(model.var_names_[:6])
-    own = model.get_gene_attention(genes)
+    own = model.get_gene_attention(genes=genes)
     query = _query(data)
-    in_memory = model.get_gene_attention(genes, adata=query)
+    in_memory = model.get_gene_attention(query, genes=genes)
     query.write_h5ad(tmp_path / "q.h5ad")
     on_disk = ad.read_h5ad(tmp_path / "q.h5ad", backed="r")
     sizes = _chunk_sizes(monkeypatch)
-    streamed = model.get_gene_attention(genes, adata=on_disk)
+    streamed = model.get_gene_attention(on_disk, genes=genes)
     assert len(sizes) > 1 and max(sizes) <= small_chunks and sum(sizes) == query.n_obs
     pd.testing.assert_frame_equal(streamed, in_memory, atol=1e-6, rtol=1e-5)
     pd.testing.assert_frame_equal(streamed, own, atol=1e-6, rtol=1e-5)  # the same cells, reordered
