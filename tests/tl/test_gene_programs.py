@@ -40,7 +40,7 @@ class FakeSCGPT:
     def get_gene_embeddings(self) -> pd.DataFrame:
         return pd.DataFrame(self._emb, index=self.var_names_)
 
-    def get_gene_attention(self, adata=None, indices=None, *, batch_size=None) -> pd.DataFrame:
+    def get_gene_attention(self, adata=None, indices=None, *, genes=None, batch_size=None) -> pd.DataFrame:
         self.calls.append({"adata": adata, "indices": indices, "batch_size": batch_size})
         return pd.DataFrame(self._att, index=self.var_names_, columns=self.var_names_)
 
@@ -250,17 +250,17 @@ def test_gene_network_by_id_column(model, cells):
     assert edges.loc[edges["source"] == "A0", "target"].tolist() == ["C5"]  # var_names
 
 
-def test_gene_network_asks_models_that_take_genes(cells):
-    class GenesFirst:  # like CGRAN: get_gene_attention(genes, adata=None, ...)
+def test_gene_network_asks_the_model_for_its_genes(cells):
+    class AsksGenes:  # the one signature: get_gene_attention(adata, indices, *, genes, batch_size)
         var_names_ = pd.Index(MODEL_GENES)
 
-        def get_gene_attention(self, genes, adata=None, indices=None, *, batch_size=None):
+        def get_gene_attention(self, adata=None, indices=None, *, genes=None, batch_size=None):
             self.asked = list(genes)
             w = np.full((len(genes), len(genes)), 0.1)
             w[0, -1] = 0.8
             return pd.DataFrame(w, index=genes, columns=genes)
 
-    model = GenesFirst()
+    model = AsksGenes()
     sa.tl.gene_network(cells, model, genes=["A0", "A1", "B0"], top_k=1)
     assert model.asked == ["B0", "A1", "A0"]  # in adata's order
     edges = cells.uns["gene_network"]["edges"]
