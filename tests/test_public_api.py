@@ -80,7 +80,7 @@ def _plots(m) -> dict:
         "marker_dotplot": lambda ax: sa.pl.marker_dotplot(cells, key="cgran_markers", ax=ax),
         "confusion_matrix": lambda ax: sa.pl.confusion_matrix(cells, ax=ax),
         "training_history": lambda ax: sa.pl.training_history(m["cgran"], ax=ax),
-        "feature_attention": lambda ax: sa.pl.feature_attention(m["cfan"], n_cells=2, ax=ax),
+        "feature_attention": lambda ax: sa.pl.feature_attention(None, m["cfan"], n_cells=2, ax=ax),
         "feature_importances": lambda ax: sa.pl.feature_importances(cells, key="sims", ax=ax),
         "class_importances": lambda ax: sa.pl.class_importances(cells, key="sims", n_genes=5, ax=ax),
         "attention_norms": lambda ax: sa.pl.attention_norms(labelled, ax=ax),
@@ -108,3 +108,24 @@ def test_every_public_tool_and_plot_runs(models):
 
 def test_tiny_architectures_cover_every_model():
     assert set(TINY_ARCH) == {n for n in sa.model.__all__ if isinstance(getattr(sa.model, n), type)}
+
+
+def test_plots_and_tools_take_adata_first_then_keywords():
+    """scanpy's shape: ``f(adata, [model], *, ...)``; plots read ``key``, tools write ``key_added``.
+    ``training_history`` draws a model's own history (no AnnData) and ``attention_markers`` /
+    ``unknown_threshold`` work on arrays or a reference model."""
+    import inspect
+
+    exempt = {"training_history", "attention_markers", "unknown_threshold"}
+    for mod in (sa.pl, sa.tl):
+        for name in mod.__all__:
+            if name in exempt:
+                continue
+            params = list(inspect.signature(getattr(mod, name)).parameters.values())
+            assert params[0].name == "adata", f"sa.{mod.__name__.split('.')[-1]}.{name} does not take adata first"
+            positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+            assert len(positional) <= 3, f"{name}: {positional} positional"
+            if mod is sa.tl:
+                assert "key_added" in {p.name for p in params}, f"sa.tl.{name} writes without key_added"
+            else:
+                assert "key_added" not in {p.name for p in params}, f"sa.pl.{name} names what it reads key_added"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -9,14 +10,15 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 
 from scattn._docs import scattn_dsp
+from scattn._quiet import user_stacklevel
 
 from ._base import finish, new_axes
 
 
 @scattn_dsp.dedent
 def feature_attention(
-    model,
-    adata: AnnData | None = None,
+    adata: AnnData | None,
+    model=None,
     *,
     groupby: str | None = None,
     n_cells: int = 3,
@@ -37,10 +39,10 @@ def feature_attention(
 
     Parameters
     ----------
-    model
-        A trained :class:`~scattn.model.CFAN`.
     adata
         Cells to show (aligned by gene name); `None`: the model's AnnData.
+    model
+        A trained :class:`~scattn.model.CFAN`.
     groupby
         Column of ``adata.obs`` with the classes. `None`: the model's labels column. Cells
         with the model's unlabelled category are left out.
@@ -54,6 +56,12 @@ def feature_attention(
         Colour map.
     %(show)s
     """
+    if model is None or (not isinstance(adata, AnnData | None) and isinstance(model, AnnData | None)):
+        # the order before 0.2: feature_attention(model, adata=None)
+        warnings.warn("sa.pl.feature_attention(model, adata) is deprecated and will be removed in "
+                      "the next release; call sa.pl.feature_attention(adata, model), adata first as "
+                      "every plot.", FutureWarning, stacklevel=user_stacklevel())
+        adata, model = model, adata
     if not hasattr(model, "get_feature_attention"):
         raise TypeError(f"{type(model).__name__} has no feature attention; use a CFAN.")
     if what not in ("attention", "features"):

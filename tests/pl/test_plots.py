@@ -59,15 +59,15 @@ def test_plot_errors(predicted):
 def test_feature_attention_plot(trained_cfan, tmp_path):
     model, _ = trained_cfan
     for what in ("attention", "features"):
-        fig = sa.pl.feature_attention(model, n_cells=2, what=what, show=False, return_fig=True)
+        fig = sa.pl.feature_attention(None, model, n_cells=2, what=what, show=False, return_fig=True)
         assert isinstance(fig, Figure)
         rows = [t.get_text() for t in fig.axes[0].get_yticklabels()]
         assert rows == ["type0", "type1", "type2"]  # no "Unknown" row
         fig.savefig(tmp_path / "f.png")
     _, ax = plt.subplots()
-    assert sa.pl.feature_attention(model, groupby="cell_type", ax=ax) is ax
+    assert sa.pl.feature_attention(model.adata, model, groupby="cell_type", ax=ax) is ax
     with pytest.raises(TypeError, match="use a CFAN"):
-        sa.pl.feature_attention(object())
+        sa.pl.feature_attention(None, object())
     plt.close("all")
 
 
@@ -85,4 +85,12 @@ def test_sims_importance_plots(trained_sims, plot, tmp_path):
         plot(adata, key="cgran")
     with pytest.raises(ValueError, match="n_genes"):
         plot(adata, n_genes=0)
+    plt.close("all")
+
+
+def test_feature_attention_old_order_warns(trained_cfan):
+    model, _ = trained_cfan
+    with pytest.warns(FutureWarning, match="adata first"):
+        fig = sa.pl.feature_attention(model, n_cells=1, show=False, return_fig=True)
+    assert isinstance(fig, Figure)
     plt.close("all")
