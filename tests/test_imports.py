@@ -79,3 +79,40 @@ def test_the_checker_sees_imports():
     graph = _imports()
     assert "scattn.module._base" in graph["scattn.module._cfan"]
     assert "scattn.nn" in graph["scattn.module._base"]
+
+
+#: the package's shared internals: top-level private modules any subpackage may import
+SHARED_INTERNALS = {"_settings", "_docs", "_quiet", "_write", "_read", "_constants", "_progress",
+                    "_attribution", "_compat", "_version"}
+
+
+def _private_imports_across_subpackages() -> list[tuple[str, str, list[str]]]:
+    """(file, imported module, names) for every import of a private module or name of another
+    scattn subpackage (relative imports resolved)."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        name = _module_name(path)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        mine = _layer(name) if path.parent != PACKAGE else ""
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = package.split(".")
+                target = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            parts = target.split(".")
+            if parts[0] != "scattn" or len(parts) < 2 or parts[1] in SHARED_INTERNALS or parts[1] == mine:
+                continue
+            names = [a.name for a in node.names]
+            if any(p.startswith("_") for p in parts[2:]) or any(n.startswith("_") for n in names):
+                found.append((str(path.relative_to(PACKAGE.parent)), target, names))
+    return found
+
+
+def test_private_names_stay_in_their_subpackage():
+    """A subpackage uses another's public names only (re-exported in its ``__init__``); what
+    several share lives in a top-level internal module (``scattn._read``, ``scattn._write``...)."""
+    bad = _private_imports_across_subpackages()
+    assert not bad, f"private names imported across subpackages: {bad}"

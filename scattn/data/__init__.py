@@ -32,6 +32,7 @@ from ._validate import (
     get_matrix,
     is_backed,
     iter_row_blocks,
+    label_strings,
     labelled_mask,
     read_rows,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "is_backed",
     "iter_row_blocks",
     "read_rows",
+    "label_strings",
     "labelled_mask",
     "log_normalize",
     "make_gene_groups",

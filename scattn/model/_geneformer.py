@@ -21,8 +21,7 @@ from scattn.data import (
     GeneVocabulary,
     gene_nonzero_medians,
 )
-from scattn.module import GeneformerModule
-from scattn.module._constants import MODULE_KEYS
+from scattn.module import MODULE_KEYS, GeneformerModule
 from scattn.train import StepBudget, TrainDefaults
 
 from .base import (

@@ -15,8 +15,7 @@ from anndata import AnnData
 
 from scattn._docs import scattn_dsp
 from scattn._write import write_results
-from scattn.module import SCGPTModule
-from scattn.module._constants import CONDITION_KEY, MODULE_KEYS
+from scattn.module import CONDITION_KEY, MODULE_KEYS, SCGPTModule
 from scattn.train import MultiTaskPlan, StepBudget, TrainDefaults
 
 from .base import (

@@ -3,7 +3,7 @@
 from ._base import PanelModule, ScattnModule, classification_loss
 from ._cfan import CFANModule
 from ._cgran import CGRANModule
-from ._constants import MODULE_KEYS, OBJECTIVES
+from ._constants import CONDITION_KEY, MODULE_KEYS, OBJECTIVES
 from ._geneformer import GeneformerModule
 from ._scgpt import SCGPTModule
 from ._scvit import SCVITModule
@@ -11,6 +11,7 @@ from ._sims import SIMSModule
 
 __all__ = [
     "SCGPTModule",
+    "CONDITION_KEY",
     "MODULE_KEYS",
     "OBJECTIVES",
     "CFANModule",

@@ -21,8 +21,7 @@ from scvi.module.base import auto_move_data
 from torch import nn
 
 from scattn._docs import scattn_dsp
-from scattn.nn import GeneGroups, LocalAttentionBlock
-from scattn.nn._local_attention import _split_heads, project_tokens
+from scattn.nn import GeneGroups, LocalAttentionBlock, project_tokens, split_heads
 
 from ._base import PanelModule
 from ._constants import MODULE_KEYS
@@ -158,7 +157,7 @@ class CGRANModule(PanelModule):
         block = self.blocks[0].attention
         cell = self.cell_embedding(x)
         _, qkv = project_tokens(block.qkv, cell, gene_base=self.gene_embedding[genes])
-        q, k, _ = (_split_heads(t, block.n_heads) for t in qkv.chunk(3, dim=-1))
+        q, k, _ = (split_heads(t, block.n_heads) for t in qkv.chunk(3, dim=-1))
         w = ((q @ k.transpose(-1, -2)) / math.sqrt(block.head_dim)).softmax(-1)
         return w.sum(dim=1)
 

@@ -17,6 +17,7 @@ from ._local_attention import (
     LocalMultiheadAttention,
     dense_masked_attention,
     project_tokens,
+    split_heads,
 )
 from ._patch import (
     ConvPatchStem,
@@ -76,6 +77,7 @@ __all__ = [
     "n_patches",
     "padding_mask",
     "project_tokens",
+    "split_heads",
     "rank_tokens",
     "run_blocks",
     "sparsemax",

@@ -90,7 +90,7 @@ class GeneGroups(nn.Module):
         return flat.index_select(-2, self.positions)
 
 
-def _split_heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
+def split_heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
     """``(..., L, H*d) -> (..., H, L, d)``."""
     t = t.unflatten(-1, (n_heads, -1))
     return t.movedim(-2, -3)
@@ -208,8 +208,8 @@ class LocalMultiheadAttention(nn.Module):
         """
         H = self.n_heads
         qkv_c, qkv_g = project_tokens(self.qkv, cell, genes, gene_base)
-        q_c, k_c, v_c = (_split_heads(t.unsqueeze(1), H) for t in qkv_c.chunk(3, dim=-1))  # (B,H,1,d)
-        q_g, k_g, v_g = (_split_heads(t, H) for t in qkv_g.chunk(3, dim=-1))  # (B,H,g,d)
+        q_c, k_c, v_c = (split_heads(t.unsqueeze(1), H) for t in qkv_c.chunk(3, dim=-1))  # (B,H,1,d)
+        q_g, k_g, v_g = (split_heads(t, H) for t in qkv_g.chunk(3, dim=-1))  # (B,H,g,d)
 
         keys = torch.cat([k_c, k_g], dim=-2)
         values = torch.cat([v_c, v_g], dim=-2)
@@ -600,7 +600,7 @@ def dense_masked_attention(
     `mask` is the boolean H of eq. 6 (True where attention is allowed).
     """
     tokens = torch.cat([cell.unsqueeze(1), genes], dim=1)
-    q, k, v = (_split_heads(t, attention.n_heads) for t in attention.qkv(tokens).chunk(3, dim=-1))
+    q, k, v = (split_heads(t, attention.n_heads) for t in attention.qkv(tokens).chunk(3, dim=-1))
     out = _merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
     return out[:, 0], out[:, 1:]
 

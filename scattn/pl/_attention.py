@@ -11,8 +11,7 @@ from matplotlib.patches import Rectangle
 from scipy import sparse
 
 from scattn._docs import scattn_dsp
-from scattn.tl._keys import find_key, model_results
-from scattn.tl._markers import get_markers
+from scattn._read import find_key, get_markers, model_results
 
 from ._base import finish, new_axes
 

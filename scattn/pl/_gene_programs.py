@@ -15,8 +15,8 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
 from scattn._docs import scattn_dsp
+from scattn._read import check_method, model_genes
 from scattn.data import gene_ids
-from scattn.tl._gene_programs import _check_method, _model_genes
 
 from ._base import finish, new_axes
 
@@ -157,7 +157,7 @@ def gene_programs(
             "sa.pl.gene_programs needs the model the programs were computed with, for its gene "
             "embeddings: call `sa.pl.gene_programs(adata, model)`."
         )
-    _check_method(model, "get_gene_embeddings", "sa.pl.gene_programs")
+    check_method(model, "get_gene_embeddings", "sa.pl.gene_programs")
     if isinstance(max_genes, bool) or not isinstance(max_genes, int | np.integer) or max_genes < 2:
         raise ValueError(f"max_genes must be an integer >= 2, got {max_genes!r}.")
     stored, params = _stored_programs(adata, key)
@@ -185,7 +185,7 @@ def gene_programs(
             "rerun `sa.tl.gene_programs`."
         )
     embeddings = model.get_gene_embeddings()
-    table = embeddings.set_axis(_model_genes(embeddings, "gene embeddings"), axis=0)
+    table = embeddings.set_axis(model_genes(embeddings, "gene embeddings"), axis=0)
     ids = id_of.loc[names]
     lacking = [g for g, i in zip(names, ids, strict=True) if i not in table.index]
     if lacking:

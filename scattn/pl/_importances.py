@@ -8,7 +8,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 
 from scattn._docs import scattn_dsp
-from scattn.tl._keys import find_key
+from scattn._read import find_key
 
 from ._base import finish, new_axes
 

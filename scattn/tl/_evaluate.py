@@ -13,10 +13,9 @@ from anndata import AnnData
 from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 
 from scattn._docs import scattn_dsp
+from scattn._read import find_key
 from scattn._write import write_results
-from scattn.data._validate import label_strings
-
-from ._keys import find_key
+from scattn.data import label_strings
 
 #: The label a scattn model gives cells predicted below its confidence threshold.
 UNKNOWN = "Unknown"

@@ -11,10 +11,11 @@ import pandas as pd
 from anndata import AnnData
 
 from scattn._docs import scattn_dsp
+from scattn._read import check_method, is_int, model_genes
 from scattn._write import write_results
 
 from ._fitted import check_fitted
-from ._gene_programs import _check_method, _is_int, _model_genes, match_genes
+from ._gene_programs import match_genes
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +108,9 @@ def gene_network(
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
     if adata.n_obs == 0:
         raise ValueError("adata has no cells: there is no attention to read.")
-    _check_method(model, "get_gene_attention", "gene_network")
+    check_method(model, "get_gene_attention", "gene_network")
     check_fitted(model, "gene_network")
-    if not _is_int(top_k, 1):
+    if not is_int(top_k, 1):
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}.")
     if (
         isinstance(min_weight, bool)
@@ -133,7 +134,7 @@ def gene_network(
     )
 
     attention = model.get_gene_attention(adata, genes=list(ids), batch_size=batch_size)
-    rows = _model_genes(attention, "gene attention")
+    rows = model_genes(attention, "gene attention")
     columns = pd.Index(attention.columns.astype(str))
     missing = ids[~ids.isin(rows) | ~ids.isin(columns)]
     if len(missing):

@@ -13,6 +13,8 @@ from anndata import AnnData
 
 from scattn._docs import scattn_dsp
 from scattn._quiet import user_stacklevel
+from scattn._read import check_method, is_int
+from scattn._read import model_genes as model_gene_ids
 from scattn._write import write_results
 from scattn.data import gene_ids
 
@@ -21,29 +23,6 @@ from ._fitted import check_fitted
 logger = logging.getLogger(__name__)
 
 __all__ = ["gene_programs"]
-
-
-def _check_method(model, method: str, tool: str) -> None:
-    """A clear error unless `model` has the callable `method` (an scGPT-like model)."""
-    if model is None or not callable(getattr(model, method, None)):
-        raise TypeError(
-            f"{tool} needs an scGPT-like model with `{method}` (e.g. a trained "
-            f"`sa.model.SCGPT`), got {type(model).__name__}."
-        )
-
-
-def _is_int(value, low: int) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | np.integer) and value >= low
-
-
-def _model_genes(frame, what: str) -> pd.Index:
-    """The model's gene IDs (as strings) of a DataFrame `what` returned."""
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(
-            f"The model's {what} must be a pandas DataFrame indexed by its gene IDs, "
-            f"got {type(frame).__name__}."
-        )
-    return pd.Index(frame.index.astype(str))
 
 
 def _chosen_genes(adata: AnnData, genes) -> np.ndarray:
@@ -228,17 +207,17 @@ def gene_programs(
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
-    _check_method(model, "get_gene_embeddings", "gene_programs")
+    check_method(model, "get_gene_embeddings", "gene_programs")
     check_fitted(model, "gene_programs")
-    if not _is_int(n_neighbors, 2):
+    if not is_int(n_neighbors, 2):
         raise ValueError(f"n_neighbors must be an integer >= 2, got {n_neighbors!r}.")
-    if not _is_int(min_size, 1):
+    if not is_int(min_size, 1):
         raise ValueError(f"min_size must be an integer >= 1, got {min_size!r}.")
     if isinstance(resolution, bool) or not np.isfinite(resolution) or resolution <= 0:
         raise ValueError(f"resolution must be a positive number, got {resolution!r}.")
 
     embeddings = model.get_gene_embeddings()
-    model_genes = _model_genes(embeddings, "gene embeddings")
+    model_genes = model_gene_ids(embeddings, "gene embeddings")
     pos, ids = match_genes(
         adata,
         model_genes,

@@ -9,11 +9,10 @@ from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
 from scattn._docs import scattn_dsp
+from scattn._read import find_key, get_markers
 from scattn._write import write_results
 
 from ._fitted import check_fitted
-from ._keys import find_key
-from ._markers import get_markers
 
 
 def _check_model(model) -> None:

@@ -10,21 +10,10 @@ from scipy import sparse
 
 from scattn._attribution import attention_markers
 from scattn._docs import scattn_dsp
+from scattn._read import find_key
 from scattn._write import write_results
 
-from ._keys import find_key
-
-__all__ = ["attention_markers", "get_markers", "marker_genes_from_attention"]
-
-
-def get_markers(adata: AnnData, key: str) -> dict:
-    """The marker result at ``adata.uns[key]`` (``rank_genes_groups`` layout), or a clear error."""
-    if key not in adata.uns or "names" not in adata.uns[key]:
-        raise KeyError(
-            f"No markers at adata.uns[{key!r}]; run `model.predict(adata)` or "
-            "`sa.tl.marker_genes_from_attention` first."
-        )
-    return adata.uns[key]
+__all__ = ["attention_markers", "marker_genes_from_attention"]
 
 
 @scattn_dsp.dedent

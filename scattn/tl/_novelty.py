@@ -17,9 +17,8 @@ from scipy import stats
 
 from scattn._attribution import _bh
 from scattn._docs import scattn_dsp
+from scattn._read import find_key
 from scattn._write import write_results
-
-from ._keys import find_key
 
 logger = logging.getLogger(__name__)
 

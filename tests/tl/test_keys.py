@@ -10,7 +10,7 @@ import scanpy as sc
 from scipy import sparse
 
 import scattn as sa
-from scattn.tl._keys import find_key, model_results
+from scattn._read import find_key, model_results
 from tests.conftest import make_counts
 
 

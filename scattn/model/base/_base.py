@@ -176,7 +176,7 @@ class ScattnModel(AlignedDataMixin, SourceMixin, PersistenceMixin, TrainingRunne
         if categorical_covariate_keys:
             fields.append(CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys))
         if condition_key is not None:
-            from scattn.module._constants import CONDITION_KEY
+            from scattn.module import CONDITION_KEY
 
             fields.append(CategoricalObsField(CONDITION_KEY, condition_key))
         return fields

@@ -351,7 +351,7 @@ class AlignedDataMixin:
 
     def _check_levels(self, obs: pd.DataFrame) -> None:
         """A clear error when a batch or condition column holds levels the model never saw."""
-        from scattn.module._constants import CONDITION_KEY
+        from scattn.module import CONDITION_KEY
 
         registry = {"batch_key": REGISTRY_KEYS.BATCH_KEY, "condition_key": CONDITION_KEY}
         for arg in self._known_levels_only:

@@ -9,8 +9,7 @@ from typing import Literal
 from anndata import AnnData
 
 from scattn._quiet import user_stacklevel
-from scattn.data import check_labels
-from scattn.data._validate import label_strings, labelled_mask
+from scattn.data import check_labels, label_strings, labelled_mask
 
 from ._fitted import Source
 

@@ -1,4 +1,6 @@
-"""Find the key under which a scattn model wrote its results into an AnnData.
+"""Reading what scattn models and tools wrote (the counterpart of :mod:`scattn._write`), for
+the tools (``sa.tl``) and plots (``sa.pl``) alike: the key a model wrote its results under, the
+markers at a key, and clear errors for a model output a tool cannot use.
 
 Every model's ``predict(adata, key_added=key)`` records what it ran in
 ``adata.uns[key]["params"]`` (``model``, ``scattn_version``, ``key_added``, ...). Tools and
@@ -11,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 __all__ = ["SLOTS", "find_key", "model_results"]
@@ -169,3 +173,37 @@ def find_key(
         f"adata holds several scattn model results with {what}: "
         f"{listed}. Choose one: {choices}."
     )
+
+
+def get_markers(adata: AnnData, key: str) -> dict:
+    """The marker result at ``adata.uns[key]`` (``rank_genes_groups`` layout), or a clear error."""
+    if key not in adata.uns or "names" not in adata.uns[key]:
+        raise KeyError(
+            f"No markers at adata.uns[{key!r}]; run `model.predict(adata)` or "
+            "`sa.tl.marker_genes_from_attention` first."
+        )
+    return adata.uns[key]
+
+
+def check_method(model, method: str, tool: str) -> None:
+    """A clear error unless `model` has the callable `method` (an scGPT-like model)."""
+    if model is None or not callable(getattr(model, method, None)):
+        raise TypeError(
+            f"{tool} needs an scGPT-like model with `{method}` (e.g. a trained "
+            f"`sa.model.SCGPT`), got {type(model).__name__}."
+        )
+
+
+def is_int(value, low: int) -> bool:
+    """Whether `value` is an integer (not a bool) of at least `low`."""
+    return not isinstance(value, bool) and isinstance(value, int | np.integer) and value >= low
+
+
+def model_genes(frame, what: str) -> pd.Index:
+    """The model's gene IDs (as strings) of a DataFrame `what` returned."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(
+            f"The model's {what} must be a pandas DataFrame indexed by its gene IDs, "
+            f"got {type(frame).__name__}."
+        )
+    return pd.Index(frame.index.astype(str))
