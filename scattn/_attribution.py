@@ -37,7 +37,7 @@ def _picks(attention: sparse.csr_matrix, n_top: int) -> sparse.csr_matrix:
     return sparse.csr_matrix((np.ones(att.nnz, dtype=np.float32), att.indices, att.indptr), shape=att.shape)
 
 
-def _bh(p: np.ndarray) -> np.ndarray:
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values."""
     n = len(p)
     order = np.argsort(p)
@@ -144,7 +144,7 @@ def attention_markers(
         names[key] = np.asarray(var_names[candidates[order]], dtype=object)
         scores[key] = score[order].astype(np.float32)
         pvals[key] = p[order]
-        padj[key] = _bh(p)[order]
+        padj[key] = benjamini_hochberg(p)[order]
         lfc[key] = np.log2((rate[gi] + eps) / (rest_rate[gi] + eps))[order].astype(np.float32)
     keys = [str(g) for g in present]
 

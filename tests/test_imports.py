@@ -103,10 +103,14 @@ def _private_imports_across_subpackages() -> list[tuple[str, str, list[str]]]:
             else:
                 target = node.module or ""
             parts = target.split(".")
-            if parts[0] != "scattn" or len(parts) < 2 or parts[1] in SHARED_INTERNALS or parts[1] == mine:
+            if parts[0] != "scattn" or len(parts) < 2 or parts[1] == mine:
                 continue
             names = [a.name for a in node.names]
-            if any(p.startswith("_") for p in parts[2:]) or any(n.startswith("_") for n in names):
+            private_names = any(n.startswith("_") and not n.startswith("__") and n not in SHARED_INTERNALS
+                                for n in names)
+            if parts[1] in SHARED_INTERNALS and not private_names:
+                continue
+            if any(p.startswith("_") for p in parts[2:]) or private_names:
                 found.append((str(path.relative_to(PACKAGE.parent)), target, names))
     return found
 

@@ -15,7 +15,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from scattn._attribution import _bh
+from scattn._attribution import benjamini_hochberg
 from scattn._docs import scattn_dsp
 from scattn._read import find_key
 from scattn._write import write_results
@@ -213,7 +213,7 @@ def novelty(
         rows.append({"sample": str(name), "n_cells": n, "n_ambiguous": k, "p": k / n,
                      "p_ref": ref_fraction, "pval": float(pval)})
     table = pd.DataFrame(rows).set_index("sample")
-    table["pval_adj"] = _bh(table["pval"].to_numpy())
+    table["pval_adj"] = benjamini_hochberg(table["pval"].to_numpy())
     table["novel"] = table["pval_adj"] < alpha
     params = {"threshold": threshold, "test": test, "key": key, "groupby": groupby, "alpha": alpha,
               "n_reference": -1 if n_ref is None else n_ref}
