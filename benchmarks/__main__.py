@@ -1,5 +1,6 @@
-"""``python -m benchmarks``: the one-command suite, see :mod:`benchmarks.suite.run`."""
+"""``python -m benchmarks``: the one-command suite (:mod:`benchmarks.suite.run`), or the scale
+family with ``--scale`` (:mod:`benchmarks._cli`)."""
 
-from .suite.run import main
+from ._cli import main
 
 main()

@@ -82,9 +82,9 @@ def test_benchmark_scale_quick_runs(tmp_path):
     every method, step, format and output; one measurement in its own process; a skip."""
     import anndata as ad
 
+    from benchmarks._cli import main
     from benchmarks.scale.make_data import SOURCE
     from benchmarks.scale.run import QUICK_SOURCE_CELLS, _child
-    from benchmarks.suite.run import main
 
     pytest.importorskip("celltypist")  # the `bench` extra
     out, data = tmp_path / "results" / "scale", tmp_path / "data"

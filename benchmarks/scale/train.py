@@ -12,7 +12,7 @@ Training set
 Methods (saved under ``<out-dir>/models/<method>``; what was used goes to ``train_info.json``)
     CFAN, SIMS, CGRAN (scattn): ``setup_anndata(labels_key="cell_type")`` on the counts, each
     model's default architecture (CFAN, CGRAN: their 1,000 most variable of the 2,000 genes; SIMS
-    all 2,000), ``train()`` with the suite's default epoch caps (:data:`benchmarks.suite.run.BUDGETS`:
+    all 2,000), ``train()`` with the suite's default epoch caps (:data:`benchmarks._budgets.BUDGETS`:
     CFAN 30, SIMS 30, CGRAN 8 at lr 1e-3; early stopping on), ``model.save(save_anndata=True)``.
     scANVI: :func:`benchmarks._peers.fit_scanvi_model` (scVI 2 layers, 30 latent, NB, then
     ``SCANVI.from_scvi_model``; the suite's cap of 70 scVI epochs and 20 scANVI epochs), on all
@@ -147,7 +147,7 @@ def train_models(out_dir: Path, methods, budget: dict, *, n_train: int = 4000, s
 
 
 def main(argv=None) -> dict:
-    from ..suite.run import BUDGETS
+    from .._budgets import BUDGETS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", default=str(OUTPUT))
