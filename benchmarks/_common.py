@@ -166,6 +166,23 @@ def metrics(y_true, y_pred) -> dict:
     return {k: float(m[k]) for k in ("accuracy", "balanced_accuracy", "macro_f1", "median_f1")}
 
 
+def upsert_runs(path, new, keys: tuple[str, ...]):
+    """The runs file at `path` with `new`'s rows in place of its rows of the same `keys` (e.g.
+    dataset and seed): one file per study holds every seed and variant, and a rerun of some
+    replaces only those. Written back and returned."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.exists() and len(new):
+        old = pd.read_csv(path)
+        if set(keys) <= set(old.columns):
+            done = pd.MultiIndex.from_frame(new[list(keys)].astype(str))
+            stale = pd.MultiIndex.from_frame(old[list(keys)].astype(str)).isin(done)
+            new = pd.concat([old[~stale], new], ignore_index=True)
+    new.to_csv(path, index=False)
+    return new
+
+
 def write_results(table, out, title: str) -> None:
     """Write `table` to ``<out>.csv`` and ``<out>.md`` (with `title`) and print it."""
     table.to_csv(f"{out}.csv", index=False)

@@ -67,3 +67,15 @@ def test_suite_and_scale_do_not_import_each_other():
     scale_to_suite_run = [(m, t) for m, ts in graph.items() if m.startswith("benchmarks.scale")
                           for t in ts if t.startswith("benchmarks.suite.run")]
     assert not suite_to_scale and not scale_to_suite_run, (suite_to_scale, scale_to_suite_run)
+
+
+def test_upsert_runs_replaces_only_the_rerun_rows(tmp_path):
+    import pandas as pd
+
+    from benchmarks._common import upsert_runs
+
+    path = tmp_path / "runs.csv"
+    upsert_runs(path, pd.DataFrame({"task": ["a", "a", "b"], "seed": [0, 1, 0], "v": [1, 2, 3]}), ("task", "seed"))
+    out = upsert_runs(path, pd.DataFrame({"task": ["a"], "seed": [1], "v": [9]}), ("task", "seed"))
+    assert sorted(map(tuple, out[["task", "seed", "v"]].to_numpy().tolist())) == [("a", 0, 1), ("a", 1, 9), ("b", 0, 3)]
+    assert pd.read_csv(path).shape == (3, 3)

@@ -38,21 +38,18 @@ Three parts, each on the same data and splits in every run, one CPU thread per p
 Wall time depends on what else the machine runs; every row also has the process' CPU time
 (``*_cpu_s``) and the load average, and the ratios to scANVI are taken within one run.
 
-Rows are written after every run (``<out>_timing.csv``, ``<out>_defaults_runs.csv``,
-``<out>_variants_runs.csv``), so an interrupted run keeps what it measured. ``--summarize BEFORE AFTER`` merges two runs (e.g. the
-code before and after a change) into ``<out>.md``/``.csv``.
+Rows are written after every run into one file per part (``<out>_timing_runs.csv``,
+``<out>_defaults_runs.csv``, ``<out>_variants_runs.csv``), each row with the code version's
+``--label``: a rerun replaces that label's rows and keeps the others, so the versions stay side
+by side and an interrupted run keeps what it measured. ``--summarize`` tabulates them into
+``<out>.md``/``.csv``.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.studies.cgran_speed --label before \\
-        --out benchmarks/results/cgran_speed_before
-    OMP_NUM_THREADS=1 python -m benchmarks.studies.cgran_speed --label after \\
-        --out benchmarks/results/cgran_speed_after --cgran-batch-sizes 128
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.cgran_speed --label before   # old code
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.cgran_speed --label after --cgran-batch-sizes 128
     OMP_NUM_THREADS=1 python -m benchmarks.studies.cgran_speed --label variants --parts variants \\
         --variants "old:lr=1e-4,patience=10,restore=0" "lr3:lr=1e-3,patience=10,restore=0" \\
-        "lr3_p5_best:lr=1e-3,patience=5,restore=1" \\
-        --out benchmarks/results/cgran_speed
-    python -m benchmarks.studies.cgran_speed --summarize benchmarks/results/cgran_speed_before \\
-        benchmarks/results/cgran_speed_after --variants-from benchmarks/results/cgran_speed \\
-        --out benchmarks/results/cgran_speed
+        "lr3_p5_best:lr=1e-3,patience=5,restore=1"
+    python -m benchmarks.studies.cgran_speed --summarize
 """
 
 from __future__ import annotations
@@ -63,11 +60,21 @@ import platform
 import time
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .._common import RESULTS, data_dir, load_tasks, markdown_table, metrics, pin_threads, splits
+from .._common import (
+    RESULTS,
+    data_dir,
+    load_tasks,
+    markdown_table,
+    metrics,
+    pin_threads,
+    splits,
+    upsert_runs,
+)
 
 TIMING_SETS = ("paul15", "kang_ctrl", "cellbench_dropseq_120")
 DEFAULT_SETS = ("pbmc68k_reduced", "paul15_1000", "cellbench_dropseq_120")
@@ -320,17 +327,12 @@ without improvement; `lr3e-4_p5_best` = lr 3e-4, patience 5, best weights.
 """
 
 
-def summarize(before: str, after: str, out: str, variants: str | None = None,
-              extra_timing: list[tuple[str, str]] = ()) -> pd.DataFrame:
-    """Merge two runs (and optionally a ``variants`` run and further timing runs, as
-    ``(path, label)``) into ``<out>.md``, ``<out>.csv`` (default ``train()``),
+def summarize(out: str) -> pd.DataFrame:
+    """The runs of every code version (``label``) in ``<out>_timing_runs.csv`` and
+    ``<out>_defaults_runs.csv`` (and ``<out>_variants_runs.csv`` where present), in the order
+    they were first measured, tabulated into ``<out>.md``, ``<out>.csv`` (default ``train()``),
     ``<out>_timing.csv`` and ``<out>_variants.csv``."""
-    parts = []
-    for path, label in ((before, "before"), *extra_timing, (after, "after")):
-        t = pd.read_csv(f"{path}_timing.csv")
-        t["code"] = label
-        parts.append(t)
-    timing = pd.concat(parts)
+    timing = pd.read_csv(f"{out}_timing_runs.csv").rename(columns={"label": "code"})
     scanvi = timing[timing.method == "scANVI"].set_index(["code", "dataset"])
     for col in ("epoch_s", "epoch_cpu_s"):
         ref = scanvi[col]
@@ -339,12 +341,7 @@ def summarize(before: str, after: str, out: str, variants: str | None = None,
     timing = timing[["code", "dataset", "n_train", "n_genes", "method", "batch_size", "steps_per_epoch",
                      "epoch_cpu_s", "ratio_cpu_s", "epoch_s", "ratio_s", "load"]]
     timing = timing.rename(columns={"ratio_cpu_s": "cpu_ratio_to_scanvi", "ratio_s": "wall_ratio_to_scanvi"})
-    d = []
-    for path, label in ((before, "before"), (after, "after")):
-        r = pd.read_csv(f"{path}_defaults_runs.csv")
-        r["code"] = label
-        d.append(r)
-    runs = pd.concat(d)
+    runs = pd.read_csv(f"{out}_defaults_runs.csv").rename(columns={"label": "code"})
     agg = dict(n_seeds=("seed", "nunique"), macro_f1=("macro_f1", "mean"), macro_f1_sd=("macro_f1", "std"),
                accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"), epochs=("epochs", "mean"),
                best_epoch=("best_epoch", "mean"), epoch_cpu_s=("epoch_cpu_s", "mean"),
@@ -359,8 +356,8 @@ def summarize(before: str, after: str, out: str, variants: str | None = None,
         fh.write(markdown_table(timing))
         fh.write("\n## Default `train()`: time and accuracy on held-out cells (mean over seeds)\n\n")
         fh.write(markdown_table(defaults))
-        if variants:
-            v = pd.read_csv(f"{variants}_variants_runs.csv")
+        if Path(f"{out}_variants_runs.csv").exists():
+            v = pd.read_csv(f"{out}_variants_runs.csv")
             v = v[v.method == "CGRAN"]
             table = (v.groupby(["dataset", "variant"], sort=False)
                      .agg(n_seeds=("seed", "nunique"), macro_f1=("macro_f1", "mean"), macro_f1_sd=("macro_f1", "std"),
@@ -396,19 +393,22 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     return name, kwargs
 
 
-def _append(rows: list[dict], path: str) -> None:
-    pd.DataFrame(rows).to_csv(path, index=False)
+def _append(rows: list[dict], path: str, keys: tuple[str, ...]) -> None:
+    """`rows` into the one runs file at `path`, in place of earlier rows of the same `keys`
+    (the code version's ``label`` among them): every version's runs stay side by side."""
+    upsert_runs(path, pd.DataFrame(rows), keys)
 
 
-def _run_all(jobs, env: dict, path: str, keys: tuple[str, ...]) -> None:
-    """Run each job (a callable returning rows), print `keys` of each row, rewrite `path` after
-    every job so that an interrupted run keeps what it measured."""
+def _run_all(jobs, env: dict, path: str, keys: tuple[str, ...], file_keys: tuple[str, ...]) -> None:
+    """Run each job (a callable returning rows), print `keys` of each row, write `path` after
+    every job (rows of the same `file_keys` replaced) so that an interrupted run keeps what it
+    measured."""
     rows = []
     for job in jobs:
         for r in job():
             rows.append({**r, **env})
             print({k: r[k] for k in keys}, flush=True)
-        _append(rows, path)
+        _append(rows, path, file_keys)
 
 
 def main(argv=None):
@@ -428,16 +428,12 @@ def main(argv=None):
                         help="extra CGRAN minibatch sizes timed beside the default")
     parser.add_argument("--scvi-epochs", type=int, default=5)
     parser.add_argument("--scanvi-epochs", type=int, default=5)
-    parser.add_argument("--summarize", nargs=2, metavar=("BEFORE", "AFTER"))
-    parser.add_argument("--variants-from", default=None,
-                        help="with --summarize: a run of --parts variants to tabulate too")
-    parser.add_argument("--extra-timing", nargs=2, action="append", default=[], metavar=("RUN", "LABEL"),
-                        help="with --summarize: a further timing run (e.g. the old code again, at another load)")
+    parser.add_argument("--summarize", action="store_true",
+                        help="only tabulate the runs files of --out (every --label side by side)")
     parser.add_argument("--out", default=str(RESULTS / "cgran_speed"))
     args = parser.parse_args(argv)
     if args.summarize:
-        return summarize(*args.summarize, args.out, variants=args.variants_from,
-                         extra_timing=[tuple(x) for x in args.extra_timing])
+        return summarize(args.out)
     import torch
 
     pin_threads()
@@ -452,25 +448,28 @@ def main(argv=None):
             for bs in [None, *args.cgran_batch_sizes]:
                 rows.append({**info, **time_cgran(train, key, expression, batch_size=bs, epochs=args.cgran_epochs)})
                 print(rows[-1], flush=True)
-                _append(rows, f"{args.out}_timing.csv")
+                _append(rows, f"{args.out}_timing_runs.csv", ("label", "dataset"))
             for r in time_scanvi(train, key, scvi_epochs=args.scvi_epochs, scanvi_epochs=args.scanvi_epochs):
                 rows.append({**info, **r})
                 print(rows[-1], flush=True)
-            _append(rows, f"{args.out}_timing.csv")
+            _append(rows, f"{args.out}_timing_runs.csv", ("label", "dataset"))
     common = ("dataset", "seed", "method", "macro_f1")
     grid = [(name, seed) for name in args.default_sets for seed in args.seeds]
     if "defaults" in args.parts:
         _run_all([partial(default_run, name, seed) for name, seed in grid], env,
-                 f"{args.out}_defaults_runs.csv", (*common, "accuracy", "total_s", "epochs"))
+                 f"{args.out}_defaults_runs.csv", (*common, "accuracy", "total_s", "epochs"),
+                 ("label", "dataset", "seed"))
     if "variants" in args.parts:
         specs = [parse_variant(spec) for spec in args.variants]
         jobs = [partial(default_run, name, seed, kwargs, variant=variant, baseline=i == 0)
                 for name, seed in grid for i, (variant, kwargs) in enumerate(specs)]
         _run_all(jobs, env, f"{args.out}_variants_runs.csv",
-                 (*common, "variant", "accuracy", "train_cpu_s", "epochs", "best_epoch"))
+                 (*common, "variant", "accuracy", "train_cpu_s", "epochs", "best_epoch"),
+                 ("dataset", "seed", "variant"))
     if "recipes" in args.parts:
         jobs = [partial(recipe_run, name, seed) for name in args.recipe_sets for seed in args.seeds]
-        _run_all(jobs, env, f"{args.out}_recipes_runs.csv", (*common, "train_cpu_s", "epochs"))
+        _run_all(jobs, env, f"{args.out}_recipes_runs.csv", (*common, "train_cpu_s", "epochs"),
+                 ("dataset", "seed", "variant"))
 
 if __name__ == "__main__":
     main()

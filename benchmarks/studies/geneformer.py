@@ -40,7 +40,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._common import RESULTS, ROOT, data_dir, load_tasks, lognorm_matrix, splits, write_results
+from .._common import (
+    RESULTS,
+    ROOT,
+    data_dir,
+    load_tasks,
+    lognorm_matrix,
+    splits,
+    upsert_runs,
+    write_results,
+)
 from .._common import metrics as _metrics
 from .sims_pretraining import labelled_subset
 
@@ -141,11 +150,11 @@ def _peers(train, test, task, seed) -> dict[str, np.ndarray]:
     return out
 
 
-def annotation(datasets, seeds, fractions, *, own_epochs: int, suffix: str = "") -> pd.DataFrame:
+def annotation(datasets, seeds, fractions, *, own_epochs: int) -> pd.DataFrame:
     import scattn as sa
 
     rows: list[dict] = []
-    out = RESULTS / f"geneformer_annotation{suffix}"
+    out = RESULTS / "geneformer_annotation"
     for task in load_tasks(list(datasets)):
         if task.name == "pbmc68k_reduced":
             if not (PBMC_MODEL / "model.pt").exists():
@@ -176,11 +185,11 @@ def annotation(datasets, seeds, fractions, *, own_epochs: int, suffix: str = "")
                                      note=source_note if src is not None else "", **_metrics(y, pred)))
                     print(f"{task.name} seed {seed} {fraction:.0%} {name}: macro F1 "
                           f"{rows[-1]['macro_f1']:.3f} ({epochs} epochs, {seconds:.0f} s)", flush=True)
-                pd.DataFrame(rows).to_csv(f"{out}_runs.csv", index=False)  # kept as it goes
-    runs = pd.DataFrame(rows)
-    runs = pd.concat([runs, _suite_rows(datasets, seeds)], ignore_index=True)
-    runs.to_csv(f"{out}_runs.csv", index=False)
-    return summarize([runs], out, f"seeds {list(seeds)}; scattn {sa.__version__}")
+        # one runs file for every dataset and seed: this split's rows replace their earlier ones
+        new = pd.DataFrame([r for r in rows if r["dataset"] == task.name])
+        upsert_runs(f"{out}_runs.csv", new, ("dataset", "seed"))
+    runs = upsert_runs(f"{out}_runs.csv", _suite_rows(datasets, seeds), ("dataset", "seed", "method"))
+    return summarize([runs], out, f"datasets and seeds of {out.name}_runs.csv; scattn {sa.__version__}")
 
 
 def summarize(runs: list[pd.DataFrame], out, note: str) -> pd.DataFrame:
@@ -318,19 +327,16 @@ def main(argv=None) -> None:
     pa.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     pa.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
     pa.add_argument("--own-epochs", type=int, default=5)
-    pa.add_argument("--suffix", default="", help="appended to the result file names")
     sub.add_parser("perturbation")
-    pr = sub.add_parser("report", help="merge geneformer_annotation_<suffix>_runs.csv files")
-    pr.add_argument("suffixes", nargs="+")
+    sub.add_parser("report", help="the table from geneformer_annotation_runs.csv")
     args = p.parse_args(argv)
     if args.step == "pretrain":
         pretrain(args.epochs)
     elif args.step == "annotation":
-        annotation(args.datasets, args.seeds, args.fractions, own_epochs=args.own_epochs, suffix=args.suffix)
+        annotation(args.datasets, args.seeds, args.fractions, own_epochs=args.own_epochs)
     elif args.step == "report":
-        files = [RESULTS / f"geneformer_annotation{x}_runs.csv" for x in args.suffixes]
-        summarize([pd.read_csv(f) for f in files], RESULTS / "geneformer_annotation",
-                  f"merged from {', '.join(f.name for f in files)}")
+        path = RESULTS / "geneformer_annotation_runs.csv"
+        summarize([pd.read_csv(path)], RESULTS / "geneformer_annotation", f"from {path.name}")
     else:
         perturbation()
 

@@ -30,7 +30,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from .._common import RESULTS, load_tasks, lognorm_matrix, splits, write_results
+from .._common import RESULTS, load_tasks, lognorm_matrix, splits, upsert_runs, write_results
 from .._common import metrics as _metrics
 from .._peers import PATIENCE, fit_scanvi_model, fit_tabnet_model
 
@@ -133,15 +133,12 @@ def main(argv=None) -> pd.DataFrame:
     if args.summarize:
         df = pd.concat([pd.read_csv(p) for p in args.summarize], ignore_index=True)
     else:
-        rows = []
         for task in load_tasks(args.datasets):
             for seed, train, test in splits(task.adata.obs[task.labels_key], seeds=args.seeds):
                 new = run_one(task, train, test, seed, max_epochs=args.max_epochs, methods=args.methods)
-                rows += new
                 print(pd.DataFrame(new).to_string(index=False), flush=True)
-                pd.DataFrame(rows).to_csv(f"{args.out}_runs.csv", index=False)  # progress
-        df = pd.DataFrame(rows)
-        df.to_csv(f"{args.out}_runs.csv", index=False)
+                # one runs file for every dataset, seed and method: these rows replace earlier ones
+                df = upsert_runs(f"{args.out}_runs.csv", pd.DataFrame(new), ("dataset", "seed", "method"))
     summary = summarize(df)
     write_results(summary, args.out, f"SIMS vs pytorch-tabnet, scANVI, logistic regression "
                                      f"(seeds {sorted(df.seed.unique().tolist())}, 80/20 stratified)")

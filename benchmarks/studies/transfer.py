@@ -18,7 +18,7 @@ The reference model is trained on all reference cells. Methods, scored on the qu
   and, as a within-query yardstick, on the query's 80%.
 
     python -m benchmarks.studies.transfer [--tasks panc8 cellbench] [--seeds 0 1 2]
-    python -m benchmarks.studies.transfer --summarize results/transfer_*_runs.csv   # merge runs
+    python -m benchmarks.studies.transfer --summarize results/transfer_runs.csv     # table only
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .._common import RESULTS, load_transfer_tasks, lognorm_matrix, write_results
+from .._common import RESULTS, load_transfer_tasks, lognorm_matrix, upsert_runs, write_results
 
 SETTINGS = {
     "CGRAN": {"A": {"embedding": "query", "unfrozen": False},
@@ -131,9 +131,11 @@ def main(argv=None) -> pd.DataFrame:
                            fine_tune_epochs=args.fine_tune_epochs)
             rows += new
             print(pd.DataFrame(new).to_string(index=False), flush=True)
-            pd.DataFrame(rows).to_csv(f"{args.out}_runs.csv", index=False)
-    title = f"Transfer to a new study (seeds {args.seeds}): " + "; ".join(f"{k}: {v}" for k, v in notes.items())
-    return summarize(pd.DataFrame(rows), args.out, title)
+            # one runs file for every task and seed: this run's rows replace their earlier ones
+            runs = upsert_runs(f"{args.out}_runs.csv", pd.DataFrame(new), ("task", "seed"))
+    title = (f"Transfer to a new study (seeds {sorted(runs.seed.unique().tolist())}): "
+             + "; ".join(f"{k}: {v}" for k, v in notes.items()))
+    return summarize(runs, args.out, title)
 
 
 if __name__ == "__main__":
