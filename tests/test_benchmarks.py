@@ -146,3 +146,26 @@ def test_geneformer_study_reports(tmp_path):
                           "toward_control": np.r_[rng.normal(0.3, 0.1, 50), rng.normal(0, 0.05, 50)]})
     plot_perturbation(cells, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_benchmark_transfer_quick_runs(tmp_path):
+    """The transfer family's --quick pair: methods trained on one study predict another; the
+    novel-type column says what share of unseen types comes out Unknown."""
+    from benchmarks.suite.run import main
+    from benchmarks.suite.tasks.transfer import PAIRS, load_pair, score
+    from tests.conftest import shared_path
+
+    shared_path("cellbench_3cl_dropseq.h5ad")  # skips without the shared data
+    assert len(PAIRS) >= 6
+    out = tmp_path / "b"
+    table = main(["--quick", "--tasks", "transfer_cellbench_celseq2_to_dropseq", "--methods", "CFAN",
+                  "LogisticRegression", "--max-epochs", "1", "--out", str(out)])
+    assert set(table["method"]) == {"CFAN", "LogisticRegression"}
+    assert table["macro_f1"].between(0, 1).all()
+    for suffix in ("_transfer_runs.csv", "_transfer.md"):
+        assert Path(f"{out}{suffix}").stat().st_size > 0
+    ref, query, _, _ = load_pair("transfer_panc8_celseq")
+    assert ref.obs["cell_type"].value_counts().min() >= 5 and set(ref.var_names) == set(query.var_names)
+    assert not set(query.obs["cell_type"]) <= set(ref.obs["cell_type"])  # novel types stay in the query
+    s = score(np.array(["a", "b", "c", "c"]), np.array(["a", "a", "Unknown", "b"]), {"a", "b"})
+    assert s["novel_unknown"] == 0.5 and s["n_novel"] == 2 and s["accuracy"] == 0.5

@@ -11,6 +11,7 @@ family             what is scored                         module
 =================  =====================================  ===========================
 ``annotation``     labels of held-out cells, markers      :mod:`.annotation`
 ``integration``    latent, held-out likelihood, batches   :mod:`.integration`
+``transfer``       a new study's labels from a reference  :mod:`.transfer`
 =================  =====================================  ===========================
 
 Adding a family (response, scale):
@@ -43,13 +44,14 @@ Adding a family (response, scale):
 
 from __future__ import annotations
 
-from . import annotation, integration
+from . import annotation, integration, transfer
 from ._family import Family, RunSettings
 
 # name -> family, in the order they run
 FAMILIES: dict[str, Family] = {
     "annotation": annotation.FAMILY,
     "integration": integration.FAMILY,
+    "transfer": transfer.FAMILY,
 }
 
 __all__ = ["FAMILIES", "Family", "RunSettings"]
