@@ -613,6 +613,7 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
             Genes (IDs) to report, at most 5,000 (`None`: every model gene, if at most 5,000).
         %(batch_size)s
         """
+        genes = [genes] if isinstance(genes, str) else genes  # one gene, as CGRAN's
         chosen = pd.Index(self.var_names_) if genes is None else pd.Index([str(g) for g in genes])
         if len(chosen) > 5000:
             raise ValueError(f"{len(chosen)} genes make a {len(chosen)}^2 matrix; pass `genes=` "

@@ -10,6 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 from scipy import sparse
 
+from scattn._deprecate import renamed_arguments
 from scattn._docs import scattn_dsp
 from scattn._read import find_key, get_markers, model_results
 
@@ -57,30 +58,30 @@ def _scanpy_readable(adata: AnnData, key: str, layer: str | None) -> AnnData:
 
 
 def _model_slots(adata: AnnData, *, groupby: str | None, layer: str | None,
-                 markers_key: str | None) -> tuple[str, str, str]:
-    """Fill in the prediction column, attention layer and markers one model wrote."""
-    given = {"prediction": groupby, "attention": layer, "markers": markers_key}
+                 key: str | None) -> tuple[str, str, str]:
+    """Fill in the prediction column, attention layer and markers (`key`) one model wrote."""
+    given = {"prediction": groupby, "attention": layer, "markers": key}
     if all(v is not None for v in given.values()):
-        return groupby, layer, markers_key
+        return groupby, layer, key
     # a given layer or markers name the model ("<key>_attention", "<key>_markers"); a given
     # groupby only when it is a model's predictions (it may be any column of obs)
     prefixes = [
-        v.removesuffix(f"_{slot}") for slot, v in (("attention", layer), ("markers", markers_key))
+        v.removesuffix(f"_{slot}") for slot, v in (("attention", layer), ("markers", key))
         if v is not None and v.endswith(f"_{slot}") and len(v) > len(slot) + 1
     ]
     if groupby is not None and groupby.endswith("_prediction"):
         if (prefix := groupby.removesuffix("_prediction")) in model_results(adata):
             prefixes.append(prefix)
-    key = prefixes[0] if prefixes else None
-    if key is None:
+    model_key = prefixes[0] if prefixes else None
+    if model_key is None:
         needs = [slot for slot, v in given.items() if v is None]
         first = next(s for s in ("attention", "markers", "prediction") if s in needs)
-        argument = {"prediction": "groupby", "attention": "layer", "markers": "markers_key"}[first]
-        key = find_key(adata, needs=needs, argument=argument, template=f"{{key}}_{first}")
+        argument = {"prediction": "groupby", "attention": "layer", "markers": "key"}[first]
+        model_key = find_key(adata, needs=needs, argument=argument, template=f"{{key}}_{first}")
     return (
-        f"{key}_prediction" if groupby is None else groupby,
-        f"{key}_attention" if layer is None else layer,
-        f"{key}_markers" if markers_key is None else markers_key,
+        f"{model_key}_prediction" if groupby is None else groupby,
+        f"{model_key}_attention" if layer is None else layer,
+        f"{model_key}_markers" if key is None else key,
     )
 
 
@@ -199,13 +200,14 @@ def gene_attention_heatmap(
     return finish(fig, ax_, show=show, return_fig=return_fig, ax_given=ax is not None)
 
 
+@renamed_arguments(markers_key="key")
 @scattn_dsp.dedent
 def attention_heatmap(
     adata: AnnData,
     *,
     groupby: str | None = None,
     layer: str | None = None,
-    markers_key: str | None = None,
+    key: str | None = None,
     n_genes: int = 5,
     standard_scale: bool = True,
     cmap: str = "Reds",
@@ -218,12 +220,13 @@ def attention_heatmap(
     Rows are classes, columns each class's top `n_genes` attention markers (grouped by the
     class they mark). A diagonal block structure means each class attends to its own markers.
 
-    `groupby`, `layer` and `markers_key` left `None` are those one model wrote:
-    ``f"{key}_prediction"``, ``f"{key}_attention"`` and ``f"{key}_markers"``, with `key` the
-    prefix of the given `layer` (``"<key>_attention"``), else of `markers_key`
-    (``"<key>_markers"``), else of `groupby` when it is a model's ``"<key>_prediction"``,
-    else the ``key_added`` of the one model that predicted into `adata` (from
-    ``adata.uns[key]["params"]``; a `ValueError` says when there is none or several).
+    `groupby`, `layer` and `key` left `None` are those one model wrote:
+    ``f"{model_key}_prediction"``, ``f"{model_key}_attention"`` and ``f"{model_key}_markers"``,
+    with `model_key` the prefix of the given `layer` (``"<model_key>_attention"``), else of
+    `key` (``"<model_key>_markers"``), else of `groupby` when it is a model's
+    ``"<model_key>_prediction"``, else the ``key_added`` of the one model that predicted into
+    `adata` (from ``adata.uns[model_key]["params"]``; a `ValueError` says when there is none
+    or several).
 
     Parameters
     ----------
@@ -233,8 +236,10 @@ def attention_heatmap(
         Column of ``adata.obs`` with the classes (rows). Default: see above.
     layer
         Attention layer. Default: see above.
-    markers_key
-        Markers in ``adata.uns`` choosing the columns. Default: see above.
+    key
+        Key of the markers in ``adata.uns`` choosing the columns, as in
+        :func:`~scattn.pl.marker_dotplot` and scanpy's ``rank_genes_groups_heatmap(key=)`` (this was
+        `markers_key` before; the old name warns for one release). Default: see above.
     n_genes
         Markers per class.
     standard_scale
@@ -243,13 +248,12 @@ def attention_heatmap(
         Colour map.
     %(show)s
     """
-    groupby, layer, markers_key = _model_slots(adata, groupby=groupby, layer=layer,
-                                               markers_key=markers_key)
+    groupby, layer, key = _model_slots(adata, groupby=groupby, layer=layer, key=key)
     if layer not in adata.layers:
         raise KeyError(f"Layer {layer!r} not found; run `model.predict(adata)` first.")
     if groupby not in adata.obs:
         raise KeyError(f"groupby {groupby!r} is not a column of adata.obs.")
-    genes, spans, marker_groups = _top_genes(get_markers(adata, markers_key), n_genes)
+    genes, spans, marker_groups = _top_genes(get_markers(adata, key), n_genes)
     cols = adata.var_names.get_indexer(genes)
     mat = adata.layers[layer]
     mat = mat[:, cols].toarray() if sparse.issparse(mat) else np.asarray(mat)[:, cols]

@@ -2,19 +2,46 @@
 
 from __future__ import annotations
 
-import warnings
+import functools
 from typing import Literal
 
 import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
+from scvi.model.base import BaseModelClass
 
+from scattn._deprecate import warn_deprecated
 from scattn._docs import scattn_dsp
-from scattn._quiet import user_stacklevel
 
 from ._base import finish, new_axes
 
 
+def _model_first_deprecated(plot):
+    """Accept the order before every plot took `adata` first, ``(model, adata=None, ...)``,
+    with a warning: told apart by type, a scvi-tools model first (and an AnnData, `None` or
+    nothing after it)."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        if args and isinstance(args[0], BaseModelClass) and "model" not in kwargs:
+            model, rest = args[0], args[1:]
+            if rest and not isinstance(rest[0], AnnData | None):
+                raise TypeError(f"Expected an AnnData after the model, got {type(rest[0]).__name__}.")
+            if rest and "adata" in kwargs:
+                raise TypeError("feature_attention() got adata twice.")
+            adata = rest[0] if rest else kwargs.pop("adata", None)
+            warn_deprecated(
+                "sa.pl.feature_attention(model, adata) is deprecated and will be removed in the "
+                "next release; call sa.pl.feature_attention(adata, model), adata first as every "
+                "plot (adata=None: the model's AnnData)."
+            )
+            return plot(adata, model, *rest[1:], **kwargs)
+        return plot(*args, **kwargs)
+
+    return wrapper
+
+
+@_model_first_deprecated
 @scattn_dsp.dedent
 def feature_attention(
     adata: AnnData | None,
@@ -56,12 +83,13 @@ def feature_attention(
         Colour map.
     %(show)s
     """
-    if model is None or (not isinstance(adata, AnnData | None) and isinstance(model, AnnData | None)):
-        # the order before 0.2: feature_attention(model, adata=None)
-        warnings.warn("sa.pl.feature_attention(model, adata) is deprecated and will be removed in "
-                      "the next release; call sa.pl.feature_attention(adata, model), adata first as "
-                      "every plot.", FutureWarning, stacklevel=user_stacklevel())
-        adata, model = model, adata
+    if model is None:
+        raise TypeError(
+            "sa.pl.feature_attention needs the trained CFAN: call "
+            "`sa.pl.feature_attention(adata, model)` (adata=None: the model's AnnData)."
+        )
+    if not isinstance(adata, AnnData | None):
+        raise TypeError(f"Expected an AnnData or None, got {type(adata).__name__}.")
     if not hasattr(model, "get_feature_attention"):
         raise TypeError(f"{type(model).__name__} has no feature attention; use a CFAN.")
     if what not in ("attention", "features"):

@@ -58,9 +58,10 @@ def gene_network(
     for each gene, the `top_k` other chosen genes it attends to most, with an attention above
     `min_weight`, become edges ``source -> target`` (the direction is kept: ``i -> j`` and
     ``j -> i`` are separate edges, with their own weights). Pairs of genes never seen together
-    in a cell (NaN) and self-attention are ignored. Every model's ``get_gene_attention`` takes
-    the genes to compute (``genes=``, e.g. :meth:`scattn.model.CGRAN.get_gene_attention`)
-    are asked for the chosen genes only.
+    in a cell (NaN) and self-attention are ignored. The model is asked for the chosen genes
+    only, through the signature every model shares,
+    ``get_gene_attention(adata=None, indices=None, *, genes=None, batch_size=None)`` (e.g.
+    :meth:`scattn.model.SCGPT.get_gene_attention`, :meth:`scattn.model.CGRAN.get_gene_attention`).
 
     Parameters
     ----------
@@ -133,7 +134,7 @@ def gene_network(
         tool="gene_network",
     )
 
-    attention = model.get_gene_attention(adata, genes=list(ids), batch_size=batch_size)
+    attention = model.get_gene_attention(adata=adata, genes=list(ids), batch_size=batch_size)
     rows = model_genes(attention, "gene attention")
     columns = pd.Index(attention.columns.astype(str))
     missing = ids[~ids.isin(rows) | ~ids.isin(columns)]

@@ -1,4 +1,5 @@
-"""Gene sets from gene-gene attention among attention-derived markers (CGRAN Figure 5a)."""
+"""Gene sets from gene-gene attention among attention-derived markers (CGRAN Figure 5a; any
+model with ``get_gene_attention``, e.g. SCGPT, too)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from anndata import AnnData
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
+from scattn._deprecate import renamed_arguments
 from scattn._docs import scattn_dsp
 from scattn._read import find_key, get_markers
 from scattn._write import write_results
@@ -20,25 +22,26 @@ def _check_model(model) -> None:
     if model is None:
         raise TypeError(
             "gene_sets_from_attention needs the trained model that gives gene-to-gene "
-            "attention (a CGRAN): call `sa.tl.gene_sets_from_attention(adata, model)`, got "
+            "attention (a CGRAN or SCGPT): call `sa.tl.gene_sets_from_attention(adata, model)`, got "
             "model=None."
         )
     if not callable(getattr(model, "get_gene_attention", None)):
         raise TypeError(
             f"{type(model).__name__} has no gene-to-gene attention (`get_gene_attention`), "
-            "which gene sets are built from; pass a trained CGRAN model. For "
+            "which gene sets are built from; pass a trained CGRAN or SCGPT model. For "
             f"{type(model).__name__}'s markers alone, use `adata.uns['<key>_markers']` or "
             "`sa.tl.marker_genes_from_attention`."
         )
     check_fitted(model, "gene_sets_from_attention")
 
 
+@renamed_arguments(markers_key="key")
 @scattn_dsp.dedent
 def gene_sets_from_attention(
     adata: AnnData,
     model,
     *,
-    markers_key: str | None = None,
+    key: str | None = None,
     n_genes: int = 5,
     n_sets: int | None = None,
     max_cells: int | None = 2000,
@@ -47,7 +50,7 @@ def gene_sets_from_attention(
 ) -> AnnData | None:
     """Group marker genes into gene sets by the attention they pay each other (CGRAN).
 
-    Takes the top `n_genes` markers of every group from ``adata.uns[markers_key]``, asks the
+    Takes the top `n_genes` markers of every group from ``adata.uns[key]``, asks the
     model for the first block's gene-to-gene attention among them (averaged over cells, see
     :meth:`scattn.model.CGRAN.get_gene_attention`), symmetrises it, and clusters the genes
     hierarchically (average linkage on ``1 - scaled attention``) into `n_sets` sets. Genes
@@ -58,14 +61,16 @@ def gene_sets_from_attention(
     adata
         AnnData holding the markers (e.g. after ``model.predict(adata)``).
     model
-        Trained model with ``get_gene_attention`` (CGRAN); another model (e.g. CFAN, SIMS)
-        or `None` is a `TypeError`.
-    markers_key
-        Key of the markers in ``adata.uns`` (``rank_genes_groups`` layout). Default: the
-        markers a model's ``predict`` wrote, ``f"{key}_markers"`` for the ``key_added``
-        recorded in ``adata.uns[key]["params"]``; when several models' markers are there,
-        those of `model`'s own class (e.g. CGRAN's beside a CFAN's). A `ValueError` says
-        when there is none or several, then pass `markers_key`.
+        Trained model with ``get_gene_attention`` (CGRAN, SCGPT); another model (e.g. CFAN,
+        SIMS) or `None` is a `TypeError`.
+    key
+        Key of the markers in ``adata.uns`` (``rank_genes_groups`` layout), as
+        :func:`~scattn.pl.marker_dotplot`'s `key` (this was `markers_key` before; the old
+        name warns for one release). Default: the markers a model's ``predict`` wrote,
+        ``f"{model_key}_markers"`` for the ``key_added`` recorded in
+        ``adata.uns[model_key]["params"]``; when several models' markers are there, those of
+        `model`'s own class (e.g. CGRAN's beside a CFAN's). A `ValueError` says when there is
+        none or several, then pass `key`.
     n_genes
         Markers taken per group.
     n_sets
@@ -73,8 +78,8 @@ def gene_sets_from_attention(
     max_cells
         Average the attention over at most this many cells (evenly spaced); `None`: all.
     key_added
-        Key in ``adata.uns``; default ``markers_key`` with ``_markers`` replaced by
-        ``_gene_sets``.
+        Key in ``adata.uns``; default `key` with ``_markers`` replaced by ``_gene_sets``
+        (``"cgran_markers"`` -> ``"cgran_gene_sets"``).
     %(copy)s
 
     Returns
@@ -91,15 +96,15 @@ def gene_sets_from_attention(
     ``gene_sets``
         Dict ``set name -> array of genes``.
     ``params``
-        ``markers_key`` (the one used, also when found), ``n_genes``, ``n_sets``,
+        ``markers_key`` (the markers' key used: `key`, or the one found), ``n_genes``, ``n_sets``,
         ``max_cells``, ``linkage``.
     """
     _check_model(model)
-    if markers_key is None:
-        key = find_key(adata, needs=("markers",), model=type(model).__name__,
-                       argument="markers_key", template="{key}_markers")
-        markers_key = f"{key}_markers"
-    names = get_markers(adata, markers_key)["names"]
+    if key is None:
+        model_key = find_key(adata, needs=("markers",), model=type(model).__name__,
+                             argument="key", template="{key}_markers")
+        key = f"{model_key}_markers"
+    names = get_markers(adata, key)["names"]
     if n_genes < 1:
         raise ValueError(f"n_genes must be >= 1, got {n_genes}.")
     model_genes = set(model.var_names_)
@@ -121,7 +126,7 @@ def gene_sets_from_attention(
     indices = None
     if max_cells is not None and adata.n_obs > max_cells:
         indices = np.linspace(0, adata.n_obs - 1, max_cells).astype(int)
-    att = model.get_gene_attention(adata, indices, genes=genes)
+    att = model.get_gene_attention(adata=adata, indices=indices, genes=genes)
     sym = (att.to_numpy() + att.to_numpy().T) / 2
     off = sym[~np.eye(len(genes), dtype=bool)]
     lo, hi = off.min(), off.max()
@@ -144,7 +149,7 @@ def gene_sets_from_attention(
             for s in pd.unique(set_of.loc[ordered])
         },
         "params": {
-            "markers_key": markers_key,
+            "markers_key": key,
             "n_genes": n_genes,
             "n_sets": n_sets,
             "max_cells": max_cells,
@@ -152,7 +157,7 @@ def gene_sets_from_attention(
         },
     }
     if key_added is None:
-        key_added = markers_key.replace("_markers", "") + "_gene_sets"
+        key_added = key.replace("_markers", "") + "_gene_sets"
     adata = adata.copy() if copy else adata
     write_results(adata, [("uns", key_added, result)], by="sa.tl.gene_sets_from_attention")
     return adata if copy else None

@@ -49,7 +49,10 @@ def test_plots_ambiguous_until_named(both_predicted):
     # one argument names the model; the others follow it
     ax = sa.pl.attention_heatmap(adata, layer="sims_attention", n_genes=2, show=False)
     assert ax.get_ylabel() == "sims_prediction"
-    ax = sa.pl.attention_heatmap(adata, markers_key="cfan_markers", n_genes=2, show=False)
+    ax = sa.pl.attention_heatmap(adata, key="cfan_markers", n_genes=2, show=False)
+    assert ax.get_ylabel() == "cfan_prediction"
+    with pytest.warns(FutureWarning, match=r"sa.pl.attention_heatmap\(markers_key=...\) is deprecated"):
+        ax = sa.pl.attention_heatmap(adata, markers_key="cfan_markers", n_genes=2, show=False)
     assert ax.get_ylabel() == "cfan_prediction"
     ax = sa.pl.attention_heatmap(adata, groupby="sims_prediction", n_genes=2, show=False)
     assert ax.get_ylabel() == "sims_prediction"

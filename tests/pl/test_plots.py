@@ -93,4 +93,11 @@ def test_feature_attention_old_order_warns(trained_cfan):
     with pytest.warns(FutureWarning, match="adata first"):
         fig = sa.pl.feature_attention(model, n_cells=1, show=False, return_fig=True)
     assert isinstance(fig, Figure)
+    # the old order with the AnnData, positional or by name
+    for call in (lambda: sa.pl.feature_attention(model, model.adata, groupby="cell_type", show=False),
+                 lambda: sa.pl.feature_attention(model, adata=model.adata, groupby="cell_type", show=False)):
+        with pytest.warns(FutureWarning, match=r"feature_attention\(model, adata\) is deprecated"):
+            assert call() is not None
+    with pytest.raises(TypeError, match="needs the trained CFAN"):  # the new order without a model
+        sa.pl.feature_attention(model.adata)
     plt.close("all")

@@ -43,6 +43,10 @@ def test_get_gene_attention_has_one_signature(predicted):
     assert list(frame.index) == genes and list(frame.columns) == genes
     sub = model.get_gene_attention(adata, [0, 1, 2], genes=genes)
     assert sub.shape == (4, 4)
+    keywords = model.get_gene_attention(adata=adata, indices=[0, 1, 2], genes=genes, batch_size=2)
+    np.testing.assert_allclose(keywords.to_numpy(), sub.to_numpy(), rtol=1e-5, equal_nan=True)
+    one = model.get_gene_attention(adata, genes=genes[0])  # a single gene name is one gene
+    assert one.shape == (1, 1) and list(one.index) == genes[:1]
 
 
 def test_cgrans_old_argument_order_warns_and_agrees():

@@ -157,5 +157,12 @@ def test_gene_sets_need_a_cgran(trained, trained_cfan):
     sa.tl.gene_sets_from_attention(adata, cgran, n_genes=3)
     assert adata.uns["cgran_gene_sets"]["params"]["markers_key"] == "cgran_markers"
     # CGRAN's attention among CFAN's markers, when asked for
-    sa.tl.gene_sets_from_attention(adata, cgran, markers_key="cfan_markers", n_genes=3)
+    sa.tl.gene_sets_from_attention(adata, cgran, key="cfan_markers", n_genes=3)
     assert adata.uns["cfan_gene_sets"]["params"]["markers_key"] == "cfan_markers"
+    # the old name of `key` warns for one release and gives the same result
+    new = adata.uns.pop("cfan_gene_sets")
+    with pytest.warns(FutureWarning, match=r"gene_sets_from_attention\(markers_key=...\) is deprecated.*key="):
+        sa.tl.gene_sets_from_attention(adata, cgran, markers_key="cfan_markers", n_genes=3)
+    pd.testing.assert_frame_equal(adata.uns["cfan_gene_sets"]["attention"], new["attention"])
+    with pytest.raises(TypeError, match="both markers_key= and key="):
+        sa.tl.gene_sets_from_attention(adata, cgran, markers_key="cfan_markers", key="cfan_markers")

@@ -117,7 +117,7 @@ def test_gene_sets(trained):
     assert sorted(g for s in res["gene_sets"].values() for g in s) == sorted(genes)
     assert res["params"]["n_sets"] == len(adata.uns["cgran_markers"]["names"].dtype.names)
     with pytest.raises(KeyError, match="No markers"):
-        sa.tl.gene_sets_from_attention(adata, model, markers_key="nope")
+        sa.tl.gene_sets_from_attention(adata, model, key="nope")
     with pytest.raises(ValueError, match="n_sets must be"):
         sa.tl.gene_sets_from_attention(adata, model, n_genes=2, n_sets=100)
 

@@ -67,7 +67,7 @@ class ScattnModel(AlignedDataMixin, SourceMixin, PersistenceMixin, TrainingRunne
     #: whether `setup_anndata` takes a ``gene_id_key`` (models with a gene vocabulary)
     _gene_ids = False
     #: whether `setup_anndata` takes a ``condition_key`` (a cell-level condition, e.g.
-    #: stimulation, registered as ``scattn.module._constants.CONDITION_KEY``)
+    #: stimulation, registered as ``scattn.module.CONDITION_KEY``)
     _condition_key = False
 
     # -- set-up ---------------------------------------------------------------------------
