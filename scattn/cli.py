@@ -72,22 +72,16 @@ class Inputs:
 
 # -- inputs -----------------------------------------------------------------------------------
 def example_split():
-    """The embedded example: scanpy's ``pbmc68k_reduced`` (log-normalised ``.raw``), split within
-    each ``bulk_labels`` type into cells at even positions (reference) and odd ones (query)."""
-    import scanpy as sc
+    """The embedded example: :func:`scattn.datasets.pbmc68k_reference_query` (scanpy's
+    ``pbmc68k_reduced``, log-normalised, split within each ``bulk_labels`` type into cells at
+    even positions, the reference, and odd ones, the query)."""
+    from scattn.datasets import pbmc68k_reference_query
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        adata = sc.datasets.pbmc68k_reduced()
-    full = adata.raw.to_adata()
-    full.obs = adata.obs[["bulk_labels"]].copy()
-    labels = full.obs["bulk_labels"].astype(str).to_numpy()
-    rank = np.zeros(full.n_obs, dtype=int)
-    for label in np.unique(labels):
-        where = np.flatnonzero(labels == label)
-        rank[where] = np.arange(len(where))
-    reference = full[rank % 2 == 0].copy()
-    query = full[rank % 2 == 1].copy()
+    reference, query = pbmc68k_reference_query()
+    for adata in (reference, query):
+        adata.obs = adata.obs[["bulk_labels"]].copy()
+        adata.obsm.clear()
+        adata.uns.clear()
     return reference, query
 
 

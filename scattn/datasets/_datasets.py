@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 from anndata import AnnData
 
 
@@ -23,6 +24,27 @@ def pbmc68k_reduced() -> AnnData:
     adata.obsm["X_umap"] = ref.obsm["X_umap"].copy()
     adata.uns["scattn_dataset"] = {"name": "pbmc68k_reduced", "expression": "log1p"}
     return adata
+
+
+def pbmc68k_reference_query(labels_key: str = "bulk_labels") -> tuple[AnnData, AnnData]:
+    """:func:`pbmc68k_reduced` split into a labelled reference and a query, the example of
+    ``scattn annotate``.
+
+    The rule: within each cell type of `labels_key`, the cells at even positions (in the
+    file's order) form the reference and the others the query (353 and 347 cells, every type
+    on both sides). Both keep their labels; hide the query's to annotate it blind.
+
+    Returns
+    -------
+    ``(reference, query)``, log-normalised (``expression="log1p"``), 765 genes.
+    """
+    adata = pbmc68k_reduced()
+    labels = adata.obs[labels_key].astype(str).to_numpy()
+    rank = np.zeros(adata.n_obs, dtype=int)
+    for label in np.unique(labels):
+        where = np.flatnonzero(labels == label)
+        rank[where] = np.arange(len(where))
+    return adata[rank % 2 == 0].copy(), adata[rank % 2 == 1].copy()
 
 
 def shared_data_dir() -> Path | None:
