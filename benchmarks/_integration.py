@@ -108,7 +108,7 @@ def fit_vae(method: str, task: IntegrationTask, train: np.ndarray, test: np.ndar
 
     import scattn as sa
 
-    from .suite.measure import measure
+    from ._measure import measure
 
     tr = task.adata[train].copy()
     te = task.adata[test].copy()
@@ -141,7 +141,7 @@ def fit_scgpt(task: IntegrationTask, train: np.ndarray, *, epochs: int | None, s
     with batches) on the `train` cells; the embedding of every cell. No likelihood: NaN."""
     import scattn as sa
 
-    from .suite.measure import measure
+    from ._measure import measure
 
     tr = task.adata[train].copy()
     tr.X = tr.layers["counts"]
@@ -168,7 +168,7 @@ def evaluate_split(task: IntegrationTask, train: np.ndarray, test: np.ndarray,
     ``knn_acc``, ``mlp_acc``; the cost: ``s_per_epoch``, ``train_s``, ``peak_mb``, ``epochs``,
     and the ratios ``s_per_epoch_vs_scvi``, ``peak_mb_vs_scvi`` where scVI ran) and the latents.
     """
-    from .suite.measure import measure
+    from ._measure import measure
 
     labels = task.adata.obs["cell_type"].to_numpy()
     rows, latents = [], {}

@@ -169,3 +169,18 @@ def test_benchmark_transfer_quick_runs(tmp_path):
     assert not set(query.obs["cell_type"]) <= set(ref.obs["cell_type"])  # novel types stay in the query
     s = score(np.array(["a", "b", "c", "c"]), np.array(["a", "a", "Unknown", "b"]), {"a", "b"})
     assert s["novel_unknown"] == 0.5 and s["n_novel"] == 2 and s["accuracy"] == 0.5
+
+
+def test_cgran_speed_tables_rebuild_from_its_one_runs_file(tmp_path):
+    """The committed CGRAN speed table is made from the study's one runs file (every part and
+    code version in it): ``--summarize`` on a copy gives the committed ``.md`` and ``.csv``."""
+    import shutil
+
+    from benchmarks._common import RESULTS
+    from benchmarks.studies.cgran_speed import main
+
+    shutil.copy(RESULTS / "cgran_speed_runs.csv", tmp_path / "cs_runs.csv")
+    main(["--summarize", "--out", str(tmp_path / "cs")])
+    assert (tmp_path / "cs.md").read_text() == (RESULTS / "cgran_speed.md").read_text()
+    assert (tmp_path / "cs.csv").read_text() == (RESULTS / "cgran_speed.csv").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cs.csv", "cs.md", "cs_runs.csv"]

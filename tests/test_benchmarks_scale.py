@@ -121,3 +121,23 @@ def test_benchmark_scale_quick_runs(tmp_path):
     ct = skipped[(skipped["method"] == "CellTypist") & (skipped["step"] == "predict")]
     assert ct["status"].tolist() == ["skipped"] and "estimated" in ct["note"].iloc[0]
     assert len(skipped) == len(table)  # the other rows were kept
+
+
+def test_rows_of_other_thread_counts_stay_beside_each_other(tmp_path):
+    """One scale table for every run: a row replaces the row of the same size, method, step,
+    format *and* threads; the markdown shows the threads, the figure one row of panels each."""
+    from benchmarks.scale.run import COLUMNS, _merge, plot, write_markdown
+
+    base = {"n_cells": 2000, "size": "2k", "method": "CFAN", "step": "predict", "format": "h5ad",
+            "status": "ok", "cells_per_s": 100.0, "peak_gib": 1.0, "run_s": 1.0, "open_s": 0.1,
+            "total_s": 1.1, "step_peak_gib": 0.2, "agreement": 0.8, "reads": "backed h5ad"}
+    table = pd.DataFrame(columns=COLUMNS)
+    table = _merge(table, {**base, "threads": 1})
+    table = _merge(table, {**base, "threads": 2, "cells_per_s": 180.0})
+    table = _merge(table, {**base, "threads": 1.0, "cells_per_s": 120.0})  # read back from a CSV: 1.0
+    assert len(table) == 2
+    assert dict(zip(table["threads"], table["cells_per_s"], strict=True)) == {1: 120.0, 2: 180.0}
+    write_markdown(table, tmp_path / "s.md", header="# Scale")
+    assert "| cells | threads | method |" in (tmp_path / "s.md").read_text()
+    plot(table, tmp_path / "s.png", title="t")
+    assert (tmp_path / "s.png").stat().st_size > 10_000

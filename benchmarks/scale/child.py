@@ -30,7 +30,7 @@ Measured (written as one JSON row)
     process' peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` at the end,
     imports and model included), ``start_gib``: its resident memory just before the data were
     opened (imports, model), ``step_peak_gib``: the peak above that (the kernel's high-water mark,
-    :func:`benchmarks.suite.measure.measure`); ``agreement``: fraction of cells whose prediction
+    :func:`benchmarks._measure.measure`); ``agreement``: fraction of cells whose prediction
     equals their source cell's marker label (a sanity check, not an accuracy: the training cells
     are among the sources).
 """
@@ -238,7 +238,7 @@ def _train_disk(method, path, out_dir, row, *, batch_size=None):
 
 def measure_one(method: str, step: str, path, fmt: str = "h5ad", out_dir=OUTPUT) -> dict:
     """Run one step of one method on one file; the row of results (see the module's docstring)."""
-    from ..suite.measure import measure
+    from .._measure import measure
 
     uses_torch = method != "CellTypist"  # CellTypist's process never imports torch
     if uses_torch:

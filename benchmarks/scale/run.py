@@ -24,10 +24,11 @@ What it does, each piece also a command of its own:
    ``--timeout-min`` as such, with the reason.
 
 Outputs (``--out``, default ``benchmarks/results/scale``; ``--quick``: ``..._quick``)
-    ``.csv`` (one row per size, method, step and format, rewritten after every measurement; a
-    new run replaces the rows it measures again and keeps the others), ``.md`` (tables with the
-    machine, threads and training set), ``.png`` (cells/s and peak RSS against cells, the 4 GiB
-    line drawn). Process logs under ``<out-dir>/logs``.
+    ``.csv`` (one row per size, method, step, format and threads per process, rewritten after
+    every measurement; a new run replaces the rows it measures again and keeps the others, so
+    runs with other ``--sizes`` or ``--threads`` add to the same file), ``.md`` (tables with the
+    machine, threads and training set), ``.png`` (cells/s and peak RSS against cells, one row of
+    panels per thread count, the 4 GiB line drawn). Process logs under ``<out-dir>/logs``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ SIZES = {"default": (10_000, 100_000, 1_000_000), "quick": (2_000, 5_000)}
 QUICK_SOURCE_CELLS = 1000  # per condition
 QUICK_TRAIN = 600
 RSS_LINE_GIB = 4.0
-KEY = ["n_cells", "method", "step", "format"]
+KEY = ["n_cells", "method", "step", "format", "threads"]
 COLUMNS = ["n_cells", "size", "method", "step", "format", "status", "open_s", "run_s", "total_s",
            "cpu_s", "cells_per_s", "peak_gib", "start_gib", "step_peak_gib", "agreement", "attention_nnz",
            "setup_s", "init_s", "train_s", "epochs", "model_load_s", "threads", "load_1min", "reads", "still_backed",
@@ -122,7 +123,10 @@ def _merge(table: pd.DataFrame, row: dict) -> pd.DataFrame:
     if len(table):
         same = np.ones(len(table), dtype=bool)
         for k in KEY:
-            same &= table[k].astype(str).to_numpy() == str(row[k])
+            if k in ("n_cells", "threads"):  # numbers: 1 and 1.0 are the same
+                same &= pd.to_numeric(table[k], errors="coerce").to_numpy() == float(row[k])
+            else:
+                same &= table[k].astype(str).to_numpy() == str(row[k])
         table = table[~same]
     table = pd.concat([table, new], ignore_index=True) if len(table) else new
     for c in COLUMNS:
@@ -130,7 +134,7 @@ def _merge(table: pd.DataFrame, row: dict) -> pd.DataFrame:
             table[c] = np.nan
     order = {m: i for i, m in enumerate(METHODS)}
     table = table.assign(_m=table["method"].map(order), _s=table["step"].map({s: i for i, s in enumerate(STEPS)}))
-    table = table.sort_values(["_s", "n_cells", "_m", "format"]).drop(columns=["_m", "_s"])
+    table = table.sort_values(["_s", "threads", "n_cells", "_m", "format"]).drop(columns=["_m", "_s"])
     return table[COLUMNS + [c for c in table.columns if c not in COLUMNS]].reset_index(drop=True)
 
 
@@ -156,13 +160,14 @@ def write_markdown(table: pd.DataFrame, path: Path, *, header: str) -> None:
             continue
         rows = []
         for _, r in part.iterrows():
-            out = {"cells": r["size"], "method": r["method"], "format": r["format"],
+            out = {"cells": r["size"], "threads": _fmt(r["threads"], 0), "method": r["method"], "format": r["format"],
                    "open s": _fmt(r["open_s"]), "run s": _fmt(r["run_s"]), "total s": _fmt(r["total_s"]),
                    "CPU s": _fmt(r.get("cpu_s")), "load": _fmt(r.get("load_1min")), "cells/s": _fmt(r["cells_per_s"], 0), "peak GiB": _fmt(r["peak_gib"], 2),
                    "step peak GiB": _fmt(r["step_peak_gib"], 2)}
             if step == "proba":
                 pred = table[(table["step"] == "predict") & (table["n_cells"] == r["n_cells"])
-                             & (table["method"] == r["method"]) & (table["format"] == r["format"])]
+                             & (table["method"] == r["method"]) & (table["format"] == r["format"])
+                             & (table["threads"] == r["threads"])]
                 att = pred["run_s"].iloc[0] - r["run_s"] if len(pred) else np.nan
                 out["attribution s"] = _fmt(float(att))
             if step == "train-disk":
@@ -189,39 +194,45 @@ def plot(table: pd.DataFrame, path: Path, *, title: str) -> None:
     import matplotlib.pyplot as plt
 
     ok = table[table["status"] == "ok"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    threads = sorted(pd.to_numeric(table["threads"], errors="coerce").dropna().astype(int).unique()) or [0]
+    fig, grid = plt.subplots(len(threads), 2, figsize=(12, 4.8 * len(threads)), squeeze=False)
     styles = {("predict", "h5ad"): ("-", "o", ""), ("predict", "zarr"): (":", "D", " (zarr)"),
               ("train-disk", "h5ad"): ("--", "s", " train 1 epoch")}
-    for (method, step, fmt), part in ok.groupby(["method", "step", "format"], sort=False):
-        if (step, fmt) not in styles:
-            continue
-        ls, marker, suffix = styles[step, fmt]
-        part = part.sort_values("n_cells")
-        kw = dict(ls=ls, marker=marker, color=COLOURS.get(method, "grey"), label=f"{method}{suffix}", lw=1.6, ms=5)
-        axes[0].plot(part["n_cells"], part["cells_per_s"], **kw)
-        axes[1].plot(part["n_cells"], part["peak_gib"], **kw)
-    axes[1].axhline(RSS_LINE_GIB, color="black", lw=1, ls="-.")
-    axes[1].text(0.01, RSS_LINE_GIB, " 4 GiB", transform=axes[1].get_yaxis_transform(), va="bottom", fontsize=9)
     sizes = sorted(table["n_cells"].unique())
-    for ax, label in zip(axes, ("cells per second (open + predict; train: 1 epoch)", "peak RSS of the process (GiB)"),
-                         strict=True):
-        ax.set_xscale("log")
-        ax.set_xticks(sizes)
-        ax.set_xticklabels([size_label(int(n)) for n in sizes])
-        ax.minorticks_off()
-        ax.set_xlabel("cells (Kang 2018 resampled)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].set_yscale("log")
-    axes[1].set_ylim(bottom=0)
+    seen = {}
+    for axes, n_threads in zip(grid, threads, strict=True):
+        rows = ok[pd.to_numeric(ok["threads"], errors="coerce") == n_threads] if len(threads) > 1 else ok
+        for (method, step, fmt), part in rows.groupby(["method", "step", "format"], sort=False):
+            if (step, fmt) not in styles:
+                continue
+            ls, marker, suffix = styles[step, fmt]
+            part = part.sort_values("n_cells")
+            kw = dict(ls=ls, marker=marker, color=COLOURS.get(method, "grey"), label=f"{method}{suffix}", lw=1.6, ms=5)
+            (line,) = axes[0].plot(part["n_cells"], part["cells_per_s"], **kw)
+            axes[1].plot(part["n_cells"], part["peak_gib"], **kw)
+            seen.setdefault(kw["label"], line)
+        axes[1].axhline(RSS_LINE_GIB, color="black", lw=1, ls="-.")
+        axes[1].text(0.01, RSS_LINE_GIB, " 4 GiB", transform=axes[1].get_yaxis_transform(), va="bottom", fontsize=9)
+        for ax, label in zip(axes, ("cells per second (open + predict; train: 1 epoch)",
+                                    "peak RSS of the process (GiB)"), strict=True):
+            ax.set_xscale("log")
+            ax.set_xticks(sizes)
+            ax.set_xticklabels([size_label(int(n)) for n in sizes])
+            ax.minorticks_off()
+            ax.set_xlabel("cells (Kang 2018 resampled)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            if n_threads:
+                ax.set_title(f"{n_threads} thread(s) per process", fontsize=9)
+        axes[0].set_yscale("log")
+        axes[1].set_ylim(bottom=0)
     bad = table[table["status"] != "ok"]
     if len(bad):
         notes = "; ".join(f"{r['method']} {r['step']} {r['size']}: {r['status']}" for _, r in bad.iterrows())
         fig.text(0.01, 0.01, f"not measured: {notes}", fontsize=7, wrap=True)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+    fig.legend(list(seen.values()), list(seen), loc="center right", fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.04 if len(bad) else 0, 0.86, 1))
+    fig.tight_layout(rect=(0, 0.04 / len(threads) if len(bad) else 0, 0.86, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -324,7 +335,7 @@ def main(argv=None) -> pd.DataFrame:
                         continue
                     path = data_path(out_dir, n, fmt)
                     base = {"n_cells": n, "size": size_label(n), "method": method, "step": step, "format": fmt,
-                            "machine": host, "date": today}
+                            "threads": threads, "machine": host, "date": today}
                     est = estimate_gib(method, step, n, 2000)
                     if est > mem_limit:
                         row = {"status": "skipped", "note": f"estimated peak {est:.0f} GiB > --mem-limit-gib "
@@ -337,7 +348,7 @@ def main(argv=None) -> pd.DataFrame:
                     table = _merge(table, row)
                     table.to_csv(csv, index=False)
                     write_markdown(table, Path(f"{out}.md"), header=header)
-                    plot(table, Path(f"{out}.png"), title=_plot_title(host, threads))
+                    plot(table, Path(f"{out}.png"), title=_plot_title(host))
                     print(f"    {row['status']}: " + (f"total {row['total_s']:.1f} s, {row['cells_per_s']:,.0f} "
                           f"cells/s, peak {row['peak_gib']:.2f} GiB" if row["status"] == "ok" else row["note"]),
                           flush=True)
@@ -345,13 +356,14 @@ def main(argv=None) -> pd.DataFrame:
     return table
 
 
-def _plot_title(host: str, threads: int) -> str:
-    return (f"Kang 2018 PBMCs resampled (2,000 genes); one process per method; {threads} thread(s); {host}")
+def _plot_title(host: str) -> str:
+    return f"Kang 2018 PBMCs resampled (2,000 genes); one process per method; {host}"
 
 
 def _header(train_info: dict, host: str, threads: int, args, out_dir: Path) -> str:
     lines = ["# Scale: prediction speed and peak memory, 10k to 1M cells\n",
-             f"Machine: {host}; {threads} thread(s) per process (`OMP_NUM_THREADS`); every measurement in a "
+             f"Machine: {host}; `threads`: threads per process (`--threads`, `OMP_NUM_THREADS`); every "
+             "measurement in a "
              "fresh process (`python -m benchmarks.scale.child`), peak RSS = that process' "
              "`ru_maxrss` (imports and model included; `step peak` = above the RSS just before the data "
              "were opened). `CPU s`: the process' user + system CPU seconds over open + run (with one thread "
@@ -370,7 +382,8 @@ def _header(train_info: dict, host: str, threads: int, args, out_dir: Path) -> s
             parts.append(f"{m} ({r.get('train_args')}, {r.get('epochs')} epochs, {r.get('n_model_genes')} genes, "
                          f"{float(r.get('train_s', np.nan)):.0f} s)")
         first = next(iter(train_info.values()))
-        lines.append(f"**Models**: trained once on {first.get('n_train')} marker-labelled Kang cells "
+        lines.append(f"**Models** (as of the last run, {threads} thread(s)): trained once on "
+                     f"{first.get('n_train')} marker-labelled Kang cells "
                      f"({len(first.get('classes', []))} classes; `benchmarks/scale/train.py`): "
                      + "; ".join(parts) + ".\n")
     return "\n".join(lines)

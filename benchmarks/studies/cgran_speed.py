@@ -38,11 +38,12 @@ Three parts, each on the same data and splits in every run, one CPU thread per p
 Wall time depends on what else the machine runs; every row also has the process' CPU time
 (``*_cpu_s``) and the load average, and the ratios to scANVI are taken within one run.
 
-Rows are written after every run into one file per part (``<out>_timing_runs.csv``,
-``<out>_defaults_runs.csv``, ``<out>_variants_runs.csv``), each row with the code version's
-``--label``: a rerun replaces that label's rows and keeps the others, so the versions stay side
-by side and an interrupted run keeps what it measured. ``--summarize`` tabulates them into
-``<out>.md``/``.csv``.
+Rows are written after every run into the study's one runs file, ``<out>_runs.csv``, each row
+with its ``part`` (timing, defaults, variants, recipes) and the code version's ``--label``: a
+rerun replaces only the rows of its part, label and sets (variants: its variants) and keeps the
+others, so the versions stay side by side and an interrupted run keeps what it measured.
+``--summarize`` tabulates them into ``<out>.md`` (every table) and ``<out>.csv`` (default
+``train()``).
 
     OMP_NUM_THREADS=1 python -m benchmarks.studies.cgran_speed --label before   # old code
     OMP_NUM_THREADS=1 python -m benchmarks.studies.cgran_speed --label after --cgran-batch-sizes 128
@@ -60,7 +61,6 @@ import platform
 import time
 from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -327,12 +327,21 @@ without improvement; `lr3e-4_p5_best` = lr 3e-4, patience 5, best weights.
 """
 
 
+def _part(runs: pd.DataFrame, part: str) -> pd.DataFrame:
+    """One part's rows of the runs file, with only the columns that part records."""
+    rows = runs[runs["part"] == part].drop(columns="part").reset_index(drop=True)
+    for col in ("seed", "n_train", "n_genes", "batch_size", "threads"):  # counts, NaN only in other parts
+        if col in rows and len(rows) and rows[col].notna().all():
+            rows[col] = rows[col].astype(int)
+    return rows
+
+
 def summarize(out: str) -> pd.DataFrame:
-    """The runs of every code version (``label``) in ``<out>_timing_runs.csv`` and
-    ``<out>_defaults_runs.csv`` (and ``<out>_variants_runs.csv`` where present), in the order
-    they were first measured, tabulated into ``<out>.md``, ``<out>.csv`` (default ``train()``),
-    ``<out>_timing.csv`` and ``<out>_variants.csv``."""
-    timing = pd.read_csv(f"{out}_timing_runs.csv").rename(columns={"label": "code"})
+    """The runs of every code version (``label``) in ``<out>_runs.csv``, in the order they were
+    first measured, tabulated into ``<out>.md`` (timing, default ``train()``, variants where
+    measured) and ``<out>.csv`` (default ``train()``)."""
+    every = pd.read_csv(f"{out}_runs.csv")
+    timing = _part(every, "timing").rename(columns={"label": "code"})
     scanvi = timing[timing.method == "scANVI"].set_index(["code", "dataset"])
     for col in ("epoch_s", "epoch_cpu_s"):
         ref = scanvi[col]
@@ -341,13 +350,12 @@ def summarize(out: str) -> pd.DataFrame:
     timing = timing[["code", "dataset", "n_train", "n_genes", "method", "batch_size", "steps_per_epoch",
                      "epoch_cpu_s", "ratio_cpu_s", "epoch_s", "ratio_s", "load"]]
     timing = timing.rename(columns={"ratio_cpu_s": "cpu_ratio_to_scanvi", "ratio_s": "wall_ratio_to_scanvi"})
-    runs = pd.read_csv(f"{out}_defaults_runs.csv").rename(columns={"label": "code"})
+    runs = _part(every, "defaults").rename(columns={"label": "code"})
     agg = dict(n_seeds=("seed", "nunique"), macro_f1=("macro_f1", "mean"), macro_f1_sd=("macro_f1", "std"),
                accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"), epochs=("epochs", "mean"),
                best_epoch=("best_epoch", "mean"), epoch_cpu_s=("epoch_cpu_s", "mean"),
                train_cpu_s=("train_cpu_s", "mean"), train_s=("train_s", "mean"), setup_s=("setup_s", "mean"))
     defaults = runs.groupby(["dataset", "method", "code"], sort=False).agg(**agg).reset_index()
-    timing.to_csv(f"{out}_timing.csv", index=False)
     defaults.to_csv(f"{out}.csv", index=False)
     with open(f"{out}.md", "w") as fh:
         fh.write("# CGRAN training speed, before and after (one CPU thread each)\n\n")
@@ -356,15 +364,14 @@ def summarize(out: str) -> pd.DataFrame:
         fh.write(markdown_table(timing))
         fh.write("\n## Default `train()`: time and accuracy on held-out cells (mean over seeds)\n\n")
         fh.write(markdown_table(defaults))
-        if Path(f"{out}_variants_runs.csv").exists():
-            v = pd.read_csv(f"{out}_variants_runs.csv")
+        v = _part(every, "variants")
+        if len(v):
             v = v[v.method == "CGRAN"]
             table = (v.groupby(["dataset", "variant"], sort=False)
                      .agg(n_seeds=("seed", "nunique"), macro_f1=("macro_f1", "mean"), macro_f1_sd=("macro_f1", "std"),
                           accuracy=("accuracy", "mean"), epochs=("epochs", "mean"), best_epoch=("best_epoch", "mean"),
                           train_cpu_s=("train_cpu_s", "mean"))
                      .reset_index())
-            table.to_csv(f"{out}_variants.csv", index=False)
             fh.write("\n## `train()` settings compared on the new code (mean over seeds)\n\n")
             fh.write(markdown_table(table))
     print(timing.to_string(index=False))
@@ -395,7 +402,7 @@ def parse_variant(spec: str) -> tuple[str, dict]:
 
 def _append(rows: list[dict], path: str, keys: tuple[str, ...]) -> None:
     """`rows` into the one runs file at `path`, in place of earlier rows of the same `keys`
-    (the code version's ``label`` among them): every version's runs stay side by side."""
+    (the part and the code version's ``label`` among them): every version's runs stay side by side."""
     upsert_runs(path, pd.DataFrame(rows), keys)
 
 
@@ -440,36 +447,36 @@ def main(argv=None):
     env = dict(label=args.label, threads=torch.get_num_threads(), omp=os.environ.get("OMP_NUM_THREADS"),
                torch=torch.__version__, cpu=platform.processor() or platform.machine())
     print(env, flush=True)
+    path = f"{args.out}_runs.csv"
     if "timing" in args.parts:
         rows = []
         for name in args.timing_sets:
             train, _, key, expression = load_split(name, 0)
-            info = dict(dataset=name, n_train=train.n_obs, n_genes=train.n_vars, **env)
+            info = dict(part="timing", dataset=name, n_train=train.n_obs, n_genes=train.n_vars, **env)
             for bs in [None, *args.cgran_batch_sizes]:
                 rows.append({**info, **time_cgran(train, key, expression, batch_size=bs, epochs=args.cgran_epochs)})
                 print(rows[-1], flush=True)
-                _append(rows, f"{args.out}_timing_runs.csv", ("label", "dataset"))
+                _append(rows, path, ("part", "label", "dataset"))
             for r in time_scanvi(train, key, scvi_epochs=args.scvi_epochs, scanvi_epochs=args.scanvi_epochs):
                 rows.append({**info, **r})
                 print(rows[-1], flush=True)
-            _append(rows, f"{args.out}_timing_runs.csv", ("label", "dataset"))
+            _append(rows, path, ("part", "label", "dataset"))
     common = ("dataset", "seed", "method", "macro_f1")
     grid = [(name, seed) for name in args.default_sets for seed in args.seeds]
     if "defaults" in args.parts:
-        _run_all([partial(default_run, name, seed) for name, seed in grid], env,
-                 f"{args.out}_defaults_runs.csv", (*common, "accuracy", "total_s", "epochs"),
-                 ("label", "dataset", "seed"))
+        _run_all([partial(default_run, name, seed) for name, seed in grid], {"part": "defaults", **env},
+                 path, (*common, "accuracy", "total_s", "epochs"), ("part", "label", "dataset", "seed"))
     if "variants" in args.parts:
         specs = [parse_variant(spec) for spec in args.variants]
         jobs = [partial(default_run, name, seed, kwargs, variant=variant, baseline=i == 0)
                 for name, seed in grid for i, (variant, kwargs) in enumerate(specs)]
-        _run_all(jobs, env, f"{args.out}_variants_runs.csv",
+        _run_all(jobs, {"part": "variants", **env}, path,
                  (*common, "variant", "accuracy", "train_cpu_s", "epochs", "best_epoch"),
-                 ("dataset", "seed", "variant"))
+                 ("part", "dataset", "seed", "variant"))
     if "recipes" in args.parts:
         jobs = [partial(recipe_run, name, seed) for name in args.recipe_sets for seed in args.seeds]
-        _run_all(jobs, env, f"{args.out}_recipes_runs.csv", (*common, "train_cpu_s", "epochs"),
-                 ("dataset", "seed", "variant"))
+        _run_all(jobs, {"part": "recipes", **env}, path, (*common, "train_cpu_s", "epochs"),
+                 ("part", "dataset", "seed", "variant"))
 
 if __name__ == "__main__":
     main()

@@ -30,9 +30,12 @@ Five steps, each printing its progress and writing its results as it goes
     off; the aggregates; raw values, not min-max scaled) plus ``knn_acc`` (15-NN classifier,
     5-fold stratified CV, :func:`benchmarks._integration.knn_accuracy`); cost: wall seconds of the
     fit (PCA and Harmony: computing the embedding from counts; scVI and SCGPT: ``train()``) and its
-    peak resident memory above the start (:func:`benchmarks.suite.measure.measure`).
-    Writes ``scgpt_integration_runs.csv`` and ``scgpt_integration.md`` after each dataset, and
-    ``scgpt_integration_<dataset>.png`` (UMAP of each embedding, by cell type and by batch).
+    peak resident memory above the start (:func:`benchmarks._measure.measure`).
+    After each dataset its rows go into ``scgpt_integration_runs.csv`` (one file for every dataset
+    and ``scgpt_pretrain_epochs``, 0 = from scratch: a rerun replaces only the rows it measures
+    again), ``scgpt_integration.md`` is rebuilt from that file, and
+    ``scgpt_integration[_pretrained]_<dataset>.png`` shows a UMAP of each embedding, by cell type
+    and by batch.
 ``response``
     Kang 2018: ``--cells`` control + ``--cells`` stimulated cells at random (default 1,500 each,
     seeded), 2,000 HVGs (seurat_v3 on counts of both conditions together). Expression is
@@ -62,9 +65,11 @@ Five steps, each printing its progress and writing its results as it goes
     (observed control mean + predicted change; for ``scGPT (decoded)`` the decoded mean itself)
     vs the observed one. ``no change`` predicts a constant change, so its r of changes is
     undefined (NaN). ``r_ctrl_decoded``: how well the mean decoded-as-control matches P's
-    observed control mean (the decoder's reconstruction). Writes ``scgpt_response_runs.csv``,
-    ``scgpt_response.md`` and ``scgpt_response.png`` (observed vs predicted change per gene,
-    scGPT and additive, the top-20 genes named) after each population.
+    observed control mean (the decoder's reconstruction). After each population, its rows go into
+    ``scgpt_response_runs.csv`` (every population held out so far, one file: a rerun replaces
+    only the populations it runs), ``scgpt_response.md`` is rebuilt from that file, and
+    ``scgpt_response_P<population>.png`` shows observed vs predicted change per gene (scGPT and
+    additive, the top-20 genes named).
 ``programs``
     SCGPT pretrained (GEP + GEPC, ``--epochs`` 3) on human PBMCs: Kang 2018 control and stimulated
     plus 10x pbmc3k on their common genes (:func:`scattn.data.read_h5ads`), ``--cells`` (6,000)
@@ -136,6 +141,7 @@ from .._common import (
     markdown_table,
     pin_threads,
     splits,
+    upsert_runs,
     write_results,
 )
 from .._common import metrics as _metrics
@@ -152,6 +158,7 @@ GENE_GROUPS = {
     "CD3": ["CD3D", "CD3E", "CD3G"],
 }
 METHOD_ORDER = ("PCA", "Harmony", "scVI", "SCGPT")
+INTEGRATION_DATASETS = ("cellbench", "panc8", "kang")
 
 
 # -- shared helpers -----------------------------------------------------------------------------
@@ -248,7 +255,7 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
     """For a markdown table: counts as integers, missing values blank."""
     out = df.astype(object)
     for col in df.columns:
-        if col in ("epochs", "n_cells", "n_genes", "pairs"):
+        if col in ("epochs", "n_cells", "n_genes", "pairs", "scgpt_pretrain_epochs"):
             out[col] = [str(int(v)) if pd.notna(v) else "" for v in df[col]]
     return out.where(df.notna(), "")
 
@@ -300,7 +307,7 @@ def fit_scgpt_integration(task, epochs: int | None, seed: int, pretrain_epochs: 
     scratch or after `pretrain_epochs` of generative pretraining on the same cells."""
     import scattn as sa
 
-    from ..suite.measure import measure
+    from .._measure import measure
 
     _quiet(seed)
     a = task.adata.copy()
@@ -330,7 +337,7 @@ def integration(*, datasets, epochs: int | None, scvi_epochs: int, kang_cells: i
         load_integration_tasks,
         pca_latent,
     )
-    from ..suite.measure import measure
+    from .._measure import measure
 
     _quiet(seed)
     pin_threads()
@@ -367,9 +374,6 @@ def integration(*, datasets, epochs: int | None, scvi_epochs: int, kang_cells: i
         costs["scVI"] = dict(train_s=fit.seconds_per_epoch * fit.epochs, peak_mb=fit.peak_mb, epochs=fit.epochs)
         print(f"{name} scVI {costs['scVI']['train_s']:.1f} s ({fit.epochs} epochs)", flush=True)
         latents["SCGPT"], costs["SCGPT"] = fit_scgpt_integration(task, epochs, seed, pretrain_epochs)
-        if pretrain_epochs:  # train_s then counts the pretraining too
-            notes[name] += (f"; SCGPT pretrained {pretrain_epochs} epochs (generative, the same cells, "
-                            "no label) before its integration fine-tuning; train_s includes both")
         print(f"{name} SCGPT {costs['SCGPT']['train_s']:.1f} s ({costs['SCGPT']['epochs']} epochs)", flush=True)
         pin_threads()
         start = time.perf_counter()
@@ -377,21 +381,28 @@ def integration(*, datasets, epochs: int | None, scvi_epochs: int, kang_cells: i
         print(f"{name} scib-metrics {time.perf_counter() - start:.0f} s", flush=True)
         pin_threads()
         for method in METHOD_ORDER:
-            row = dict(dataset=name, method=method, n_cells=a.n_obs, n_genes=a.n_vars)
+            row = dict(dataset=name, scgpt_pretrain_epochs=pretrain_epochs, method=method, n_cells=a.n_obs,
+                       n_genes=a.n_vars)
             if scores is not None and method in scores.index:
                 row.update({k: float(v) for k, v in scores.loc[method].items()})
             row["knn_acc"] = knn_accuracy(latents[method], labels, seed=seed)
             row.update(costs[method])
+            row["note"] = notes[name]
             rows.append(row)
-        table = pd.DataFrame(rows)
-        table.to_csv(f"{out}_runs.csv", index=False)
-        _integration_md(table, notes, out, epochs=epochs, scvi_epochs=scvi_epochs, n_comps=n_comps, seed=seed)
-        plot_integration(task, latents, Path(f"{out}_{name}.png"), seed=seed)
+        # one runs file for every dataset and pretraining: this run's rows replace earlier ones
+        table = upsert_runs(f"{out}_runs.csv", pd.DataFrame([r for r in rows if r["dataset"] == name]),
+                            ("dataset", "scgpt_pretrain_epochs", "method"))
+        _integration_md(table, out, epochs=epochs, scvi_epochs=scvi_epochs, n_comps=n_comps, seed=seed)
+        plot_integration(task, latents, _integration_png(out, name, pretrain_epochs), seed=seed)
         print(table[table["dataset"] == name].to_string(index=False), flush=True)
     return pd.DataFrame(rows)
 
 
-def _integration_md(table: pd.DataFrame, notes: dict, out, **params) -> None:
+def _integration_png(out, name: str, pretrain_epochs) -> Path:
+    return Path(f"{out}{'_pretrained' if pretrain_epochs else ''}_{name}.png")
+
+
+def _integration_md(table: pd.DataFrame, out, **params) -> None:
     import scattn as sa
 
     lines = ["# SCGPT (preset cpu) integration beside scVI, Harmony and PCA\n\n",
@@ -402,11 +413,23 @@ def _integration_md(table: pd.DataFrame, notes: dict, out, **params) -> None:
              "`train_tokens_per_s` (SCGPT) = tokens of its training cells x epochs / `train_s`; "
              "`knn_acc` = 15-NN accuracy of cell types on the embedding (5-fold CV); `train_s` = wall "
              "seconds of the fit, `peak_mb` = its peak memory above the start (MiB).\n"]
-    for name, sub in table.groupby("dataset", sort=False):
-        lines.append(f"\n## {name}\n\n{notes[name]}\n\n")
-        cols = [c for c in sub.columns if c not in ("dataset", "n_cells", "n_genes") and sub[c].notna().any()]
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    first = {d: i for i, d in enumerate(INTEGRATION_DATASETS)}
+    for name in sorted(table["dataset"].unique(), key=lambda d: (first.get(d, len(first)), d)):
+        sub = table[table["dataset"] == name]
+        sub = sub.assign(_m=sub["method"].map(order)).sort_values(["scgpt_pretrain_epochs", "_m"], kind="stable")
+        variants = sorted(sub["scgpt_pretrain_epochs"].unique())
+        lines.append(f"\n## {name}\n\n{sub['note'].iloc[0]}")
+        if len(variants) > 1 or variants[0]:
+            lines.append("; `scgpt_pretrain_epochs` N > 0: SCGPT pretrained N epochs (generative, the same "
+                         "cells, no label) before its integration fine-tuning (train_s includes both; the "
+                         "other methods rerun beside it)")
+        lines.append("\n\n")
+        skip = ("dataset", "n_cells", "n_genes", "note", "_m") + (("scgpt_pretrain_epochs",) if len(variants) == 1 else ())
+        cols = [c for c in sub.columns if c not in skip and sub[c].notna().any()]
         lines.append(markdown_table(_display(sub[cols])))
-        lines.append(f"\n![UMAP]({Path(str(out)).name}_{name}.png)\n")
+        for n in variants:
+            lines.append(f"\n![UMAP{' (pretrained)' if n else ''}]({_integration_png(Path(str(out)).name, name, n)})\n")
     _write_md(Path(f"{out}.md"), "".join(lines))
 
 
@@ -495,7 +518,7 @@ def response(*, n_cells: int, n_genes: int, populations, epochs: int, min_cells:
     import scattn as sa
 
     from .._integration import _hvg
-    from ..suite.measure import measure
+    from .._measure import measure
 
     _quiet(seed)
     pin_threads()
@@ -531,7 +554,7 @@ def response(*, n_cells: int, n_genes: int, populations, epochs: int, min_cells:
     mean = {(p, c): ln[(pops == p) & (ctrl if c == "control" else ~ctrl)].mean(0)
             for p in ids for c in ("control", "stimulated")
             if ((pops == p) & (ctrl if c == "control" else ~ctrl)).any()}
-    rows, panels = [], []
+    rows = []
     for p in held:
         name = f"P{p} ({info.set_index('population').loc[p, 'type']})"
         in_p = pops == p
@@ -575,13 +598,14 @@ def response(*, n_cells: int, n_genes: int, populations, epochs: int, min_cells:
             rows.append(row)
             print(f"{name} {method}: r(delta) all {row['r_delta_all']:.3f}, top {n_top} {row['r_delta_top']:.3f}; "
                   f"r(stim) all {row['r_stim_all']:.3f}", flush=True)
-        panels.append(dict(name=name, genes=genes, observed=observed, top=top,
-                           preds={k: preds[k][0] for k in ("scGPT (delta)", "additive (other populations)")}))
-        table = pd.DataFrame(rows)
-        table.to_csv(f"{out}_runs.csv", index=False)
+        panel = dict(name=name, genes=genes, observed=observed, top=top,
+                     preds={k: preds[k][0] for k in ("scGPT (delta)", "additive (other populations)")})
+        # one runs file for every held-out population: this population's rows replace earlier ones
+        table = upsert_runs(f"{out}_runs.csv", pd.DataFrame([r for r in rows if r["population"] == p]),
+                            ("population", "method"))
         _response_md(table, info, out, n_top=n_top, epochs=epochs, n_cells=n_cells, seed=seed,
                      n_genes=len(genes), min_cells=min_cells, n_ifn=n_ifn)
-        plot_response(panels, Path(f"{out}.png"), n_top=n_top)
+        plot_response([panel], Path(f"{out}_P{p}.png"), n_top=n_top)
     return pd.DataFrame(rows)
 
 
@@ -590,6 +614,7 @@ def _response_md(table, info, out, **params) -> None:
 
     cols = ["name", "method", "r_delta_all", "r_delta_top", "mse_delta_all", "mse_delta_top", "r_stim_all",
             "r_stim_top", "r_ctrl_decoded"]
+    table = table.sort_values("population", kind="stable")
     first = table.drop_duplicates("population")
     text = ("# SCGPT response prediction: Kang 2018, IFN-beta stimulation of a held-out population\n\n"
             "Produced by `python -m benchmarks.studies.scgpt response` (its docstring has the full protocol); "
@@ -615,7 +640,8 @@ def _response_md(table, info, out, **params) -> None:
             "\nTraining: " + "; ".join(f"{r['name']}: {r['n_train']} cells, {r['epochs']} epochs, "
                                        f"{r['train_s']:.0f} s, top genes {r['top_genes']}"
                                        for _, r in first.iterrows())
-            + f"\n\n![response]({Path(str(out)).name}.png)\n")
+            + "\n\n" + "".join(f"![response {r['name']}]({Path(str(out)).name}_P{r['population']}.png)\n"
+                               for _, r in first.iterrows()))
     _write_md(Path(f"{out}.md"), text)
 
 
@@ -873,7 +899,7 @@ def throughput(*, n_cells: int, n_genes: int, seed: int, suffix: str) -> pd.Data
     import scattn as sa
 
     from .._integration import _hvg
-    from ..suite.measure import measure
+    from .._measure import measure
 
     _quiet(seed)
     pin_threads()
@@ -1063,7 +1089,7 @@ def main(argv=None) -> None:
     q = args.quick
     start = time.perf_counter()
     if args.step == "integration":
-        datasets = args.datasets or (["kang"] if q else ["cellbench", "panc8", "kang"])
+        datasets = args.datasets or (["kang"] if q else list(INTEGRATION_DATASETS))
         integration(datasets=datasets, epochs=1 if q else args.epochs, scvi_epochs=2 if q else args.scvi_epochs,
                     kang_cells=300 if q else args.kang_cells, n_comps=args.pca_comps, seed=args.seed, quick=q,
                     suffix=suffix, pretrain_epochs=args.pretrain_epochs)

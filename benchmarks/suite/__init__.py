@@ -4,6 +4,7 @@
 * :mod:`.tasks`: the task families and their registry, :data:`.tasks.FAMILIES`
   (``annotation`` first; integration/reconstruction, response and scale slot in beside it);
 * :mod:`.methods`: one adapter per method (scattn's models and the peers);
-* :mod:`.measure`: wall time and peak memory of one step;
 * :mod:`.report`: summary tables (mean, sd, cost ratios to the best peer) and figures.
+
+Time and memory of each step: :mod:`benchmarks._measure`, shared with the studies and scale.
 """

@@ -17,7 +17,7 @@ Methods
     regression and a linear SVM, each fed as its documentation asks (:mod:`benchmarks.suite.methods`).
 Metrics
     :func:`scattn.tl.evaluate` (accuracy, balanced accuracy, macro and median F1); wall time of
-    training and of prediction and peak memory above the pre-fit level (:mod:`benchmarks.suite.measure`),
+    training and of prediction and peak memory above the pre-fit level (:mod:`benchmarks._measure`),
     each also as a ratio to the best peer on the task. Markers (pbmc68k_reduced): precision@k and
     recall@k of each method's top-k genes per true cell type against ``markers_pbmc.csv``
     (sources in the table), with scanpy's Wilcoxon ``rank_genes_groups`` as the baseline.

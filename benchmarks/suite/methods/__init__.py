@@ -5,7 +5,7 @@ training arguments (``max_epochs``, for CGRAN also ``lr``; empty: the method's d
 trains on ``split.train`` (labels in ``split.labels_key``) and returns an object whose ``predict``
 labels new cells (``split.test``, labels hidden) and, where the method has them, whose
 ``markers`` ranks genes per class on the training cells. The runner times ``fit`` and
-``predict`` separately (:mod:`benchmarks.suite.measure`).
+``predict`` separately (:mod:`benchmarks._measure`).
 
 Inputs, per method (what each one's documentation asks for):
 

@@ -28,7 +28,7 @@ Adding a family (response, scale):
      method; a family whose methods return embeddings or reconstructions has its own adapter
      type and registry there);
    * ``run(problem, note, methods, settings)``: fits every method on one problem (through
-     :func:`benchmarks.suite.measure.measure`, so time and memory are measured the same way in
+     :func:`benchmarks._measure.measure`, so time and memory are measured the same way in
      every family) and returns ``(rows, extra_rows)``: one metric row per method, and any
      secondary rows (annotation: marker precision);
    * ``report(rows, extra_rows, settings, header)``: writes the family's files under

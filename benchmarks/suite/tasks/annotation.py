@@ -8,7 +8,7 @@ Methods
     :data:`benchmarks.suite.methods.METHODS`, ``fit(split, seed, budget) -> Fitted``.
 Scores
     :func:`benchmarks._common.metrics` (accuracy, balanced accuracy, macro and median F1),
-    wall time of training and of prediction and peak memory (:mod:`benchmarks.suite.measure`);
+    wall time of training and of prediction and peak memory (:mod:`benchmarks._measure`);
     on :data:`MARKER_TASK`, precision@k and recall@k of each method's top-k genes per true
     cell type against ``benchmarks/markers_pbmc.csv``, with scanpy's Wilcoxon test as the
     baseline.
@@ -40,7 +40,7 @@ from ..._common import (
     metrics,
     splits,
 )
-from ..measure import measure
+from ..._measure import measure
 from ..methods import METHODS, NotApplicable, Split, cp10k
 from ..report import plot_accuracy, plot_costs, summarize, summarize_markers
 from ._family import Family, RunSettings

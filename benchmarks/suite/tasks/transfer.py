@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..._common import data_dir, markdown_table, metrics
-from ..measure import measure
+from ..._measure import measure
 from ..methods import METHODS, NotApplicable, Split
 from ._family import Family, RunSettings
 from .annotation import N_CROSS_GENES, _hide, _variable_genes
