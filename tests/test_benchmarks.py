@@ -184,3 +184,19 @@ def test_cgran_speed_tables_rebuild_from_its_one_runs_file(tmp_path):
     assert (tmp_path / "cs.md").read_text() == (RESULTS / "cgran_speed.md").read_text()
     assert (tmp_path / "cs.csv").read_text() == (RESULTS / "cgran_speed.csv").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cs.csv", "cs.md", "cs_runs.csv"]
+
+
+def test_transfer_factors_study_runs(tmp_path):
+    """The cross-study factor study on one pair, one seed: a row per scaling and method."""
+    from benchmarks.studies.transfer_factors import main, scale
+    from tests.conftest import shared_path
+
+    x = np.array([[0.0, 1.0, 3.0], [2.0, 0.0, 2.0]])
+    assert np.allclose(scale(x, "cell_ranks"), [[0, 0.5, 1.0], [0.75, 0, 0.75]])
+    assert np.allclose(scale(x, "gene_study_scaled").mean(0), [1.0, 1.0, 1.0])
+    shared_path("panc8_subset.h5ad")  # skips without the shared data
+    table = main(["--pairs", "transfer_panc8_fluidigmc1", "--seeds", "0", "--scalings", "log_cp10k",
+                  "cell_ranks", "--max-epochs", "1", "--out", str(tmp_path / "tf")])
+    pair = table[table["task"] == "transfer_panc8_fluidigmc1"]
+    assert len(pair) == 4 and pair["macro_f1"].between(0, 1).all()
+    assert (tmp_path / "tf_runs.csv").exists() and (tmp_path / "tf.md").exists()
