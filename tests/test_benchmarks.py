@@ -151,8 +151,8 @@ def test_geneformer_study_reports(tmp_path):
 def test_benchmark_transfer_quick_runs(tmp_path):
     """The transfer family's --quick pair: methods trained on one study predict another; the
     novel-type column says what share of unseen types comes out Unknown."""
+    from benchmarks._pairs import PAIRS, load_pair, score
     from benchmarks.suite.run import main
-    from benchmarks.suite.tasks.transfer import PAIRS, load_pair, score
     from tests.conftest import shared_path
 
     shared_path("cellbench_3cl_dropseq.h5ad")  # skips without the shared data

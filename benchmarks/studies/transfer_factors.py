@@ -29,6 +29,7 @@ from scipy import sparse
 from scipy.stats import rankdata
 
 from .._common import RESULTS, upsert_runs, write_results
+from .._pairs import PAIRS, load_pair, score
 
 SCALINGS = ("log_cp10k", "cell_ranks", "gene_study_scaled")
 
@@ -58,8 +59,6 @@ def run_pair(name: str, seed: int, how: str, max_epochs: int) -> list[dict]:
     from sklearn.linear_model import LogisticRegression
 
     import scattn as sa
-
-    from ..suite.tasks.transfer import load_pair, score
 
     ref, query, _, _ = load_pair(name)
     known = set(ref.obs["cell_type"].astype(str))
@@ -98,8 +97,6 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv=None) -> pd.DataFrame:
-    from ..suite.tasks.transfer import PAIRS
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", nargs="*", default=[p for p in PAIRS if p.startswith("transfer_panc8")])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])

@@ -41,6 +41,8 @@ from ..._common import (
     splits,
 )
 from ..._measure import measure
+from ..._pairs import N_CROSS_GENES
+from ..._pairs import variable_genes as _variable_genes
 from ..methods import METHODS, NotApplicable, Split, cp10k
 from ..report import plot_accuracy, plot_costs, summarize, summarize_markers
 from ._family import Family, RunSettings
@@ -54,18 +56,8 @@ EXTRA = ("cellbench_celseq2", "cellbench_dropseq")
 QUICK = ("pbmc68k_reduced", "cellbench_CELseq2_to_Dropseq")
 MARKER_TASK = "pbmc68k_reduced"  # benchmarks/markers_pbmc.csv lists PBMC markers
 MARKER_TABLE = ROOT / "markers_pbmc.csv"
-# cross-study pairs with more shared genes keep the reference's most variable ones, the same
-# for every method (pytorch-tabnet builds a dense genes x genes matrix: 15k genes need 2.6 GiB)
-N_CROSS_GENES = 2000
 
 log = logging.getLogger("benchmarks")
-
-
-def _variable_genes(ref: AnnData, expression: str, n: int):
-    """The `n` most variable genes of the reference (scattn's own rule, as its models use)."""
-    from scattn.data import log_normalize, select_variable_genes
-
-    return ref.var_names[np.sort(select_variable_genes(log_normalize(ref.X, expression), n))]
 
 
 def subsample(task: Task, max_cells: int | None, seed: int = 0) -> Task:

@@ -25,58 +25,16 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ..._common import data_dir, markdown_table, metrics
+from ..._common import data_dir, markdown_table
 from ..._measure import measure
+from ..._pairs import PAIRS, QUICK, load_pair, score
 from ..methods import METHODS, NotApplicable, Split
 from ._family import Family, RunSettings
-from .annotation import N_CROSS_GENES, _hide, _variable_genes
+from .annotation import _hide
 
 log = logging.getLogger("benchmarks")
-
-PANC8_TECHS = ("indrop", "celseq", "celseq2", "smartseq2", "fluidigmc1")
-PAIRS = {**{f"transfer_panc8_{t}": ("panc8", t) for t in PANC8_TECHS},
-         "transfer_cellbench_celseq2_to_dropseq": ("cellbench", "celseq2"),
-         "transfer_cellbench_dropseq_to_celseq2": ("cellbench", "dropseq")}
-QUICK = ("transfer_cellbench_celseq2_to_dropseq",)
-MIN_CELLS = 5  # reference types with fewer cells are left out of the reference
-
-
-def load_pair(name: str):
-    """``(reference, query, expression, note)`` of pair `name` (see the module docstring)."""
-    import anndata as ad
-    import scanpy as sc
-
-    base = data_dir()
-    kind, source = PAIRS[name]
-    if kind == "panc8":
-        panc = ad.read_h5ad(base / "panc8_subset.h5ad")
-        sc.pp.normalize_total(panc, target_sum=1e4)
-        sc.pp.log1p(panc)
-        tech = panc.obs["tech"].astype(str)
-        ref, query, expression = panc[tech == source].copy(), panc[tech != source].copy(), "log1p"
-        note = f"panc8 {source} -> the other technologies"
-    else:
-        other = "dropseq" if source == "celseq2" else "celseq2"
-        ref = ad.read_h5ad(base / f"cellbench_3cl_{source}.h5ad")
-        query = ad.read_h5ad(base / f"cellbench_3cl_{other}.h5ad")
-        sc.pp.filter_genes(ref, min_cells=1)
-        expression, note = "counts", f"CellBench {source} -> {other}"
-    labels = ref.obs["cell_type"].astype(str)
-    counts = labels.value_counts()
-    keep = counts.index[counts >= MIN_CELLS]
-    ref = ref[labels.isin(keep).to_numpy()].copy()
-    genes = ref.var_names.intersection(query.var_names)
-    ref, query = ref[:, genes].copy(), query[:, genes].copy()
-    if len(genes) > N_CROSS_GENES:
-        genes = _variable_genes(ref, expression, N_CROSS_GENES)
-        ref, query = ref[:, genes].copy(), query[:, genes].copy()
-    ref.obs["cell_type"] = ref.obs["cell_type"].astype(str).astype("category")
-    query.obs["cell_type"] = query.obs["cell_type"].astype(str)
-    return ref, query, expression, note
-
 
 def problems(tasks: list[str], settings: RunSettings) -> Iterator[tuple[Split, str]]:
     """One problem per asked pair and seed (the seed varies the models)."""
@@ -91,17 +49,6 @@ def problems(tasks: list[str], settings: RunSettings) -> Iterator[tuple[Split, s
         for seed in settings.seeds:
             test, y = _hide(query, "cell_type")
             yield Split(name, seed, ref.copy(), test, y, "cell_type", expression), note
-
-
-def score(y_true: np.ndarray, y_pred: np.ndarray, known: set[str]) -> dict:
-    """Accuracy and macro F1 on the query cells of known types, and the share of the others
-    called ``"Unknown"``."""
-    y_true, y_pred = np.asarray(y_true, dtype=str), np.asarray(y_pred, dtype=str)
-    seen = np.isin(y_true, list(known))
-    out = metrics(y_true[seen], y_pred[seen])
-    out["novel_unknown"] = float((y_pred[~seen] == "Unknown").mean()) if (~seen).any() else np.nan
-    out["n_novel"] = int((~seen).sum())
-    return out
 
 
 def run(split: Split, note: str, methods: list[str], settings: RunSettings) -> tuple[list[dict], list[dict]]:
