@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -15,8 +14,8 @@ from anndata import AnnData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 
+from scattn._deprecate import warn_deprecated
 from scattn._docs import scattn_dsp
-from scattn._quiet import user_stacklevel
 from scattn._settings import settings
 from scattn.data import BackedLogNorm, factorize, get_matrix, log_normalize, make_gene_groups
 from scattn.module import CGRANModule
@@ -33,10 +32,10 @@ def _genes_first_deprecated(method):
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         if args and args[0] is not None and not isinstance(args[0], AnnData):
-            warnings.warn(
+            warn_deprecated(
                 "CGRAN.get_gene_attention(genes, adata, ...) is deprecated and will be removed in "
                 "the next release; call get_gene_attention(adata, indices, genes=genes), as every "
-                "model.", FutureWarning, stacklevel=user_stacklevel(),
+                "model."
             )
             kwargs["genes"] = args[0]
             kwargs.update(zip(("adata", "indices"), args[1:], strict=False))

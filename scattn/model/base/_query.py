@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Literal
 
 from anndata import AnnData
 
-from scattn._quiet import user_stacklevel
+from scattn._deprecate import warn_deprecated
 from scattn.data import check_labels, label_strings, labelled_mask
 
 from ._fitted import Source
@@ -24,9 +23,9 @@ def resolve_unfrozen(unfrozen: bool | None, fine_tune: str | None, default: bool
     if fine_tune is not None:
         if fine_tune not in ("classifier", "all"):
             raise ValueError(f"fine_tune must be 'classifier' or 'all', got {fine_tune!r}.")
-        warnings.warn(
+        warn_deprecated(
             "load_query_data(fine_tune=...) is deprecated and will be removed in the next release; "
-            f"use unfrozen={fine_tune == 'all'} (train every weight) instead.", FutureWarning, stacklevel=user_stacklevel(),
+            f"use unfrozen={fine_tune == 'all'} (train every weight) instead."
         )
         if unfrozen is not None and unfrozen != (fine_tune == "all"):
             raise ValueError(f"fine_tune={fine_tune!r} contradicts unfrozen={unfrozen}; pass unfrozen only.")
