@@ -63,12 +63,16 @@ def load_pair(name: str):
     return ref, query, expression, note
 
 
-def score(y_true: np.ndarray, y_pred: np.ndarray, known: set[str]) -> dict:
-    """Accuracy and macro F1 on the query cells of known types, and the share of the others
-    called ``"Unknown"``."""
+def score(y_true: np.ndarray, y_pred: np.ndarray, known: set[str], flagged: np.ndarray | None = None) -> dict:
+    """Accuracy and macro F1 on the query cells of known types (`y_pred`), and from `flagged`
+    (the same calls with ``"Unknown"`` where the method abstains; `None`: `y_pred`) the share
+    of the other cells called ``"Unknown"`` (``novel_unknown``) and of the known types'
+    cells (``known_unknown``)."""
     y_true, y_pred = np.asarray(y_true, dtype=str), np.asarray(y_pred, dtype=str)
+    flagged = y_pred if flagged is None else np.asarray(flagged, dtype=str)
     seen = np.isin(y_true, list(known))
     out = metrics(y_true[seen], y_pred[seen])
-    out["novel_unknown"] = float((y_pred[~seen] == "Unknown").mean()) if (~seen).any() else np.nan
+    out["novel_unknown"] = float((flagged[~seen] == "Unknown").mean()) if (~seen).any() else np.nan
+    out["known_unknown"] = float((flagged[seen] == "Unknown").mean())
     out["n_novel"] = int((~seen).sum())
     return out

@@ -89,7 +89,10 @@ accelerator, devices
 precision
     Lightning's precision, e.g. ``"bf16-mixed"`` on a GPU; `None`: 32-bit.
 plan_kwargs
-    Extra arguments of the training plan.
+    Extra arguments of the training plan. A classifier weights each class's cells by
+    ``n / (C n_c)`` in the loss (``class_weights``, see
+    :func:`~scattn.data.balanced_class_weights`); ``plan_kwargs={"class_weights": None}``
+    trains unweighted, an array gives your own weights.
 datasplitter_kwargs
     Extra arguments of the data splitter.
 **trainer_kwargs

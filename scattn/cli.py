@@ -5,11 +5,14 @@
     scattn annotate                                   # the embedded example (see below)
     scattn annotate REFERENCE.h5ad QUERY.h5ad --labels cell_type [--model CFAN] [--layer counts]
                     [--out DIR] [--load MODEL_DIR] [--save-model] [--max-epochs N] [--seed S]
-                    [--p-unknown P] [--quiet] [--overwrite]
+                    [--p-unknown P] [--no-adapt] [--quiet] [--overwrite]
 
-It trains the model on the reference (or ``--load``\\ s a saved one), predicts the query (genes
-matched by name), flags as ``Unknown`` the query cells less confident than all but a share
-``--p-unknown`` of held-out reference cells, and writes into ``--out``:
+It trains the model on the reference (or ``--load``\\ s a saved one), adapts it to the query
+(``Model.load_query_data`` on the unlabelled query, then ``train``: the reference's cells and
+the reference model's most confident calls on the query; ``--no-adapt`` predicts with the
+reference model as it is), predicts the query (genes matched by name), flags as ``Unknown``
+the query cells less confident than all but a share ``--p-unknown`` of held-out reference cells
+(of the reference model), and writes into ``--out``:
 
 - ``annotated.h5ad``: the query with the predictions (``obs["<key>_prediction"]``,
   ``obs["<key>_confidence"]``, ``obsm["X_<key>"]``, the attribution layer, the markers in
@@ -165,7 +168,7 @@ def check_inputs(reference, query, *, labels: str, layer: str | None, name: str)
 def annotate(inputs: Inputs, *, model_name: str = DEFAULT_MODEL, load: str | None = None,
              max_epochs: int | None = None, p_unknown: float = 0.01, seed: int = 0,
              out: str | os.PathLike = "scattn_annotate", overwrite: bool = False,
-             save_model: bool = False) -> dict:
+             save_model: bool = False, adapt: bool = True) -> dict:
     """Train (or load) `model_name` on the reference, annotate the query and write the results
     into `out` (see the module's docstring). Returns a summary (cells, genes, share Unknown,
     macro F1 when the query has labels)."""
@@ -203,8 +206,14 @@ def annotate(inputs: Inputs, *, model_name: str = DEFAULT_MODEL, load: str | Non
     else:
         logger.warning("No held-out reference cells to calibrate 'Unknown' on; every query cell gets "
                        "its most likely type.")
-    model.predict(query, key_added=key, unknown_threshold=threshold)
-    summary = {"model": model_name, "reference_cells": int(reference.n_obs), "query_cells": int(query.n_obs),
+    predictor = model
+    if adapt:  # the query's labels (if any) are for scoring only: the query model never sees them
+        unlabelled = query.copy()
+        unlabelled.obs = unlabelled.obs[[]]
+        predictor = cls.load_query_data(unlabelled, model)
+        predictor.train(max_epochs=max_epochs)
+    predictor.predict(query, key_added=key, unknown_threshold=threshold)
+    summary = {"model": model_name, "adapted": adapt, "reference_cells": int(reference.n_obs), "query_cells": int(query.n_obs),
                "shared_genes": int(len(reference.var_names.intersection(query.var_names))),
                "unknown_threshold": threshold,
                "share_unknown": float((query.obs[f"{key}_prediction"] == "Unknown").mean())}
@@ -287,7 +296,9 @@ def _figures(query, key: str, truth_key: str | None, folder: Path) -> list[str]:
 def _report(path: Path, summary: dict, figures: list[str], inputs: Inputs, renamed: bool) -> None:
     lines = [f"# scattn annotate: {inputs.name}", "",
              f"- model: {summary['model']} (trained on the reference's {summary['reference_cells']} cells, "
-             f"labels {inputs.labels!r}, {inputs.expression})",
+             f"labels {inputs.labels!r}, {inputs.expression})"
+             + ("; adapted to the query (reference cells + its confident calls on the query)"
+                if summary.get("adapted") else ""),
              f"- query: {summary['query_cells']} cells, {summary['shared_genes']} genes shared with the reference",
              f"- Unknown: {summary['share_unknown']:.1%} of the query (confidence below "
              + ("-" if summary["unknown_threshold"] is None else f"{summary['unknown_threshold']:.3f}") + ")"]
@@ -319,6 +330,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--p-unknown", type=float, default=0.01,
                    help="share of held-out reference cells below the Unknown threshold (default 0.01)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-adapt", dest="adapt", action="store_false",
+                   help="predict with the reference model as it is (no adaptation to the query)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     return parser
@@ -348,7 +361,7 @@ def main(argv=None) -> int:
         inputs = check_inputs(reference, query, labels=labels, layer=args.layer, name=name)
         summary = annotate(inputs, model_name=args.model, load=args.load, max_epochs=args.max_epochs,
                            p_unknown=args.p_unknown, seed=args.seed, out=args.out,
-                           overwrite=args.overwrite, save_model=args.save_model)
+                           overwrite=args.overwrite, save_model=args.save_model, adapt=args.adapt)
     except AnnotateError as err:
         print(f"scattn annotate: error: {err}", file=sys.stderr)
         return 2

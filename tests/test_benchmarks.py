@@ -195,8 +195,15 @@ def test_transfer_factors_study_runs(tmp_path):
     assert np.allclose(scale(x, "cell_ranks"), [[0, 0.5, 1.0], [0.75, 0, 0.75]])
     assert np.allclose(scale(x, "gene_study_scaled").mean(0), [1.0, 1.0, 1.0])
     shared_path("panc8_subset.h5ad")  # skips without the shared data
-    table = main(["--pairs", "transfer_panc8_fluidigmc1", "--seeds", "0", "--scalings", "log_cp10k",
+    table = main(["--pairs", "transfer_panc8_fluidigmc1", "--seeds", "0", "--levels", "log_cp10k",
                   "cell_ranks", "--max-epochs", "1", "--out", str(tmp_path / "tf")])
     pair = table[table["task"] == "transfer_panc8_fluidigmc1"]
     assert len(pair) == 4 and pair["macro_f1"].between(0, 1).all()
     assert (tmp_path / "tf_runs.csv").exists() and (tmp_path / "tf.md").exists()
+    training = main(["--factor", "training", "--pairs", "transfer_panc8_fluidigmc1", "--seeds", "0",
+                     "--levels", "gene_dropout", "class_balanced+self_training", "--max-epochs", "1",
+                     "--out", str(tmp_path / "tt")])
+    assert set(training["training"]) == {"gene_dropout", "class_balanced+self_training"}
+    assert training["macro_f1"].between(0, 1).all()
+    with pytest.raises(SystemExit):
+        main(["--factor", "training", "--levels", "cell_ranks"])

@@ -576,20 +576,6 @@ def _(ctx):
     sa.model.CFAN.load_query_data(ctx["trained_cfan"][1], _ref(ctx))
 
 
-@case("query-no-labels-column", "transfer", "a query without the labels column", "raises", "The query has no adata.obs", KeyError)
-def _(ctx):
-    q = _query()
-    del q.obs["label"]
-    sa.model.CFAN.load_query_data(q, _ref(ctx))
-
-
-@case("query-no-labelled-cell", "transfer", "a query without labelled cells", "raises", "No query cell has a label")
-def _(ctx):
-    q = _query()
-    q.obs["label"] = "Unknown"
-    sa.model.CFAN.load_query_data(q, _ref(ctx))
-
-
 @case("query-no-shared-genes", "transfer", "a query sharing no gene", "raises", "shares no gene")
 def _(ctx):
     q = _query()

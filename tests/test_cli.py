@@ -43,6 +43,7 @@ def test_the_embedded_example_runs_end_to_end(tmp_path):
     assert "X_umap" in annotated.obsm and "cfan_attention" in annotated.layers
     report = (out / "report.md").read_text()
     assert "macro F1" in report and "pbmc68k_reduced" in report
+    assert "adapted to the query" in report  # the default path: adapted to the unlabelled query
     markers = pd.read_csv(out / "markers.csv")
     assert {"group", "names", "scores"} <= set(markers.columns) and len(markers) > 0
 
@@ -58,15 +59,17 @@ def test_files_in_annotated_out_inputs_untouched(files, tmp_path):
     ref, query = files
     before = _digest(ref), _digest(query)
     out = tmp_path / "run"
+    # --no-adapt: the saved reference model's own calls, which the reloaded one must repeat
     assert cli.main(["annotate", str(ref), str(query), "--labels", "cell_type", *RUN, "--out", str(out),
-                     "--save-model", "--model", "CGRAN"]) == 0
+                     "--save-model", "--model", "CGRAN", "--no-adapt"]) == 0
     assert (_digest(ref), _digest(query)) == before
     annotated = ad.read_h5ad(out / "annotated.h5ad")
     assert annotated.n_obs == 60 and annotated.obs["cgran_prediction"].notna().all()
     assert (out / "model" / "model.pt").exists()
     again = tmp_path / "again"
     assert cli.main(["annotate", str(ref), str(query), "--labels", "cell_type", "--quiet", "--model", "CGRAN",
-                     "--load", str(out / "model"), "--out", str(again)]) == 0
+                     "--load", str(out / "model"), "--out", str(again), "--no-adapt"]) == 0
+    assert "adapted" not in (again / "report.md").read_text()
     reloaded = ad.read_h5ad(again / "annotated.h5ad").obs["cgran_prediction"].astype(str).to_numpy()
     first = annotated.obs["cgran_prediction"].astype(str).to_numpy()
     known = first != "Unknown"  # the loaded model has no held-out cells to calibrate Unknown on

@@ -23,6 +23,7 @@ from ._normalize import (
 from ._sampling import LengthGroupedBatchSampler, LengthGroupedDataSplitter, expressed_counts
 from ._tokenize import RankTokens, gene_nonzero_medians, rank_tokens, rank_value_encode
 from ._validate import (
+    balanced_class_weights,
     check_expression,
     check_input,
     check_labels,
@@ -51,6 +52,7 @@ __all__ = [
     "LengthGroupedDataSplitter",
     "RankTokens",
     "align_to_genes",
+    "balanced_class_weights",
     "gene_selector",
     "select_columns",
     "check_expression",

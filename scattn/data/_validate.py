@@ -223,6 +223,18 @@ def labelled_mask(labels: pd.Series, unlabeled_category: str) -> np.ndarray:
     return labels.notna().to_numpy() & (labels.astype(object) != unlabeled_category).to_numpy()
 
 
+def balanced_class_weights(codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """One weight per class, ``n / (C n_c)`` over the labelled codes (codes below
+    `n_classes`; ``C`` the classes that have cells), so that every class weighs as much in the
+    loss as a class of average size; classes without cells get 1."""
+    codes = np.asarray(codes).ravel()
+    counts = np.bincount(codes[codes < n_classes].astype(int), minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.ones(n_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
 def check_input(adata: AnnData, layer: str | None, expression: Expression):
     """The checks every model makes on data it reads; return the matrix.
 
@@ -260,8 +272,8 @@ def check_labels(
     """Check a labels column; return the known classes and a boolean mask of labelled cells.
 
     Cells whose label is `unlabeled_category` or NaN are unlabelled. With `classes` (a fixed
-    label set, e.g. a reference model's), every label must be one of them and a single
-    labelled class is enough.
+    label set, e.g. a reference model's), every label must be one of them, and a single
+    labelled class, or none (a query to adapt to), is enough.
     """
     if unlabeled_category is None or (isinstance(unlabeled_category, float) and np.isnan(unlabeled_category)):
         raise ValueError(
@@ -276,7 +288,7 @@ def check_labels(
                 f"classes must be unique and must not contain the unlabelled category "
                 f"{unlabeled_category!r}."
             )
-    if not labelled.any():
+    if not labelled.any() and classes is None:  # with a fixed label set (a query): allowed
         raise ValueError(
             f"All cells in adata.obs[{labels_key!r}] are unlabelled (NaN or "
             f"{unlabeled_category!r}); labelled cells are needed to train."

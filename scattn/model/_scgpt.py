@@ -471,13 +471,18 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
                 tasks = ("gep", "gepc", "ecs", *(("dar",) if self.n_batch > 1 else ()))
         task_weights = self._tasks(tasks, weights)
         self._check_own_data()
-        args = self._args_of_call(self._train_defaults, locals(), n_cells=self.adata.n_obs)
-        plan = dict(weights=task_weights, mask_ratio=mask_ratio, generative=False, lr=args.lr,
-                    weight_decay=args.weight_decay, optimizer="AdamW", schedule="linear",
-                    warmup_fraction=warmup_fraction, eps=1e-6)
-        plan.update(plan_kwargs or {})
-        self._run_training(MultiTaskPlan(self.module, **plan), args, accelerator=accelerator,
-                           devices=devices, datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs)
+        call = locals()
+        with self._training_cells() as data:
+            args = self._args_of_call(self._train_defaults, call,
+                                      n_cells=(self.adata if data is None else data).n_obs)
+            plan = dict(weights=task_weights, mask_ratio=mask_ratio, generative=False, lr=args.lr,
+                        weight_decay=args.weight_decay, optimizer="AdamW", schedule="linear",
+                        warmup_fraction=warmup_fraction, eps=1e-6)
+            if "cls" in task_weights:
+                plan["class_weights"] = self._balanced_class_weights(data)
+            plan.update(plan_kwargs or {})
+            self._run_training(MultiTaskPlan(self.module, **plan), args, adata=data, accelerator=accelerator,
+                               devices=devices, datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs)
 
     # -- outputs -------------------------------------------------------------------------------
     @scattn_dsp.dedent

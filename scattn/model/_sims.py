@@ -13,6 +13,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
 from scattn._docs import scattn_dsp
+from scattn.data import balanced_class_weights
 from scattn.module import SIMSModule
 from scattn.train import (
     Rule,
@@ -147,6 +148,7 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
         if fitted is None:
             fitted = self._panel_state(n_top_genes, genes)
         self._init_panel(fitted)
+        self._weighted_loss = weighted_loss
         weights = fitted.buffers.get("class_weights")
         if weights is None or len(weights) != len(self.classes_):
             # a new model, or one started from another (weights from its own labels)
@@ -180,11 +182,7 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
         if not weighted:
             return torch.ones(n_labels)
         codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
-        counts = np.bincount(codes[codes < n_labels].astype(int), minlength=n_labels).astype(np.float64)
-        present = counts > 0
-        weights = np.ones(n_labels)
-        weights[present] = counts.sum() / (present.sum() * counts[present])
-        return torch.as_tensor(weights, dtype=torch.float32)
+        return torch.as_tensor(balanced_class_weights(codes, n_labels), dtype=torch.float32)
 
     # -- training ---------------------------------------------------------------------------
     @scattn_dsp.dedent
@@ -249,27 +247,33 @@ class SIMS(PretrainingMixin, GenePanelClassifier):
         self._check_own_data()
         self._require_labelled_cells()
         run_kwargs = {"accelerator": accelerator, "devices": devices, **trainer_kwargs}
-        args = self._args_of_call(self._train_defaults, locals(), n_cells=self.adata.n_obs,
-                                  batch_size_rule=self._batch_size_rule, drop_last=self._drop_last_rule(self.adata.n_obs))
-        if args.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (batch norm needs two cells), got {args.batch_size}.")
-        procs = n_training_processes(run_kwargs)
-        if lr_patience is None:
-            steps = self._steps_per_epoch(self.adata.n_obs, args.train_size, args.validation_size,
-                                          args.batch_size, procs)
-            lr_patience = StepBudget(5, 100).resolve(steps)
-        plan = {"lr": args.lr, "eps": 1e-8, "weight_decay": args.weight_decay}
-        if args.has_validation:
-            plan.update(reduce_lr_on_plateau=True, lr_factor=lr_factor, lr_patience=lr_patience,
-                        lr_scheduler_metric="validation_loss", lr_threshold=0.0)
-        plan.update(plan_kwargs or {})
-        splitter = {"drop_last": self._drop_last(self.adata.n_obs, args.train_size, args.validation_size,
-                                                 args.batch_size, procs)}
-        splitter.update(datasplitter_kwargs or {})
-        if gradient_clip_val is not None:
-            trainer_kwargs.setdefault("gradient_clip_val", gradient_clip_val)
-        self._run_training(self._training_plan_cls(self.module, **plan), args, accelerator=accelerator,
-                           devices=devices, datasplitter_kwargs=splitter, **trainer_kwargs)
+        call = locals()
+        with self._training_cells() as data:
+            n_cells = (self.adata if data is None else data).n_obs
+            args = self._args_of_call(self._train_defaults, call, n_cells=n_cells,
+                                      batch_size_rule=self._batch_size_rule, drop_last=self._drop_last_rule(n_cells))
+            if args.batch_size < 2:
+                raise ValueError(f"batch_size must be >= 2 (batch norm needs two cells), got {args.batch_size}.")
+            procs = n_training_processes(run_kwargs)
+            if lr_patience is None:
+                steps = self._steps_per_epoch(n_cells, args.train_size, args.validation_size,
+                                              args.batch_size, procs)
+                lr_patience = StepBudget(5, 100).resolve(steps)
+            plan = {"lr": args.lr, "eps": 1e-8, "weight_decay": args.weight_decay}
+            if data is not None and self._weighted_loss:  # the cells trained on are not the model's own
+                plan["class_weights"] = self._balanced_class_weights(data)
+            if args.has_validation:
+                plan.update(reduce_lr_on_plateau=True, lr_factor=lr_factor, lr_patience=lr_patience,
+                            lr_scheduler_metric="validation_loss", lr_threshold=0.0)
+            plan.update(plan_kwargs or {})
+            splitter = {"drop_last": self._drop_last(n_cells, args.train_size, args.validation_size,
+                                                     args.batch_size, procs)}
+            splitter.update(datasplitter_kwargs or {})
+            if gradient_clip_val is not None:
+                trainer_kwargs.setdefault("gradient_clip_val", gradient_clip_val)
+            self._run_training(self._training_plan_cls(self.module, **plan), args, adata=data,
+                               accelerator=accelerator, devices=devices, datasplitter_kwargs=splitter,
+                               **trainer_kwargs)
 
     @classmethod
     def _batch_size_rule(cls, n_cells: int, args, n_processes: int) -> int:

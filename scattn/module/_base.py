@@ -28,6 +28,11 @@ def classification_loss(logits: torch.Tensor, y: torch.Tensor, n_labels: int,
     y = y.view(-1).long()
     labelled = y < n_labels
     n_lab = int(labelled.sum())
+    if weight is not None:
+        weight = weight.to(device=logits.device, dtype=logits.dtype)
+        if weight.shape != (logits.shape[-1],):
+            raise ValueError(f"class_weights must have one weight per class ({logits.shape[-1]}), "
+                             f"got shape {tuple(weight.shape)}.")
     if n_lab:
         ce = F.cross_entropy(logits[labelled], y[labelled], weight=weight)
         acc = (logits[labelled].argmax(-1) == y[labelled]).float().mean()
@@ -81,15 +86,17 @@ class ScattnModule(BaseModuleClass):
         """Nothing to generate unless a subclass says otherwise."""
         return {}
 
-    def loss(self, tensors, inference_outputs, generative_outputs, objective: str | None = None) -> LossOutput:
-        """The loss of `objective` (one of ``self.objectives``; `None`: the first)."""
+    def loss(self, tensors, inference_outputs, generative_outputs, objective: str | None = None,
+             **loss_kwargs) -> LossOutput:
+        """The loss of `objective` (one of ``self.objectives``; `None`: the first); `loss_kwargs`
+        (e.g. ``class_weights``) go to the objective's loss."""
         if not self.objectives:
             raise ValueError(f"{type(self).__name__} declares no training objective.")
         objective = self.objectives[0] if objective is None else objective
         if objective not in self.objectives:
             raise ValueError(f"{type(self).__name__} cannot be trained for {objective!r}; its "
                              f"objectives are {', '.join(self.objectives)}.")
-        return getattr(self, f"{objective}_loss")(tensors, inference_outputs, generative_outputs)
+        return getattr(self, f"{objective}_loss")(tensors, inference_outputs, generative_outputs, **loss_kwargs)
 
 
 class PanelModule(ScattnModule):
@@ -166,9 +173,11 @@ class PanelModule(ScattnModule):
                              "labels.")
 
     # -- objectives --------------------------------------------------------------------------
-    def classification_loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Cross-entropy over the labelled cells of the minibatch."""
+    def classification_loss(self, tensors, inference_outputs, generative_outputs,
+                            class_weights: torch.Tensor | None = None) -> LossOutput:
+        """Cross-entropy over the labelled cells of the minibatch (each class weighted by
+        `class_weights`, one per class, when given)."""
         self._require_head()
         return classification_loss(inference_outputs[MODULE_KEYS.LOGITS],
-                                   tensors[REGISTRY_KEYS.LABELS_KEY], self.n_labels)
+                                   tensors[REGISTRY_KEYS.LABELS_KEY], self.n_labels, weight=class_weights)
 

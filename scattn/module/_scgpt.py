@@ -305,16 +305,19 @@ class SCGPTModule(PanelModule):
 
     # -- objectives --------------------------------------------------------------------------
     def loss(self, tensors, inference_outputs, generative_outputs, objective: str | None = None,
-             weights: Mapping[str, float] | None = None) -> LossOutput:
+             weights: Mapping[str, float] | None = None, **loss_kwargs) -> LossOutput:
         """The loss of `objective`; ``"multitask"`` takes the task `weights`."""
         if objective == OBJECTIVES.MULTITASK:
-            return self.multitask_loss(tensors, inference_outputs, generative_outputs, weights=weights)
-        return super().loss(tensors, inference_outputs, generative_outputs, objective=objective)
+            return self.multitask_loss(tensors, inference_outputs, generative_outputs, weights=weights,
+                                       **loss_kwargs)
+        return super().loss(tensors, inference_outputs, generative_outputs, objective=objective, **loss_kwargs)
 
     def multitask_loss(self, tensors, inference_outputs, generative_outputs,
-                       weights: Mapping[str, float] | None = None) -> LossOutput:
+                       weights: Mapping[str, float] | None = None,
+                       class_weights: torch.Tensor | None = None) -> LossOutput:
         """``sum_k w_k L_k`` over the tasks with a positive weight; each ``L_k`` is reported
-        as an extra metric (``history["gep_train"]``...)."""
+        as an extra metric (``history["gep_train"]``...). `class_weights` weight the CLS
+        cross-entropy per class."""
         weights = {k: float(w) for k, w in (weights or {"gep": 1.0, "gepc": 1.0}).items() if w}
         unknown = set(weights) - set(self.tasks)
         if unknown:
@@ -336,7 +339,8 @@ class SCGPTModule(PanelModule):
         extra: dict[str, torch.Tensor] = {}
         if "cls" in weights:
             self._require_head()
-            cls = classification_loss(out[MODULE_KEYS.LOGITS], tensors[REGISTRY_KEYS.LABELS_KEY], self.n_labels)
+            cls = classification_loss(out[MODULE_KEYS.LOGITS], tensors[REGISTRY_KEYS.LABELS_KEY], self.n_labels,
+                                      weight=class_weights)
             terms["cls"] = cls.loss
             extra["accuracy"] = cls.extra_metrics["accuracy"]
         loss = sum(weights[k] * v for k, v in terms.items())

@@ -149,12 +149,14 @@ class SIMSModule(PanelModule):
             out[MODULE_KEYS.MASKS] = enc["masks"]
         return out
 
-    def classification_loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Class-weighted cross-entropy + ``lambda_sparse`` x mask entropy."""
+    def classification_loss(self, tensors, inference_outputs, generative_outputs,
+                            class_weights: torch.Tensor | None = None) -> LossOutput:
+        """Class-weighted cross-entropy + ``lambda_sparse`` x mask entropy (weights: the
+        module's ``class_weights`` buffer unless `class_weights` is given)."""
         self._require_head()
         out = classification_loss(
             inference_outputs[MODULE_KEYS.LOGITS], tensors[REGISTRY_KEYS.LABELS_KEY], self.n_labels,
-            weight=self.class_weights,
+            weight=self.class_weights if class_weights is None else class_weights,
         )
         entropy = inference_outputs[MODULE_KEYS.ENTROPY]
         return LossOutput(

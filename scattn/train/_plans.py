@@ -28,6 +28,9 @@ class ObjectivePlan(TrainingPlan):
         behaviour.
     warmup_fraction
         Share of the steps in warm-up (with ``schedule="linear"``).
+    class_weights
+        One weight per class for the classification loss (the module's loss receives them
+        as ``class_weights``); `None`: unweighted.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``weight_decay``...).
     """
@@ -35,7 +38,7 @@ class ObjectivePlan(TrainingPlan):
     objective: str = OBJECTIVES.CLASSIFICATION
 
     def __init__(self, module, *, schedule: str | None = None, warmup_fraction: float = 0.0,
-                 **kwargs) -> None:
+                 class_weights=None, **kwargs) -> None:
         if self.objective not in getattr(module, "objectives", ()):
             raise ValueError(f"{type(module).__name__} cannot be trained for {self.objective!r}.")
         if schedule not in (None, "linear", "cosine"):
@@ -46,6 +49,13 @@ class ObjectivePlan(TrainingPlan):
             raise ValueError(f"Choose schedule={schedule!r} or reduce_lr_on_plateau, not both.")
         super().__init__(module, **kwargs)
         self.loss_kwargs["objective"] = self.objective
+        if class_weights is not None:
+            import torch
+
+            weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
+            if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+                raise ValueError("class_weights must be finite and non-negative.")
+            self.loss_kwargs["class_weights"] = weights
         self.schedule = schedule
         self.warmup_fraction = warmup_fraction
 

@@ -136,6 +136,58 @@ def test_load_query_data_for_every_classifier(name):
         sa.settings.seed = None
 
 
+@pytest.mark.parametrize("name", ["CFAN", "CGRAN", "SIMS", "Geneformer", "SCGPT"])
+def test_unlabelled_query_is_adapted_to(name):
+    """An unlabelled query (no labels column): pseudo-labels from the reference model, then
+    train() fits the reference's cells and the pseudo-labelled ones; nothing else in the
+    user's AnnData changes, and the reference model is untouched."""
+    sa.settings.seed = 0
+    try:
+        ref = make_counts(60, seed=1)
+        ref.layers["counts"] = ref.X.copy()
+        model = tiny_model(name, ref)
+        model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
+        before = {k: v.clone() for k, v in model.module.state_dict().items()}
+        query = make_counts(40, seed=2)
+        query.layers["counts"] = query.X.copy()
+        del query.obs["cell_type"]
+        x = query.X.copy()
+        cls = type(model)
+        qm = cls.load_query_data(query, model)
+        assert qm._is_adapting() and not model._is_adapting()
+        labels_key = model._setup_args["labels_key"]
+        assert (query.obs[labels_key] == "Unknown").all()  # the one column added, documented
+        pseudo = qm.pseudo_labels_
+        assert list(pseudo.index) == list(query.obs_names)
+        n_pseudo = int(pseudo.notna().sum())
+        assert 0 < n_pseudo < query.n_obs and set(pseudo.dropna()) <= set(model.classes_)
+        qm.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
+        trained_on = len(qm.train_indices) + len(qm.validation_indices)
+        assert trained_on == ref.n_obs + n_pseudo
+        assert qm.predict(inplace=False).prediction.shape == (40,)
+        assert (query.X != x).nnz == 0
+        assert all(torch.equal(before[k], v) for k, v in model.module.state_dict().items())
+    finally:
+        sa.settings.seed = None
+
+
+def test_class_weights_are_balanced_and_can_be_turned_off():
+    from scattn.data import balanced_class_weights
+
+    np.testing.assert_allclose(balanced_class_weights(np.array([0, 0, 0, 1, 3]), 3), [4 / 6, 4 / 2, 1.0])
+    adata = make_counts(60, seed=1)
+    adata.layers["counts"] = adata.X.copy()
+    model = tiny_model("CFAN", adata)
+    codes = np.asarray(model.adata_manager.get_from_registry("labels")).ravel()
+    counts = np.bincount(codes, minlength=len(model.classes_))
+    np.testing.assert_allclose(model._balanced_class_weights(), len(codes) / (len(counts) * counts))
+    model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
+    weighted = model.trainer.lightning_module.loss_kwargs["class_weights"]
+    np.testing.assert_allclose(weighted.numpy(), model._balanced_class_weights(), rtol=1e-6)
+    model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False, plan_kwargs={"class_weights": None})
+    assert "class_weights" not in model.trainer.lightning_module.loss_kwargs
+
+
 def test_fine_tune_is_deprecated_for_unfrozen():
     sa.settings.seed = 0
     try:

@@ -35,6 +35,9 @@ class Fitted:
     note: str = ""
     # further marker rankings of the same model, scored as "<method> <label>"
     extra_markers: dict[str, Callable[[int], dict[str, list[str]]]] = field(default_factory=dict)
+    # another study (the transfer family): labels as the method's own reference -> query path
+    # gives them, and the same with "Unknown" where it abstains; `None`: `predict`, no abstaining
+    predict_query: Callable[[AnnData], tuple[np.ndarray, np.ndarray]] | None = None
 
 
 class NotApplicable(Exception):

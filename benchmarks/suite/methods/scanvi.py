@@ -21,4 +21,19 @@ def fit_scanvi(split, seed, budget):
     def predict(test: AnnData) -> np.ndarray:
         return np.asarray(model.predict(test[:, genes].copy()), dtype=str)
 
-    return Fitted(predict, epochs=model.n_epochs_, note=f"{len(genes)} variable genes")
+    def predict_query(test: AnnData) -> tuple[np.ndarray, None]:
+        """scArches query mapping as the scvi-tools tutorial runs it: the unlabelled query
+        registered with the reference model, trained 100 epochs without weight decay
+        (``unfrozen=False``: the new batch's weights only), then predicted."""
+        import scvi
+
+        query = test[:, test.var_names.isin(genes)].copy()
+        query.obs = query.obs[[]].assign(**{split.labels_key: "Unknown"})
+        scvi.model.SCANVI.prepare_query_anndata(query, model)
+        mapped = scvi.model.SCANVI.load_query_data(query, model)
+        mapped.train(max_epochs=100 if cap is None else cap, plan_kwargs={"weight_decay": 0.0},
+                     check_val_every_n_epoch=10, enable_progress_bar=False)
+        return np.asarray(mapped.predict(), dtype=str), None
+
+    return Fitted(predict, epochs=model.n_epochs_, note=f"{len(genes)} variable genes",
+                  predict_query=predict_query)

@@ -34,8 +34,27 @@ def _fit_scattn(name: str, split: Split, seed: int, budget: dict) -> Fitted:
             model.predict(cache["data"])  # writes the attribution layer of the training cells
         return markers_from_layer(cache["data"], f"{model._key}_attention", split.labels_key, k, contrast)
 
+    def predict_query(test: AnnData) -> tuple[np.ndarray, np.ndarray]:
+        """scattn's path for another study: adapt to the unlabelled query
+        (``load_query_data``, then ``train``), "Unknown" under the confidence of the
+        reference model's lowest 1% of held-out reference cells (as ``scattn annotate``)."""
+        threshold = None
+        held = getattr(model, "validation_indices", None)
+        if held is not None and len(held) >= 20:
+            conf = model.predict_proba(model.adata, indices=np.sort(held)).to_numpy().max(1)
+            threshold = sa.tl.unknown_threshold(conf, p_ref=0.01)
+        query = test.copy()
+        query.obs = query.obs[[]]  # unlabelled, as a new study comes
+        adapted = model_cls.load_query_data(query, model)
+        adapted.train(**kwargs)
+        pred = adapted.predict(inplace=False)
+        labels = pred.probabilities.to_numpy().argmax(1)
+        labels = np.asarray(adapted.classes_, dtype=object)[labels].astype(str)
+        flagged = labels if threshold is None else np.where(pred.confidence.to_numpy() < threshold, "Unknown", labels)
+        return labels, flagged
+
     return Fitted(predict, epochs=len(model.history["train_loss"]), markers=markers,
-                  extra_markers={"(vs rest)": lambda k: markers(k, "rest")})
+                  extra_markers={"(vs rest)": lambda k: markers(k, "rest")}, predict_query=predict_query)
 
 
 def fit_cgran(split, seed, budget):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,7 @@ from scattn._docs import scattn_dsp
 from scattn._quiet import user_stacklevel
 from scattn._version import __version__
 from scattn._write import write_results
+from scattn.data import balanced_class_weights
 from scattn.module import MODULE_KEYS
 from scattn.train import SETTINGS_BATCH_SIZE, ClassificationPlan, TrainDefaults
 
@@ -49,8 +52,17 @@ class ClassifierMixin:
                 f"`sa.model.{type(self).__name__}.from_pretrained(model, labelled_adata)`."
             )
 
+    @contextmanager
+    def _training_cells(self) -> Iterator[AnnData | None]:
+        """The cells ``train()`` fits, registered with this model: `None`, the model's own
+        AnnData (a query model adapting to unlabelled cells trains on more, see
+        :class:`~scattn.model.base.QueryMixin`)."""
+        yield None
+
     def _require_labelled_cells(self) -> None:
         """A clear error when no registered cell has a label (e.g. loaded without labels)."""
+        if getattr(self, "_is_adapting", lambda: False)():
+            return  # an adapting query model trains on the reference's and pseudo-labelled cells
         codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
         if not (codes < len(self.classes_)).any():
             key = self._setup_args.get("labels_key")
@@ -96,16 +108,29 @@ class ClassifierMixin:
         self._require_classifier()
         self._check_own_data()
         self._require_labelled_cells()
-        args = self._args_of_call(self._train_defaults, locals(), n_cells=self.adata.n_obs)
-        self._run_training(self._classification_plan(args, plan_kwargs), args, accelerator=accelerator,
-                           devices=devices, datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs)
+        call = locals()
+        with self._training_cells() as data:
+            args = self._args_of_call(self._train_defaults, call,
+                                      n_cells=(self.adata if data is None else data).n_obs)
+            self._run_training(self._classification_plan(args, plan_kwargs, data), args, adata=data,
+                               accelerator=accelerator, devices=devices,
+                               datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs)
 
-    def _classification_plan(self, args, plan_kwargs: dict | None):
-        """The training plan of :meth:`train` (Adam on the cross-entropy; a model may change
-        the optimiser through `plan_kwargs` or override this)."""
-        plan = {"lr": args.lr, "eps": 1e-8, "weight_decay": args.weight_decay}
+    def _classification_plan(self, args, plan_kwargs: dict | None, adata: AnnData | None = None):
+        """The training plan of :meth:`train` (Adam on the class-balanced cross-entropy; a
+        model may change the optimiser through `plan_kwargs` or override this)."""
+        plan = {"lr": args.lr, "eps": 1e-8, "weight_decay": args.weight_decay,
+                "class_weights": self._balanced_class_weights(adata)}
         plan.update(plan_kwargs or {})
         return self._training_plan_cls(self.module, **plan)
+
+    def _balanced_class_weights(self, adata: AnnData | None = None) -> np.ndarray:
+        """:func:`~scattn.data.balanced_class_weights` of the labelled cells of `adata`
+        (registered with this model; `None`: its own), the default ``class_weights`` of
+        training: a class of 5 cells weighs in the loss as much as one of 500."""
+        manager = self.adata_manager if adata is None else self.get_anndata_manager(adata)
+        codes = np.asarray(manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
+        return balanced_class_weights(codes, len(self.classes_))
 
     # -- inference -------------------------------------------------------------------------
     @scattn_dsp.dedent

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 from scattn._deprecate import warn_deprecated
@@ -13,6 +19,36 @@ from scattn.data import check_labels, label_strings, labelled_mask
 from ._fitted import Source
 
 logger = logging.getLogger(__name__)
+
+#: share of each predicted class's query cells (the most confident) taken as pseudo-labels
+PSEUDO_LABEL_QUANTILE = 0.5
+
+
+@dataclass
+class Adaptation:
+    """What a query model adapting to an unlabelled query trains on besides its own cells:
+    the reference model's AnnData (registered with it) and the reference model's confident
+    calls on the query (see :meth:`QueryMixin.load_query_data`)."""
+
+    reference: AnnData
+    positions: np.ndarray  # query cells given a pseudo-label
+    labels: np.ndarray  # their labels (class names)
+
+
+def pseudo_labels(probabilities: pd.DataFrame, quantile: float = PSEUDO_LABEL_QUANTILE) -> pd.Series:
+    """The reference model's calls on a query that a query model adapts to: per predicted
+    class, the cells whose confidence is at least that class's `quantile` of confidence
+    (NaN elsewhere, and for cells with no probabilities)."""
+    probs = probabilities.to_numpy()
+    ok = np.isfinite(probs).all(1)
+    best = np.where(ok, np.nan_to_num(probs).argmax(1), -1)
+    conf = np.where(ok, np.nan_to_num(probs).max(1), np.nan)
+    keep = np.zeros(len(best), dtype=bool)
+    for c in np.unique(best[ok]):
+        cells = ok & (best == c)
+        keep |= cells & (conf >= np.quantile(conf[cells], quantile))
+    labels = np.asarray(probabilities.columns, dtype=object)[np.where(keep, best, 0)]
+    return pd.Series(np.where(keep, labels, None), index=probabilities.index, dtype=object)
 
 FineTune = Literal["classifier", "all"]
 
@@ -47,6 +83,55 @@ class QueryMixin:
     #: ``unfrozen`` of a query model (`None` otherwise); the freezing is not saved: a query
     #: model reloaded with ``load`` trains every weight
     unfrozen_: bool | None = None
+    #: a query model of an unlabelled query: the reference model's confident calls on its
+    #: cells (NaN where it made none), what ``train()`` fits besides the reference's cells;
+    #: `None` otherwise
+    pseudo_labels_: pd.Series | None = None
+    #: what an adapting query model trains on (not saved: a reloaded query model trains on
+    #: its own labelled cells)
+    _adaptation: Adaptation | None = None
+
+    def _is_adapting(self) -> bool:
+        """Whether ``train()`` adapts to an unlabelled query (see :meth:`load_query_data`)."""
+        return self._adaptation is not None
+
+    @contextmanager
+    def _training_cells(self) -> Iterator[AnnData | None]:
+        """`None` (the model's own cells), or for an adapting query model a private AnnData
+        of the reference's cells and the pseudo-labelled query cells, aligned to the query's
+        genes and registered for the duration of the block."""
+        if self._adaptation is None:
+            yield None
+            return
+        import anndata as ad
+
+        from scattn._quiet import quiet
+
+        adaptation = self._adaptation
+        labels_key = self._setup_args["labels_key"]
+        with warnings.catch_warnings(), quiet():
+            warnings.simplefilter("ignore", UserWarning)  # the two studies' genes differ by design
+            reference = self._align(adaptation.reference, min_gene_overlap=0.0)
+            query = self._align(self.adata, min_gene_overlap=0.0)[adaptation.positions].copy()
+        reference.obs[labels_key] = adaptation.reference.obs[labels_key].astype(object).to_numpy()
+        query.obs[labels_key] = adaptation.labels
+        reference.obs_names = "reference_" + reference.obs_names.astype(str)
+        query.obs_names = "query_" + query.obs_names.astype(str)
+        keys = [k for k in (labels_key, self._setup_args.get("batch_key"), self._setup_args.get("condition_key"))
+                if k is not None]
+        parts = []
+        for part in (reference, query):
+            obs = pd.DataFrame(index=part.obs_names)
+            for k in keys:
+                if k in part.obs:
+                    obs[k] = part.obs[k].astype(object).to_numpy()
+            part.obs = obs
+            parts.append(part)
+        combined = ad.concat(parts, join="outer", merge="first")
+        combined.var = reference.var
+        combined.obs[labels_key] = pd.Categorical(combined.obs[labels_key].astype(object))
+        with self._registered(combined) as internal:
+            yield internal
 
     @classmethod
     def load_query_data(
@@ -68,11 +153,24 @@ class QueryMixin:
         query's labels). ``model.train(...)`` then fine-tunes on the query's labelled cells:
         every weight, or only the classifier head (the CFAN/CGRAN paper's settings B and A).
 
+        **An unlabelled query** (no cell labelled, or no labels column: it is then added, every
+        cell `unlabeled_category`) is adapted to, as scArches/scANVI map a query: the
+        reference model calls the query's cells, the most confident half of each called
+        class become pseudo-labels (``model.pseudo_labels_``), and ``model.train()`` trains the
+        copied weights on the reference model's cells (its AnnData) together with those
+        query cells, with the class-balanced loss. Measured on the panc8 cross-technology
+        pairs (``benchmarks/studies/transfer_factors.py``, CFAN, 3 seeds), this adds 5-10
+        points of macro F1 over predicting with the reference model; see the "Annotate a new
+        study" page. Cells of types the reference lacks are still best flagged with an
+        ``unknown_threshold`` set on held-out reference cells
+        (:func:`scattn.tl.unknown_threshold`).
+
         Parameters
         ----------
         adata
             The query AnnData, with the reference's labels column (unlabelled cells NaN or the
-            reference's `unlabeled_category`). Registered in place, as scvi-tools does.
+            reference's `unlabeled_category`), or without it (an unlabelled query). Registered
+            in place, as scvi-tools does.
         reference_model
             A trained model of this class.
         unfrozen
@@ -89,7 +187,9 @@ class QueryMixin:
 
         Returns
         -------
-        The query model (not yet trained; predicting with it before training warns).
+        The query model (not yet trained; predicting with it before training warns). For an
+        unlabelled query without the labels column, ``adata.obs[labels_key]`` is added (every
+        cell `unlabeled_category`).
         """
         return cls._make_query_model(
             adata, reference_model, unfrozen=resolve_unfrozen(unfrozen, fine_tune, cls._default_unfrozen),
@@ -129,26 +229,30 @@ class QueryMixin:
                 f"The reference {cls.__name__} has no classifier (set up without labels_key); a "
                 f"query model fine-tunes one. Start a classifier with `{cls.__name__}.from_pretrained`."
             )
-        if labels_key not in adata.obs:
-            raise KeyError(
-                f"The query has no adata.obs[{labels_key!r}], the reference's labels column. Add it "
-                f"with the query's labels ({unlabeled!r} or NaN where unknown) to fine-tune; to only "
-                "predict, call `reference_model.predict(query_adata)`."
-            )
         ref_classes = list(reference_model.classes_)
+        source = Source.from_model(reference_model)
+        if labels_key not in adata.obs:
+            # an unlabelled query (the only column added to the user's AnnData, documented)
+            cls._check_source(source, adata, setup_args=setup, min_gene_overlap=min_gene_overlap,
+                              names=("reference model", "query"))
+            adata.obs[labels_key] = pd.Categorical([unlabeled] * adata.n_obs)
         labels = adata.obs[labels_key]
         labelled = labelled_mask(labels, unlabeled)
+        adaptation = None
         if not labelled.any():
-            raise ValueError(
-                f"No query cell has a label in adata.obs[{labels_key!r}]; fine-tuning needs some. "
-                "To only predict, call `reference_model.predict(query_adata)`."
-            )
+            cls._check_source(source, adata, setup_args=setup, min_gene_overlap=min_gene_overlap,
+                              names=("reference model", "query"))
+            calls = pseudo_labels(reference_model.predict_proba(adata))
+            kept = calls.notna().to_numpy()
+            adaptation = Adaptation(reference_model.adata, np.flatnonzero(kept),
+                                    calls[kept].astype(str).to_numpy())
+            logger.info("Adapting to an unlabelled query: %d of %d cells pseudo-labelled by the "
+                        "reference model.", int(kept.sum()), adata.n_obs)
         new = sorted(set(label_strings(labels[labelled])) - set(ref_classes))
         if new and not extend_classes:
             check_labels(labels, unlabeled, labels_key=labels_key, classes=ref_classes)  # raises
         classes = ref_classes + new
 
-        source = Source.from_model(reference_model)
         cls._check_source(source, adata, setup_args=setup, min_gene_overlap=min_gene_overlap,
                           names=("reference model", "query"))
         setup["classes"] = classes
@@ -160,8 +264,14 @@ class QueryMixin:
                 p.requires_grad_(name in head)
         model.is_trained_ = False
         model.unfrozen_ = unfrozen
+        if adaptation is not None:
+            model._adaptation = adaptation
+            model.pseudo_labels_ = pd.Series(pd.Categorical(calls.to_numpy(), categories=ref_classes),
+                                             index=adata.obs_names)
         model._model_summary_string += (
             f"; query of a reference {cls.__name__} ({len(ref_classes)} classes, "
             f"{len(classes) - len(ref_classes)} added), unfrozen={unfrozen}"
+            + ("" if adaptation is None else
+               f", adapting to an unlabelled query ({len(adaptation.positions)} cells pseudo-labelled)")
         )
         return model
