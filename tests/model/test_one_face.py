@@ -111,16 +111,22 @@ def test_precision_reaches_lightning():
     assert str(model.trainer.precision) == "bf16-mixed"
 
 
+def _reference_and_query(name: str):
+    """A tiny `name` trained one epoch on 60 cells, and a 40-cell query of the same genes."""
+    ref = make_counts(60, seed=1)
+    ref.layers["counts"] = ref.X.copy()
+    model = tiny_model(name, ref)
+    model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
+    query = make_counts(40, seed=2)
+    query.layers["counts"] = query.X.copy()
+    return model, query
+
+
 @pytest.mark.parametrize("name", ["CFAN", "CGRAN", "SIMS", "Geneformer", "SCGPT"])
 def test_load_query_data_for_every_classifier(name):
     sa.settings.seed = 0
     try:
-        ref = make_counts(60, seed=1)
-        ref.layers["counts"] = ref.X.copy()
-        model = tiny_model(name, ref)
-        model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
-        query = make_counts(40, seed=2)
-        query.layers["counts"] = query.X.copy()
+        model, query = _reference_and_query(name)
         cls = type(model)
         params = _params(cls.load_query_data)
         assert list(params)[:2] == ["adata", "reference_model"]
@@ -143,13 +149,9 @@ def test_unlabelled_query_is_adapted_to(name):
     user's AnnData changes, and the reference model is untouched."""
     sa.settings.seed = 0
     try:
-        ref = make_counts(60, seed=1)
-        ref.layers["counts"] = ref.X.copy()
-        model = tiny_model(name, ref)
-        model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
+        model, query = _reference_and_query(name)
+        ref = model.adata
         before = {k: v.clone() for k, v in model.module.state_dict().items()}
-        query = make_counts(40, seed=2)
-        query.layers["counts"] = query.X.copy()
         del query.obs["cell_type"]
         x = query.X.copy()
         cls = type(model)

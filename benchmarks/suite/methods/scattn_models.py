@@ -48,8 +48,7 @@ def _fit_scattn(name: str, split: Split, seed: int, budget: dict) -> Fitted:
         adapted = model_cls.load_query_data(query, model)
         adapted.train(**kwargs)
         pred = adapted.predict(inplace=False)
-        labels = pred.probabilities.to_numpy().argmax(1)
-        labels = np.asarray(adapted.classes_, dtype=object)[labels].astype(str)
+        labels = pred.prediction.astype(str).to_numpy()  # as `predict` (cells without counts: Unknown)
         flagged = labels if threshold is None else np.where(pred.confidence.to_numpy() < threshold, "Unknown", labels)
         return labels, flagged
 

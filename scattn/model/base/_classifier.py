@@ -59,9 +59,13 @@ class ClassifierMixin:
         :class:`~scattn.model.base.QueryMixin`)."""
         yield None
 
+    def _is_adapting(self) -> bool:
+        """Whether ``train()`` fits more than the model's own cells (see :meth:`_training_cells`)."""
+        return False
+
     def _require_labelled_cells(self) -> None:
         """A clear error when no registered cell has a label (e.g. loaded without labels)."""
-        if getattr(self, "_is_adapting", lambda: False)():
+        if self._is_adapting():
             return  # an adapting query model trains on the reference's and pseudo-labelled cells
         codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
         if not (codes < len(self.classes_)).any():

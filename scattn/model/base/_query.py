@@ -6,7 +6,6 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -22,17 +21,6 @@ logger = logging.getLogger(__name__)
 
 #: share of each predicted class's query cells (the most confident) taken as pseudo-labels
 PSEUDO_LABEL_QUANTILE = 0.5
-
-
-@dataclass
-class Adaptation:
-    """What a query model adapting to an unlabelled query trains on besides its own cells:
-    the reference model's AnnData (registered with it) and the reference model's confident
-    calls on the query (see :meth:`QueryMixin.load_query_data`)."""
-
-    reference: AnnData
-    positions: np.ndarray  # query cells given a pseudo-label
-    labels: np.ndarray  # their labels (class names)
 
 
 def pseudo_labels(probabilities: pd.DataFrame, quantile: float = PSEUDO_LABEL_QUANTILE) -> pd.Series:
@@ -87,9 +75,10 @@ class QueryMixin:
     #: cells (NaN where it made none), what ``train()`` fits besides the reference's cells;
     #: `None` otherwise
     pseudo_labels_: pd.Series | None = None
-    #: what an adapting query model trains on (not saved: a reloaded query model trains on
-    #: its own labelled cells)
-    _adaptation: Adaptation | None = None
+    #: an adapting query model's reference cells: the reference model's AnnData, trained on
+    #: with the pseudo-labelled query cells (not saved: a reloaded query model trains on its
+    #: own labelled cells)
+    _adaptation: AnnData | None = None
 
     def _is_adapting(self) -> bool:
         """Whether ``train()`` adapts to an unlabelled query (see :meth:`load_query_data`)."""
@@ -107,25 +96,21 @@ class QueryMixin:
 
         from scattn._quiet import quiet
 
-        adaptation = self._adaptation
         labels_key = self._setup_args["labels_key"]
+        pseudo = self.pseudo_labels_.to_numpy()
+        kept = pd.notna(pseudo)
         with warnings.catch_warnings(), quiet():
             warnings.simplefilter("ignore", UserWarning)  # the two studies' genes differ by design
-            reference = self._align(adaptation.reference, min_gene_overlap=0.0)
-            query = self._align(self.adata, min_gene_overlap=0.0)[adaptation.positions].copy()
-        reference.obs[labels_key] = adaptation.reference.obs[labels_key].astype(object).to_numpy()
-        query.obs[labels_key] = adaptation.labels
+            reference = self._align(self._adaptation, min_gene_overlap=0.0)
+            query = self._aligned_rows(self._alignment_plan(self.adata, min_gene_overlap=0.0),
+                                       np.flatnonzero(kept))
+        reference.obs[labels_key] = self._adaptation.obs[labels_key].astype(object).to_numpy()
+        query.obs[labels_key] = pseudo[kept].astype(str)
         reference.obs_names = "reference_" + reference.obs_names.astype(str)
         query.obs_names = "query_" + query.obs_names.astype(str)
-        keys = [k for k in (labels_key, self._setup_args.get("batch_key"), self._setup_args.get("condition_key"))
-                if k is not None]
         parts = []
-        for part in (reference, query):
-            obs = pd.DataFrame(index=part.obs_names)
-            for k in keys:
-                if k in part.obs:
-                    obs[k] = part.obs[k].astype(object).to_numpy()
-            part.obs = obs
+        for part in (reference, query):  # the covariates and labels, as plain values for concat
+            part.obs = part.obs.astype(object)
             parts.append(part)
         combined = ad.concat(parts, join="outer", merge="first")
         combined.var = reference.var
@@ -231,30 +216,24 @@ class QueryMixin:
             )
         ref_classes = list(reference_model.classes_)
         source = Source.from_model(reference_model)
+        # before anything is added to the query or predicted on it
+        cls._check_source(source, adata, setup_args=setup, min_gene_overlap=min_gene_overlap,
+                          names=("reference model", "query"))
         if labels_key not in adata.obs:
             # an unlabelled query (the only column added to the user's AnnData, documented)
-            cls._check_source(source, adata, setup_args=setup, min_gene_overlap=min_gene_overlap,
-                              names=("reference model", "query"))
             adata.obs[labels_key] = pd.Categorical([unlabeled] * adata.n_obs)
         labels = adata.obs[labels_key]
         labelled = labelled_mask(labels, unlabeled)
-        adaptation = None
+        calls = None
         if not labelled.any():
-            cls._check_source(source, adata, setup_args=setup, min_gene_overlap=min_gene_overlap,
-                              names=("reference model", "query"))
             calls = pseudo_labels(reference_model.predict_proba(adata))
-            kept = calls.notna().to_numpy()
-            adaptation = Adaptation(reference_model.adata, np.flatnonzero(kept),
-                                    calls[kept].astype(str).to_numpy())
             logger.info("Adapting to an unlabelled query: %d of %d cells pseudo-labelled by the "
-                        "reference model.", int(kept.sum()), adata.n_obs)
+                        "reference model.", int(calls.notna().sum()), adata.n_obs)
         new = sorted(set(label_strings(labels[labelled])) - set(ref_classes))
         if new and not extend_classes:
             check_labels(labels, unlabeled, labels_key=labels_key, classes=ref_classes)  # raises
         classes = ref_classes + new
 
-        cls._check_source(source, adata, setup_args=setup, min_gene_overlap=min_gene_overlap,
-                          names=("reference model", "query"))
         setup["classes"] = classes
         cls._register(adata, **setup)
         model = cls._from_source(source, adata, **transfer_kwargs)
@@ -264,14 +243,14 @@ class QueryMixin:
                 p.requires_grad_(name in head)
         model.is_trained_ = False
         model.unfrozen_ = unfrozen
-        if adaptation is not None:
-            model._adaptation = adaptation
+        if calls is not None:
+            model._adaptation = reference_model.adata
             model.pseudo_labels_ = pd.Series(pd.Categorical(calls.to_numpy(), categories=ref_classes),
                                              index=adata.obs_names)
         model._model_summary_string += (
             f"; query of a reference {cls.__name__} ({len(ref_classes)} classes, "
             f"{len(classes) - len(ref_classes)} added), unfrozen={unfrozen}"
-            + ("" if adaptation is None else
-               f", adapting to an unlabelled query ({len(adaptation.positions)} cells pseudo-labelled)")
+            + ("" if calls is None else
+               f", adapting to an unlabelled query ({int(calls.notna().sum())} cells pseudo-labelled)")
         )
         return model
