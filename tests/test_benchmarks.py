@@ -207,3 +207,26 @@ def test_transfer_factors_study_runs(tmp_path):
     assert training["macro_f1"].between(0, 1).all()
     with pytest.raises(SystemExit):
         main(["--factor", "training", "--levels", "cell_ranks"])
+
+
+def test_benchmark_small_data_quick_runs(tmp_path):
+    """The small_data family: stratified subsamples of the training pool keep every class, and
+    the report gives each method's gap to logistic regression on the same cells."""
+    from benchmarks.suite.run import main
+    from benchmarks.suite.tasks.small_data import stratified_subsample
+
+    labels = np.array(["a"] * 90 + ["b"] * 8 + ["c"] * 2)
+    picked = stratified_subsample(labels, 20, seed=0)
+    assert len(picked) == 20 and len(set(picked)) == 20
+    assert dict(zip(*np.unique(labels[picked], return_counts=True), strict=True)) == {"a": 14, "b": 4, "c": 2}
+    assert not np.array_equal(picked, stratified_subsample(labels, 20, seed=1))
+    with pytest.raises(ValueError, match="cannot hold"):
+        stratified_subsample(labels, 5, seed=0)
+    out = tmp_path / "b"
+    table = main(["--quick", "--tasks", "small_data_pbmc68k_reduced", "--methods", "CFAN",
+                  "LogisticRegression", "--max-epochs", "1", "--out", str(out)])
+    assert set(table["method"]) == {"CFAN", "LogisticRegression"} and set(table["n_train"]) == {100}
+    assert table.loc[table["method"] == "LogisticRegression", "vs_lr"].eq(0).all()
+    assert table["macro_f1"].between(0, 1).all()
+    runs = pd.read_csv(f"{out}_small_data_runs.csv")
+    assert (runs["n_train"] == 100).all() and (runs["n_test"] == 140).all()

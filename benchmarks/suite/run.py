@@ -26,7 +26,11 @@ Families
     The *integration* family (:mod:`benchmarks.suite.tasks.integration`; tasks
     ``integration_paul15``, ``integration_cellbench``, ``integration_panc8``) scores scViT
     beside scVI and PCA: held-out likelihood, latent cell-type accuracy, scib-metrics batch
-    correction and bio conservation, time per epoch. Further families (response) register in
+    correction and bio conservation, time per epoch. The *transfer* family
+    (:mod:`benchmarks.suite.tasks.transfer`, ``transfer_*``) labels a new study from a
+    reference; the *small_data* family (:mod:`benchmarks.suite.tasks.small_data`,
+    ``small_data_*``) trains every classifier with its own defaults on 100, 300 and 1,000
+    stratified training cells beside logistic regression and CellTypist. Further families (response) register in
     :data:`benchmarks.suite.tasks.FAMILIES` and run under the same options. The *scale* family
     (:mod:`benchmarks.scale`: prediction speed and peak memory at 10k/100k/1M resampled Kang
     cells, one epoch from a backed file) runs only with ``--scale``, which hands every other

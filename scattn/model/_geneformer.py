@@ -211,9 +211,7 @@ class Geneformer(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, 
             emb_layer=0 if emb_layer is None else emb_layer,
             **arch,
         )
-        if self.module.pooling == "mean":
-            self._attention_description = ("attention the gene tokens receive, averaged over every "
-                                           "token, last layer, mean over heads")
+        self._describe_pooling()
         self._model_summary_string = (
             f"Geneformer: {len(self.var_names_)} genes in the vocabulary, "
             f"{len(self.classes_) or 'no'} classes, {arch['n_layers']} layers, width "

@@ -73,8 +73,8 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
     n_layers, d_model, n_heads, d_ff
         Transformer depth, width, heads and feed-forward width.
     max_length
-        Tokens per cell at most, ``<cls>`` included: a cell expressing more genes gives a random
-        subset of them while training and its most expressed ones at inference.
+        Tokens per cell at most, ``<cls>`` included: a cell expressing more genes gives its
+        most expressed ones (see `sample_tokens`).
     dropout
         Dropout in the transformer and on the value embedding (scGPT: 0.2).
     n_bins
@@ -86,6 +86,17 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
     cls_value
         Value input of the ``<cls>`` token (scGPT's fine-tuning tutorials: 0; its pretraining
         and ``embed_data``: -2, the pad value).
+    pooling
+        Cell embedding (what the cell-type head, ECS and ``obsm["X_scgpt"]`` read): ``"cls"``
+        the ``<cls>`` token's last state (scGPT's ``cell_emb_style="cls"``), or ``"mean"`` the
+        mean of the gene tokens' last states (its ``"avg-pool"``; Geneformer's
+        ``pooling="mean"``).
+    sample_tokens
+        Train on a random subset of the expressed genes of a cell expressing more than
+        ``max_length - 1`` (scGPT's recipe, made for ~1,200 highly variable genes) instead of
+        its most expressed ones, which inference reads. Off by default: on all genes of a
+        small set the two disagree, and the classifier learnt on random subsets predicted at
+        chance on the most expressed ones (``docs/models/scgpt.md``).
     special_tokens
         Special tokens of the vocabulary (ids first, genes after); needs ``<pad>`` and ``<cls>``.
     %(fitted)s
@@ -99,9 +110,10 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
     * **Values**: raw counts or log-normalised values give the same bins (per-cell ranks); the
       expression decoders predict log-normalised expression (``log1p`` of counts scaled to
       10,000 over the model's genes), which :meth:`predict_response` returns.
-    * **Embedding** (``obsm["X_scgpt"]``): ``<cls>``'s last state.
+    * **Embedding** (``obsm["X_scgpt"]``): the pooled last state (``pooling``).
     * **Attribution** (``layers["scgpt_attention"]``): the attention each gene token receives
-      from ``<cls>`` in the last layer, averaged over heads; genes not among a cell's tokens get 0.
+      in the last layer from ``<cls>`` (``pooling="cls"``) or averaged over every token
+      (``"mean"``), averaged over heads; genes not among a cell's tokens get 0.
     * **Gene programs and networks**: :meth:`get_gene_embeddings` (for
       :func:`scattn.tl.gene_programs`) and :meth:`get_gene_attention` (for
       :func:`scattn.tl.gene_network`).
@@ -181,6 +193,8 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
         ecs_threshold: float = 0.8,
         n_cls_layers: int = 3,
         cls_value: float = 0.0,
+        pooling: Literal["cls", "mean"] = "cls",
+        sample_tokens: bool = False,
         special_tokens: Sequence[str] = SCGPT_SPECIAL_TOKENS,
         fitted: FittedState | None = None,
     ) -> None:
@@ -215,13 +229,16 @@ class SCGPT(VocabularyMixin, PretrainingMixin, QueryMixin, AttentionMixin, Laten
             ecs_threshold=ecs_threshold,
             n_cls_layers=n_cls_layers,
             cls_value=cls_value,
+            pooling=pooling,
+            sample_tokens=sample_tokens,
             **arch,
         )
+        self._describe_pooling()
         self._model_summary_string = (
             f"SCGPT: {len(self.var_names_)} genes in the vocabulary, {len(self.classes_) or 'no'} "
             f"classes, {self.n_batch or 'no'} batches, {len(self.conditions_) or 'no'} conditions, "
             f"{arch['n_layers']} layers, width {arch['d_model']}, {arch['n_heads']} heads, "
-            f"{arch['max_length']} tokens, {n_bins} value bins"
+            f"{arch['max_length']} tokens, {n_bins} value bins, {pooling} pooling"
         )
         self._record_init_params(locals())
 

@@ -40,7 +40,9 @@ from scattn.nn import (
     MaskedTokenHead,
     TokenEncoder,
     padding_mask,
+    pool_tokens,
     rank_tokens,
+    received_attention,
     run_blocks,
     tokens_to_genes,
 )
@@ -231,20 +233,13 @@ class GeneformerModule(PanelModule):
         return corrupted, chosen
 
     def pool(self, h: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
-        """``(B, T, d)`` hidden states -> ``(B, d)`` cell embedding."""
-        if self.pooling == "cls":
-            return h[:, 0]
-        is_gene = (genes >= 0).unsqueeze(-1).to(h.dtype)
-        return (h * is_gene).sum(1) / is_gene.sum(1).clamp_min(1.0)
+        """``(B, T, d)`` hidden states -> ``(B, d)`` cell embedding (:func:`scattn.nn.pool_tokens`)."""
+        return pool_tokens(h, genes, self.pooling)
 
     def _received(self, weights: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(B, heads, T, T)`` attention -> ``(B, heads, T)`` attention each token receives:
         from ``<cls>`` (``pooling="cls"``) or averaged over the real query tokens."""
-        if self.pooling == "cls":
-            return weights[:, :, 0, :]
-        t = weights.shape[-1]
-        real = (torch.arange(t, device=weights.device)[None, :] < lengths[:, None]).to(weights.dtype)
-        return (weights * real[:, None, :, None]).sum(2) / lengths[:, None, None].to(weights.dtype)
+        return received_attention(weights, lengths, self.pooling)
 
     # -- forward -----------------------------------------------------------------------------
     def _encode(self, ids: torch.Tensor, lengths: torch.Tensor, *, attention: str, emb_layer: int,

@@ -1,14 +1,15 @@
 """scGPT-style module (pure torch): gene tokens plus binned values (and condition tokens)
 through a transformer, with scGPT's fine-tuning objectives.
 
-Math (Cui et al. 2024). A cell's expressed genes (at most ``max_length - 1``; a random subset
-while training, the most expressed at inference) become tokens after a ``<cls>`` token. Each
+Math (Cui et al. 2024). A cell's expressed genes (at most ``max_length - 1``: the most expressed, or with
+``sample_tokens`` a random subset while training, scGPT's recipe) become tokens after a ``<cls>`` token. Each
 token's input is ``h_0 = emb_g(gene) + emb_x(bin) [+ emb_c(condition)]``: the gene embedding
 (embedding, layer norm), the value embedding of its per-cell quantile bin (0 for zero, ``1 ..
 n_bins - 1`` for the cell's expressed values, :func:`scattn.nn.bin_values`; MLP, layer norm) and,
 with a registered condition, the cell's condition embedding repeated over its tokens. No
 position embeddings: a cell is a set of genes. Post-norm transformer blocks (ReLU) follow;
-the cell embedding ``z`` is ``<cls>``'s last state.
+the cell embedding ``z`` is ``<cls>``'s last state (``pooling="cls"``, scGPT's ``cell_emb_style="cls"``)
+or the mean of the gene tokens' last states (``"mean"``, scGPT's ``"avg-pool"``).
 
 Tasks (each switchable; the training plan weights them):
 
@@ -24,8 +25,8 @@ Tasks (each switchable; the training plan weights them):
 * **DAR**: an MLP predicts each cell's batch from ``z`` through gradient reversal.
 * **CLS**: an MLP (3 layers) predicts the cell type from ``z``.
 
-Attribution: the attention gene tokens receive from ``<cls>`` in the last layer, averaged
-over heads.
+Attribution: the attention gene tokens receive in the last layer from ``<cls>``
+(``pooling="cls"``) or averaged over every token (``"mean"``), averaged over heads.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from torch import nn
 
 from scattn._docs import scattn_dsp
 from scattn.nn import (
+    POOLINGS,
     CategoryEncoder,
     CellExpressionDecoder,
     ExpressionDecoder,
@@ -49,6 +51,8 @@ from scattn.nn import (
     bin_values,
     expressed_tokens,
     padding_mask,
+    pool_tokens,
+    received_attention,
     reverse_gradient,
     run_blocks,
     tokens_to_genes,
@@ -89,6 +93,12 @@ class SCGPTModule(PanelModule):
         Linear layers of the cell-type head (scGPT: 3).
     ecs_threshold
         ECS's ``beta`` (scGPT: 0.8).
+    pooling
+        Cell embedding: ``"cls"`` (the ``<cls>`` token's last state) or ``"mean"`` (the mean of
+        the gene tokens' last states).
+    sample_tokens
+        Of a cell expressing more than ``max_length - 1`` genes, train on a random subset
+        (scGPT's recipe) instead of the most expressed ones, which inference always reads.
     mask_value, pad_value, cls_value
         Value input of masked tokens, of padding and of ``<cls>`` (scGPT: -1, -2, and 0 in its
         fine-tuning tutorials, the pad value in its pretraining and ``embed_data``).
@@ -116,6 +126,8 @@ class SCGPTModule(PanelModule):
         n_bins: int = 51,
         n_cls_layers: int = 3,
         ecs_threshold: float = 0.8,
+        pooling: str = "cls",
+        sample_tokens: bool = False,
         mask_value: float = -1.0,
         pad_value: float = -2.0,
         cls_value: float = 0.0,
@@ -127,6 +139,10 @@ class SCGPTModule(PanelModule):
                 raise ValueError(f"The vocabulary needs a {needed} token; it has {list(special_tokens)}.")
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}.")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
+        self.pooling = pooling
+        self.sample_tokens = bool(sample_tokens)
         self.special_tokens = special_tokens
         self.pad_id = special_tokens.index("<pad>")
         self.cls_id = special_tokens.index("<cls>")
@@ -270,7 +286,7 @@ class SCGPTModule(PanelModule):
             if not self.n_conditions:
                 raise ValueError("condition_override needs a model with conditions.")
             condition = torch.full((x.shape[0], 1), int(condition_override), device=x.device)
-        ids, lengths, columns, values, target = self.tokenize(x, sample=self.training)
+        ids, lengths, columns, values, target = self.tokenize(x, sample=self.training and self.sample_tokens)
         out: dict[str, torch.Tensor] = {}
         unknown = None
         if mask_ratio is not None:
@@ -279,7 +295,7 @@ class SCGPTModule(PanelModule):
         h, weights = self.encode(ids, values, lengths, condition=condition,
                                  unknown=unknown if generative else None,
                                  attention="last" if return_attention else "none")
-        z = h[:, 0]
+        z = pool_tokens(h, columns, self.pooling)
         out[MODULE_KEYS.Z] = z
         c = self._condition_vector(batch_index, condition)
         if self.has_head:
@@ -299,7 +315,7 @@ class SCGPTModule(PanelModule):
                 raise ValueError("DAR needs batches: set the model up with batch_key.")
             out["dar_logits"] = self.batch_discriminator(reverse_gradient(z))
         if weights:
-            received = weights[-1][:, :, 0, :].mean(1)
+            received = received_attention(weights[-1], lengths, self.pooling).mean(1)
             out[MODULE_KEYS.ATTENTION] = tokens_to_genes(received, columns, self.genes.n_genes)
         return out
 

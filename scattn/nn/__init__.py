@@ -37,11 +37,22 @@ from ._tabnet import (
     sparsemax,
 )
 from ._token_model import MaskedTokenHead, TokenEncoder
-from ._tokens import bin_values, expressed_tokens, rank_tokens, tokens_to_genes
+from ._tokens import (
+    POOLINGS,
+    bin_values,
+    expressed_tokens,
+    pool_tokens,
+    rank_tokens,
+    received_attention,
+    tokens_to_genes,
+)
 from ._transformer import TransformerBlock, padding_mask, run_blocks
 
 __all__ = [
     "tokens_to_genes",
+    "pool_tokens",
+    "received_attention",
+    "POOLINGS",
     "reverse_gradient",
     "expressed_tokens",
     "bin_values",

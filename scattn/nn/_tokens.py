@@ -123,3 +123,31 @@ def tokens_to_genes(per_token: torch.Tensor, columns: torch.Tensor, n_genes: int
     out = per_token.new_zeros(per_token.shape[0], n_genes)
     is_gene = columns >= 0
     return out.scatter_add_(1, columns.clamp_min(0), per_token * is_gene.to(per_token.dtype))
+
+
+#: how a token model turns its token states into one cell embedding
+POOLINGS = ("cls", "mean")
+
+
+def pool_tokens(h: torch.Tensor, columns: torch.Tensor, pooling: str) -> torch.Tensor:
+    """``(B, T, d)`` token states -> ``(B, d)`` cell embedding: the first token's state
+    (``pooling="cls"``, the ``<cls>`` token) or the mean of the gene tokens' states (``"mean"``;
+    `columns` ``(B, T)`` is each token's gene, negative for special tokens and padding, which
+    are left out; a cell with no gene token gets zeros)."""
+    if pooling == "cls":
+        return h[:, 0]
+    if pooling != "mean":
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
+    is_gene = (columns >= 0).unsqueeze(-1).to(h.dtype)
+    return (h * is_gene).sum(1) / is_gene.sum(1).clamp_min(1.0)
+
+
+def received_attention(weights: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
+    """``(B, heads, T, T)`` attention -> ``(B, heads, T)`` the attention each token receives,
+    read as the pooling reads the tokens: from the first token (``"cls"``) or averaged over the
+    ``lengths`` real (non-padding) querying tokens (``"mean"``)."""
+    if pooling == "cls":
+        return weights[:, :, 0, :]
+    t = weights.shape[-1]
+    real = (torch.arange(t, device=weights.device)[None, :] < lengths[:, None]).to(weights.dtype)
+    return (weights * real[:, None, :, None]).sum(2) / lengths[:, None, None].to(weights.dtype).clamp_min(1.0)

@@ -359,3 +359,55 @@ def test_cells_without_model_genes_get_nan_everywhere(integrated):
     with pytest.warns(UserWarning, match="2 cells have no counts on any.*embedding"):
         z = m.get_latent_representation(q)
     assert np.isnan(z[[1, 4]]).all() and np.isfinite(np.delete(z, [1, 4], 0)).all()
+
+
+def test_pooling_mean_reads_the_gene_tokens(tmp_path):
+    """``pooling="mean"``: the embedding is the mean of the gene tokens' states (not <cls>,
+    not padding), the attribution averages every real token's attention, and the choice is
+    saved with the model; an unknown pooling is refused."""
+    from scattn.nn import pool_tokens, received_attention
+
+    h = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
+    columns = torch.tensor([[-1, 0, 1, -1], [-1, 2, -1, -1]])
+    assert torch.equal(pool_tokens(h, columns, "cls"), h[:, 0])
+    assert torch.allclose(pool_tokens(h, columns, "mean"), torch.stack([h[0, 1:3].mean(0), h[1, 1]]))
+    w = torch.softmax(torch.randn(2, 1, 4, 4), -1)
+    lengths = torch.tensor([3, 2])
+    assert torch.allclose(received_attention(w, lengths, "mean")[1, 0], w[1, 0, :2].mean(0))
+    with pytest.raises(ValueError, match="pooling"):
+        pool_tokens(h, columns, "max")
+
+    sa.settings.seed = 0
+    a = make_counts(60, seed=2)
+    sa.model.SCGPT.setup_anndata(a, labels_key="cell_type", layer="counts")
+    with pytest.raises(ValueError, match="pooling"):
+        sa.model.SCGPT(a, pooling="max", **TINY)
+    m = sa.model.SCGPT(a, pooling="mean", **TINY)
+    m.train(max_epochs=1)
+    assert m.module.pooling == "mean" and "mean pooling" in m._model_summary_string
+    assert "averaged over every token" in m._attention_description
+    z = m.get_latent_representation()
+    assert z.shape == (60, TINY["d_model"]) and np.isfinite(z).all()
+    m.save(tmp_path / "m")
+    assert sa.model.SCGPT.load(tmp_path / "m", adata=a).module.pooling == "mean"
+
+
+def test_training_reads_the_tokens_inference_reads():
+    """By default a cell expressing more genes than ``max_length - 1`` trains on its most
+    expressed ones, as inference reads it (random subsets trained a classifier that predicted
+    at chance at inference); ``sample_tokens=True`` keeps scGPT's random subsets."""
+    sa.settings.seed = 0
+    a = make_counts(40, seed=3)
+    sa.model.SCGPT.setup_anndata(a, labels_key="cell_type", layer="counts")
+    x = torch.as_tensor(a.layers["counts"][:8].toarray() if sparse.issparse(a.layers["counts"])
+                        else a.layers["counts"][:8], dtype=torch.float32)
+    assert int((x > 0).sum(1).min()) > TINY["max_length"]  # every cell is cut
+    for sample, same in ((False, True), (True, False)):
+        module = sa.model.SCGPT(a, sample_tokens=sample, **TINY).module.train()
+        torch.manual_seed(1)
+        z1 = module.inference(x)[MODULE_KEYS.Z]
+        torch.manual_seed(2)
+        z2 = module.inference(x)[MODULE_KEYS.Z]
+        assert torch.allclose(z1, z2) is same
+        module.eval()
+        assert torch.allclose(module.inference(x)[MODULE_KEYS.Z], z1) is same

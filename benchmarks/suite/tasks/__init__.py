@@ -12,6 +12,8 @@ family             what is scored                         module
 ``annotation``     labels of held-out cells, markers      :mod:`.annotation`
 ``integration``    latent, held-out likelihood, batches   :mod:`.integration`
 ``transfer``       a new study's labels from a reference  :mod:`.transfer`
+``small_data``     labels from 100/300/1,000 training     :mod:`.small_data`
+                   cells, each method's own defaults
 =================  =====================================  ===========================
 
 Adding a family (response, scale):
@@ -44,7 +46,7 @@ Adding a family (response, scale):
 
 from __future__ import annotations
 
-from . import annotation, integration, transfer
+from . import annotation, integration, small_data, transfer
 from ._family import Family, RunSettings
 
 # name -> family, in the order they run
@@ -52,6 +54,7 @@ FAMILIES: dict[str, Family] = {
     "annotation": annotation.FAMILY,
     "integration": integration.FAMILY,
     "transfer": transfer.FAMILY,
+    "small_data": small_data.FAMILY,
 }
 
 __all__ = ["FAMILIES", "Family", "RunSettings"]

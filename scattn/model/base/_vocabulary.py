@@ -39,6 +39,13 @@ class VocabularyMixin:
     #: tokens are per cell (ranks, bins): no library size over every registered gene
     _library_over_all_genes = False
 
+    def _describe_pooling(self) -> None:
+        """Name the attribution the module's ``pooling`` gives (``"mean"``: attention
+        received averaged over every token instead of from ``<cls>``)."""
+        if getattr(self.module, "pooling", "cls") == "mean":
+            self._attention_description = ("attention the gene tokens receive, averaged over every "
+                                           "token, last layer, mean over heads")
+
     @property
     def vocabulary(self) -> GeneVocabulary:
         """The model's gene vocabulary (special tokens, then its genes)."""
