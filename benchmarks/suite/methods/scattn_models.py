@@ -19,7 +19,7 @@ def _fit_scattn(name: str, split: Split, seed: int, budget: dict) -> Fitted:
     model_cls.setup_anndata(train, labels_key=split.labels_key, expression=split.expression)
     model = model_cls(train)
     kwargs = dict(budget)
-    if name == "SIMS":
+    if name == "SIMS" and budget:  # capped runs: pytorch-tabnet's patience, as its peer trains
         kwargs["early_stopping_patience"] = PATIENCE
     model.train(**kwargs)
 
