@@ -81,8 +81,10 @@ early_stopping
 early_stopping_patience
     Epochs without a better validation loss before stopping.
 restore_best_weights
-    At the end, load the weights of the epoch with the lowest validation loss (with
-    validation cells, which are then scored every epoch); else the last epoch's are kept.
+    At the end, load the weights of the best validation epoch (with validation cells, which
+    are then scored every epoch): a classifier's highest validation accuracy, ties going to
+    the lower validation loss; a model without accuracy, the lowest loss. Else the last
+    epoch's weights are kept.
 accelerator, devices
     Passed to Lightning (``"cpu"``, ``"gpu"``, ``"auto"``...). Several devices train with
     Lightning's DDP (``strategy="ddp"``, run from a script): see the "Large data" page.

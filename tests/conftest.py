@@ -19,6 +19,15 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = {"n_top_genes": 60, "n_embedding": 16, "group_size": 20, "n_heads": 2, "head_dims": (4, 4)}
 
 
+def best_validation_epoch(history: dict) -> int:
+    """The epoch :class:`scattn.train.BestValidationWeights` keeps: the highest validation
+    accuracy, ties to the lower validation loss (written out here, independently)."""
+    acc = history["accuracy_validation"].to_numpy().ravel().astype(float)
+    loss = history["validation_loss"].to_numpy().ravel().astype(float)
+    best = [i for i in range(len(acc)) if acc[i] == acc.max()]
+    return min(best, key=lambda i: loss[i])
+
+
 def make_counts(n_cells: int = 150, n_genes: int = 80, n_types: int = 3, seed: int = 0) -> ad.AnnData:
     """Poisson counts where type k over-expresses genes 5k..5k+4 (named MK{k}_{i})."""
     rng = np.random.default_rng(seed)

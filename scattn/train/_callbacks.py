@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -30,29 +32,40 @@ class LastEpochWeights(Callback):
 
 
 class BestValidationWeights(Callback):
-    """Keep a copy of the module's weights at the lowest validation loss; load it when training
+    """Keep a copy of the module's weights at the best validation epoch; load it when training
     ends (not after an interruption, which keeps the last finished epoch's).
+
+    The best epoch has the highest validation accuracy where one is logged (a classifier's
+    ``accuracy_validation``), ties going to the lower validation loss; without an accuracy,
+    the lowest validation loss. On a few dozen validation cells the loss of a classifier that
+    grows confident can rise from the first epoch while its accuracy climbs: the lowest loss
+    then belongs to the untrained weights (CGRAN on 100 panc8 cells: macro F1 0.15, chance).
 
     Parameters
     ----------
     monitor
-        The logged metric to minimise.
+        The logged loss to minimise (the tie-break where an accuracy is logged).
+    accuracy
+        The logged accuracy to maximise first; `None`: the loss alone.
     """
 
-    def __init__(self, monitor: str = "validation_loss") -> None:
+    def __init__(self, monitor: str = "validation_loss", accuracy: str | None = "accuracy_validation") -> None:
         self.monitor = monitor
-        self.best = float("inf")
+        self.accuracy = accuracy
+        self.best: tuple[float, float] = (float("inf"), float("inf"))
         self.epoch: int | None = None
         self.state: dict[str, torch.Tensor] | None = None
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
+        metrics = trainer.callback_metrics
+        loss = metrics.get(self.monitor)
+        if loss is None:
             return
-        value = float(value)
-        if value < self.best:  # NaN never is
+        acc = metrics.get(self.accuracy) if self.accuracy is not None else None
+        value = (-float(acc) if acc is not None else 0.0, float(loss))
+        if value < self.best and not any(math.isnan(v) for v in value):
             self.best, self.epoch = value, trainer.current_epoch
             self.state = cpu_state(pl_module)
 

@@ -95,7 +95,8 @@ def test_defaults_resolve_none_to_the_class_default():
     adata.layers["counts"] = adata.X.copy()
     model = tiny_model("CGRAN", adata)
     args = model._training_args(model._train_defaults, n_cells=60, trainer_kwargs={})
-    assert (args.lr, args.batch_size, args.early_stopping_patience, args.restore_best_weights) == (1e-3, 32, 5, True)
+    # patience: 5 epochs or 100 optimiser steps, 54 training cells making 2 minibatches of 32
+    assert (args.lr, args.batch_size, args.early_stopping_patience, args.restore_best_weights) == (1e-3, 32, 50, True)
     args = model._training_args(model._train_defaults, n_cells=60, trainer_kwargs={}, lr=0.5,
                                 restore_best_weights=False)
     assert (args.lr, args.restore_best_weights) == (0.5, False)

@@ -19,7 +19,7 @@ from scattn._version import __version__
 from scattn._write import write_results
 from scattn.data import balanced_class_weights
 from scattn.module import MODULE_KEYS
-from scattn.train import SETTINGS_BATCH_SIZE, ClassificationPlan, TrainDefaults
+from scattn.train import SETTINGS_BATCH_SIZE, ClassificationPlan, StepBudget, TrainDefaults
 
 from ._results import PredictionResult
 
@@ -40,8 +40,11 @@ class ClassifierMixin:
     """
 
     _training_plan_cls = ClassificationPlan
+    # patience: 10 epochs, or as many as make 100 optimiser steps where epochs are shorter (on
+    # 100 cells an epoch is 2-3 minibatches; the rule every model's patience follows)
     _train_defaults = TrainDefaults(max_epochs=100, lr=1e-3, weight_decay=0.0,
-                                    batch_size=SETTINGS_BATCH_SIZE, early_stopping_patience=10)
+                                    batch_size=SETTINGS_BATCH_SIZE,
+                                    early_stopping_patience=StepBudget(10, 100))
 
     def _require_classifier(self) -> None:
         """A clear error for a model without labels or head."""
