@@ -145,6 +145,37 @@ def splits(labels, seeds=(0, 1, 2), test_size: float = 0.2) -> Iterator[tuple[in
         yield seed, np.sort(train), np.sort(test)
 
 
+#: cells every class keeps in a small training subsample (where it has them)
+MIN_PER_CLASS = 3
+
+
+def stratified_subsample(labels, n: int, seed: int, min_per_class: int = MIN_PER_CLASS) -> np.ndarray:
+    """Positions of `n` cells of `labels`: every class gets ``min(min_per_class, its size)``
+    cells, the rest is shared in proportion to the class sizes (largest remainders first);
+    cells drawn at random within each class. Sorted positions."""
+    labels = np.asarray(labels).astype(str)
+    if n > len(labels):
+        raise ValueError(f"Cannot draw {n} cells from {len(labels)}.")
+    rng = np.random.default_rng(seed)
+    classes, sizes = np.unique(labels, return_counts=True)
+    take = np.minimum(sizes, min_per_class)
+    if take.sum() > n:
+        raise ValueError(f"{n} cells cannot hold {min_per_class} of each of {len(classes)} classes.")
+    left = n - take.sum()
+    room = sizes - take
+    share = left * room / room.sum() if room.sum() else np.zeros(len(classes))
+    extra = np.minimum(np.floor(share).astype(int), room)
+    order = np.argsort(-(share - np.floor(share)))  # largest remainders get the cells left
+    for i in order:
+        if extra.sum() >= left:
+            break
+        if extra[i] < room[i]:
+            extra[i] += 1
+    take = take + extra
+    picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, take, strict=True)]
+    return np.sort(np.concatenate(picked))
+
+
 def lognorm_matrix(adata: AnnData, expression: str):
     """Log-normalised X, as the models compute it."""
     from scattn.data import log_normalize

@@ -25,10 +25,10 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ..._common import load_tasks, markdown_table, splits
+from ..._common import MIN_PER_CLASS as MIN_PER_CLASS  # re-exported: the family's rule
+from ..._common import load_tasks, markdown_table, splits, stratified_subsample
 from ..methods import METHODS, Split
 from ._family import Family, RunSettings
 from .annotation import _hide, run_split
@@ -39,35 +39,7 @@ DATASETS = {"small_data_pbmc68k_reduced": "pbmc68k_reduced", "small_data_paul15"
             "small_data_panc8": "panc8_subset", "small_data_cellbench": "cellbench_celseq2"}
 SIZES = (100, 300, 1000)
 QUICK_SIZES = (100,)
-MIN_PER_CLASS = 3
 METHOD_NAMES = ("CFAN", "CGRAN", "SIMS", "Geneformer", "SCGPT", "LogisticRegression", "CellTypist")
-
-
-def stratified_subsample(labels, n: int, seed: int, min_per_class: int = MIN_PER_CLASS) -> np.ndarray:
-    """Positions of `n` cells of `labels`: every class gets ``min(min_per_class, its size)``
-    cells, the rest is shared in proportion to the class sizes (largest remainders first);
-    cells drawn at random within each class. Sorted positions."""
-    labels = np.asarray(labels).astype(str)
-    if n > len(labels):
-        raise ValueError(f"Cannot draw {n} cells from {len(labels)}.")
-    rng = np.random.default_rng(seed)
-    classes, sizes = np.unique(labels, return_counts=True)
-    take = np.minimum(sizes, min_per_class)
-    if take.sum() > n:
-        raise ValueError(f"{n} cells cannot hold {min_per_class} of each of {len(classes)} classes.")
-    left = n - take.sum()
-    room = sizes - take
-    share = left * room / room.sum() if room.sum() else np.zeros(len(classes))
-    extra = np.minimum(np.floor(share).astype(int), room)
-    order = np.argsort(-(share - np.floor(share)))  # largest remainders get the cells left
-    for i in order:
-        if extra.sum() >= left:
-            break
-        if extra[i] < room[i]:
-            extra[i] += 1
-    take = take + extra
-    picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, take, strict=True)]
-    return np.sort(np.concatenate(picked))
 
 
 def problems(tasks: list[str], settings: RunSettings) -> Iterator[tuple[Split, str]]:
