@@ -9,8 +9,8 @@ difference over seeds, not on one run.
 
 Variants (``--variants``, names of :data:`VARIANTS`): ``default`` (the model as a newcomer
 trains it), SIMS' TabNet width ``sims_width_32`` (``n_d = n_a = 32``, SIMS' default is 8),
-``sims_one_step`` (one decision step), ``restore_last`` (the last epoch's weights kept
-instead of the best validation epoch's).
+``sims_one_step`` (one decision step), ``restore_last`` / ``restore_best`` (the last
+epoch's weights kept, or the best validation epoch's, against the model's default).
 Sizes: the training cells; a size at or above the pool takes the whole pool.
 
 Outputs (``--out``, default ``benchmarks/results/small_data_factors``): ``_runs.csv`` (one row per
@@ -50,6 +50,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "sims_one_step": ({"n_steps": 1}, {}),
     "sims_width_32_one_step": ({"n_d": 32, "n_a": 32, "n_steps": 1}, {}),
     "restore_last": ({}, {"restore_best_weights": False}),
+    "restore_best": ({}, {"restore_best_weights": True}),
 }
 KEYS = ("model", "variant", "dataset", "n_train", "seed")
 

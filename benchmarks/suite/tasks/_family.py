@@ -42,3 +42,23 @@ class Family:
     def prefix(self, out: str) -> str:
         """Where this family's files go: ``<out><suffix>`` (``_runs.csv``, ``.md``, ...)."""
         return f"{out}{self.suffix}"
+
+
+def write_runs_and_summary(family: Family, rows: list[dict], settings: RunSettings, header: str,
+                           summarize: Callable[[pd.DataFrame], pd.DataFrame], note: str = "") -> pd.DataFrame:
+    """A family's report: its runs (``<out><suffix>_runs.csv``), their summary (`summarize`:
+    ``.csv``) and the summary under `header` and `note` (``.md``); the summary is printed and
+    returned (empty without runs)."""
+    from pathlib import Path
+
+    from ..._common import markdown_table
+
+    out = family.prefix(settings.out)
+    runs = pd.DataFrame(rows)
+    runs.to_csv(f"{out}_runs.csv", index=False)
+    table = summarize(runs) if len(runs) else pd.DataFrame()
+    table.to_csv(f"{out}.csv", index=False)
+    Path(f"{out}.md").write_text(header + note + markdown_table(table) if len(table) else header)
+    if len(table):
+        print(table.to_string(index=False))
+    return table

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
 
 from ..._common import MIN_PER_CLASS as MIN_PER_CLASS  # re-exported: the family's rule
-from ..._common import load_tasks, markdown_table, splits, stratified_subsample
+from ..._common import load_tasks, splits, stratified_subsample
 from ..methods import METHODS, Split
-from ._family import Family, RunSettings
+from ._family import Family, RunSettings, write_runs_and_summary
 from .annotation import _hide, run_split
 
 log = logging.getLogger("benchmarks")
@@ -87,17 +86,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 def report(rows: list[dict], extra_rows: list[dict], settings: RunSettings, header: str) -> pd.DataFrame:
     """The runs and the summary under ``<out>_small_data``."""
-    out = FAMILY.prefix(settings.out)
-    runs = pd.DataFrame(rows)
-    runs.to_csv(f"{out}_runs.csv", index=False)
-    table = summarize(runs) if len(runs) else pd.DataFrame()
-    table.to_csv(f"{out}.csv", index=False)
     note = ("Each method with its own defaults (no epoch cap); `vs_lr`: macro F1 minus logistic "
             "regression's on the same training cells, mean over seeds.\n\n")
-    Path(f"{out}.md").write_text(header + note + markdown_table(table) if len(table) else header)
-    if len(table):
-        print(table.to_string(index=False))
-    return table
+    return write_runs_and_summary(FAMILY, rows, settings, header, summarize, note)
 
 
 # uncapped transformers on every size and seed take hours on a CPU: the family runs when asked

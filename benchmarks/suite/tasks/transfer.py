@@ -28,15 +28,14 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
 
-from ..._common import data_dir, markdown_table
+from ..._common import data_dir
 from ..._measure import measure
 from ..._pairs import PAIRS, QUICK, load_pair, score
 from ..methods import METHODS, NotApplicable, Split
-from ._family import Family, RunSettings
+from ._family import Family, RunSettings, write_runs_and_summary
 from .annotation import _hide
 
 log = logging.getLogger("benchmarks")
@@ -97,15 +96,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 def report(rows: list[dict], extra_rows: list[dict], settings: RunSettings, header: str) -> pd.DataFrame:
     """The runs and the summary under ``<out>_transfer``."""
-    out = FAMILY.prefix(settings.out)
-    runs = pd.DataFrame(rows)
-    runs.to_csv(f"{out}_runs.csv", index=False)
-    table = summarize(runs) if len(runs) else pd.DataFrame()
-    table.to_csv(f"{out}.csv", index=False)
-    Path(f"{out}.md").write_text(header + markdown_table(table) if len(table) else header)
-    if len(table):
-        print(table.to_string(index=False))
-    return table
+    return write_runs_and_summary(FAMILY, rows, settings, header, summarize)
 
 
 FAMILY = Family(name="transfer", tasks=tuple(PAIRS), quick_tasks=QUICK, extra_tasks=(), methods=METHODS,
