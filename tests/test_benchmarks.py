@@ -209,6 +209,23 @@ def test_transfer_factors_study_runs(tmp_path):
         main(["--factor", "training", "--levels", "cell_ranks"])
 
 
+def test_small_data_factor_study_runs(tmp_path):
+    """The factor study: one row per variant on the family's 100-cell split, upserted (a rerun
+    of one variant replaces only its rows), and a summary over seeds."""
+    from benchmarks.studies.small_data_factors import main
+
+    out = tmp_path / "f"
+    args = ["--models", "CFAN", "--datasets", "pbmc68k_reduced", "--sizes", "100", "--seeds", "0",
+            "--out", str(out)]
+    main([*args, "--variants", "default", "restore_best"])
+    main([*args, "--variants", "restore_best"])
+    runs = pd.read_csv(f"{out}_runs.csv")
+    assert sorted(runs["variant"]) == ["default", "restore_best"] and (runs["n_train"] == 100).all()
+    assert runs["macro_f1"].between(0, 1).all() and (runs["epochs"] >= 1).all()
+    summary = pd.read_csv(f"{out}.csv")
+    assert set(summary["variant"]) == {"default", "restore_best"} and (summary["n_seeds"] == 1).all()
+
+
 def test_benchmark_small_data_quick_runs(tmp_path):
     """The small_data family: stratified subsamples of the training pool keep every class, and
     the report gives each method's gap to logistic regression on the same cells."""
