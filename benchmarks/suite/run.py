@@ -86,7 +86,10 @@ def main(argv=None) -> pd.DataFrame:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="pbmc68k_reduced + CellBench, 1 seed, few epochs")
     mode.add_argument("--full", action="store_true", help="own epoch budgets, all cells")
-    parser.add_argument("--tasks", nargs="*", default=None, help=f"among {', '.join(default_tasks)}")
+    extra_tasks = sorted(known_tasks - set(default_tasks))
+    parser.add_argument("--tasks", nargs="*", default=None,
+                        help=f"among {', '.join(default_tasks)} (the default run); only when named: "
+                             f"{', '.join(extra_tasks)}")
     parser.add_argument("--methods", nargs="*", default=None, help=f"among {', '.join(known_methods)}")
     parser.add_argument("--seeds", nargs="*", type=int, default=None)
     parser.add_argument("--max-epochs", type=int, default=None, help="one epoch cap for every deep model")
