@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from ..._common import markdown_table
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,6 @@ def write_runs_and_summary(family: Family, rows: list[dict], settings: RunSettin
     """A family's report: its runs (``<out><suffix>_runs.csv``), their summary (`summarize`:
     ``.csv``) and the summary under `header` and `note` (``.md``); the summary is printed and
     returned (empty without runs)."""
-    from pathlib import Path
-
-    from ..._common import markdown_table
-
     out = family.prefix(settings.out)
     runs = pd.DataFrame(rows)
     runs.to_csv(f"{out}_runs.csv", index=False)

@@ -4,7 +4,7 @@ A default that works on a few thousand cells can fall to chance on a hundred (to
 optimiser steps, a warm-up longer than the run, rare classes never predicted). This family
 makes that visible in the suite: every labelled set is split once per seed into a stratified
 20% test set and a training pool, from which a stratified subsample of ``n`` cells trains
-(every class keeps at least :data:`MIN_PER_CLASS` cells where the pool has them, the rest in
+(every class keeps at least :data:`benchmarks._common.MIN_PER_CLASS` cells where the pool has them, the rest in
 proportion to the class sizes). Sizes larger than the pool are skipped (only paul15 has 1,000).
 
 Tasks (``--tasks``): ``small_data_<dataset>`` for pbmc68k_reduced (scanpy's bundle), paul15,
@@ -26,7 +26,6 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from ..._common import MIN_PER_CLASS as MIN_PER_CLASS  # re-exported: the family's rule
 from ..._common import load_tasks, splits, stratified_subsample
 from ..methods import METHODS, Split
 from ._family import Family, RunSettings, write_runs_and_summary
